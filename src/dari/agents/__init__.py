@@ -1,0 +1,1 @@
+"""Agent backends: anything that turns a message (plus history) into a stream of text pieces."""

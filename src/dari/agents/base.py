@@ -1,0 +1,89 @@
+"""The streaming interface every backend implements.
+
+A backend's ``stream()`` is an async iterator of events: ``str`` pieces of the answer, in order,
+and :class:`Step` markers for work in progress. The runner turns pieces into ``response`` frames
+as soon as they are yielded; nothing waits for the whole answer. Cancellation arrives as
+``asyncio.CancelledError`` at the backend's current ``await``: backends close upstream requests
+in ``finally`` blocks (an ``async with`` does it for them).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+
+if TYPE_CHECKING:
+    from dari.settings import AgentConfig, Settings
+
+StepState = Literal["started", "finished"]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """A step of the work, shown to people ("데이터 분석 중...") and saved with the answer."""
+
+    name: str  # machine name: a graph node, a tool
+    content: str  # text for people
+    state: StepState = "started"
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"name": self.name, "content": self.content, "state": self.state}
+
+
+AgentEvent = str | Step
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryMessage:
+    role: Literal["user", "assistant", "report"]
+    content: str
+    images: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRequest:
+    message: str
+    images: list[str]
+    history: list[HistoryMessage]  # oldest first, without the current message
+    project_id: str
+    agent_name: str
+    thread_id: str
+    request_id: str
+    user_id: str
+
+
+class AgentContext(Protocol):
+    """What a running answer may ask of the gateway."""
+
+    async def step(self, name: str, content: str, state: StepState = "started") -> None:
+        """Emit a ``step`` frame now (same as yielding a :class:`Step`)."""
+
+    async def delegate(self, agent_name: str, task: str) -> str:
+        """Hand ``task`` to another agent of the same project, in the background.
+
+        Returns the task id at once; an ``auto_report`` follows when the task finishes.
+        Raises :class:`dari.protocol.errors.DariError` if the agent cannot take it.
+        """
+
+
+class AgentBackend(ABC):
+    """One configured agent's way of producing answers."""
+
+    kind: ClassVar[str]
+    takes_images: ClassVar[bool] = False
+
+    def __init__(self, config: AgentConfig, settings: Settings) -> None:
+        self.config = config
+        self.settings = settings
+
+    async def start(self) -> None:
+        """Prepare clients or graphs; raise with a clear message if misconfigured."""
+
+    async def aclose(self) -> None:
+        """Release clients; called once at shutdown."""
+
+    @abstractmethod
+    def stream(self, request: AgentRequest, ctx: AgentContext) -> AsyncIterator[AgentEvent]:
+        """Yield the answer's pieces (and steps) as they are produced."""

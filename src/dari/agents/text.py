@@ -1,0 +1,18 @@
+"""Text helpers shared by the offline backends."""
+
+from __future__ import annotations
+
+import re
+
+_WORD = re.compile(r"\S+\s*")
+
+
+def split_words(text: str) -> list[str]:
+    """Pieces of ``text``, one word each with its trailing whitespace; ``"".join`` gives ``text``."""
+    pieces = _WORD.findall(text)
+    if not pieces:
+        return [text] if text else []
+    lead = len(text) - len(text.lstrip())
+    if lead:
+        pieces[0] = text[:lead] + pieces[0]
+    return pieces

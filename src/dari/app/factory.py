@@ -1,0 +1,76 @@
+"""``create_app(settings)``: routes, error handlers and lifespan; nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from dari import __version__
+from dari.app import rest, ws
+from dari.app.gateway import Gateway
+from dari.protocol.errors import DariError, ErrorCode
+from dari.settings import Settings
+
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+
+_HTTP_STATUS = {
+    ErrorCode.BAD_REQUEST: 400,
+    ErrorCode.TOO_LARGE: 413,
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.PROJECT_NOT_FOUND: 404,
+    ErrorCode.AGENT_NOT_FOUND: 404,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.AGENT_NOT_RUNNING: 409,
+    ErrorCode.QUEUE_FULL: 429,
+    ErrorCode.RATE_LIMITED: 429,
+}
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.load()
+    gateway = Gateway(settings)  # validates the settings now, before anything listens
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.stop()
+
+    app = FastAPI(title="dari", version=__version__, lifespan=lifespan)
+    app.state.gateway = gateway
+
+    @app.exception_handler(DariError)
+    async def dari_error(request: Request, exc: DariError) -> JSONResponse:
+        status = _HTTP_STATUS.get(exc.code, 500)
+        return JSONResponse(
+            {"error": {"code": str(exc.code), "message": exc.message}}, status_code=status
+        )
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        try:
+            await gateway.store.ping()
+        except Exception:
+            return JSONResponse({"status": "not ready", "store": "unreachable"}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    from dari.app.metrics import router as metrics_router
+
+    app.include_router(metrics_router)
+    app.include_router(rest.router)
+    app.include_router(ws.router)
+    if (WEB_DIR / "index.html").is_file():
+        app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
+    return app

@@ -1,0 +1,82 @@
+"""The gateway's parts, built from settings and started and stopped together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from dari.agents.directory import AgentDirectory
+from dari.auth.base import Authenticator, NoAuth
+from dari.hub.hub import Hub
+from dari.hub.replay import MemoryReplayLog, ReplayLog
+from dari.runner.runner import Runner
+from dari.settings import Settings
+from dari.stores.base import Store, open_store
+
+log = logging.getLogger("dari")
+
+
+class ConfigError(Exception):
+    """Settings that cannot work; the message says how to fix them."""
+
+
+def build_authenticator(settings: Settings) -> Authenticator:
+    if settings.auth.mode == "none":
+        if not settings.server.is_loopback():
+            raise ConfigError(
+                f"refusing to serve {settings.server.host} with auth.mode = 'none': anyone could "
+                "connect. Turn auth on ([auth] mode = \"jwt\" with a secret or public key, or "
+                "DARI_AUTH__MODE=jwt), or bind to 127.0.0.1."
+            )
+        return NoAuth()
+    from dari.auth.jwt import JwtAuthenticator
+
+    return JwtAuthenticator(settings.auth)
+
+
+def build_replay(settings: Settings) -> ReplayLog:
+    if settings.replay.url == "memory://":
+        return MemoryReplayLog(settings.replay.max_frames, settings.replay.max_age_s)
+    raise ConfigError(f"replay.url {settings.replay.url!r}: only memory:// is supported so far")
+
+
+class Gateway:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        if settings.bus.url != "memory://":
+            raise ConfigError(f"bus.url {settings.bus.url!r}: only memory:// is supported so far")
+        self.authenticator = build_authenticator(settings)
+        self.store: Store = open_store(settings.store.url)
+        self.replay = build_replay(settings)
+        self.hub = Hub(self.replay, settings.replay.idle_client_ttl_s)
+        self.directory = AgentDirectory(settings)
+        self.runner = Runner(settings, self.hub, self.store, self.directory)
+        self._janitor: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.store.start()
+        interrupted = await self.store.fail_interrupted(self.runner.node_id)
+        if interrupted:
+            log.warning("marked %d answer(s) interrupted by the last stop as failed", interrupted)
+        await self.directory.start()
+        self._janitor = asyncio.create_task(self._sweep())
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(60)
+            try:
+                await self.hub.forget_idle()
+            except Exception:
+                log.exception("forgetting idle clients failed")
+
+    async def stop(self) -> None:
+        if self._janitor is not None:
+            self._janitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._janitor
+        await self.runner.close()
+        for connection in self.hub.connections():
+            await connection.close(1001, "server shutting down")
+        await self.directory.aclose()
+        await self.store.close()

@@ -1,0 +1,33 @@
+"""Running the app on uvicorn with the settings' network options (used by the CLI and tests)."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from dari.app.factory import create_app
+from dari.settings import Settings
+
+
+def uvicorn_config(settings: Settings, **overrides: object) -> uvicorn.Config:
+    options: dict[str, object] = {
+        "host": settings.server.host,
+        "port": settings.server.port,
+        "ws": settings.server.ws_backend,
+        # The WebSocket layer itself refuses frames and fragmented messages over the limit (1009).
+        "ws_max_size": settings.limits.max_message_bytes,
+        "ws_per_message_deflate": settings.server.per_message_deflate,
+        # Protocol-level pings; a peer that does not answer within one more interval is dropped.
+        "ws_ping_interval": settings.heartbeat_s,
+        "ws_ping_timeout": settings.heartbeat_s,
+        "timeout_keep_alive": 5,
+        "timeout_graceful_shutdown": 10,
+        "lifespan": "on",
+        "log_level": "info",
+        "access_log": False,
+    }
+    options.update(overrides)
+    return uvicorn.Config(create_app(settings), **options)  # type: ignore[arg-type]
+
+
+def serve(settings: Settings) -> None:
+    uvicorn.Server(uvicorn_config(settings)).run()

@@ -1,0 +1,189 @@
+"""What one socket's frames do: chat, ping, cancel, history, subscribe.
+
+Every frame is checked against the principal here, not only the handshake. An error caused by
+a frame becomes an ``error`` frame for this client; the connection stays open.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from dari.app.gateway import Gateway
+from dari.app.images import check_images
+from dari.auth.base import Principal
+from dari.protocol import frames
+from dari.protocol.codec import decode_client_frame
+from dari.protocol.errors import DariError, ErrorCode, LookupFailed
+from dari.protocol.frames import (
+    CancelIn,
+    ChatIn,
+    ClientFrame,
+    ConversationKey,
+    HistoryIn,
+    PingIn,
+    SubscribeIn,
+)
+from dari.protocol.ratelimit import TokenBucket
+from dari.runner.jobs import Job
+
+log = logging.getLogger("dari.session")
+
+
+class RateLimitExceeded(Exception):
+    """The client kept flooding after ``rate_limited`` errors: close with 1008."""
+
+
+class ChatSession:
+    def __init__(self, gateway: Gateway, principal: Principal, client_id: str) -> None:
+        self.gateway = gateway
+        self.principal = principal
+        self.client_id = client_id
+        limits = gateway.settings.limits
+        self.bucket = TokenBucket(rate=limits.rate_per_s, burst=limits.rate_burst)
+
+    async def reply(self, frame: frames.Frame) -> None:
+        await self.gateway.hub.send(self.client_id, frame)
+
+    async def handle_raw(self, data: str | bytes | None) -> None:
+        """Handle one frame as received; errors become ``error`` frames."""
+        try:
+            self._rate_check()
+            frame = decode_client_frame(
+                data, max_bytes=self.gateway.settings.limits.max_message_bytes
+            )
+            await self.handle(frame)
+        except DariError as exc:
+            await self.reply(frames.error(exc.code, exc.message, exc.request_id))
+
+    def _rate_check(self) -> None:
+        if self.bucket.take(time.monotonic()):
+            return
+        limits = self.gateway.settings.limits
+        if self.bucket.strikes >= limits.rate_strikes_before_close:
+            raise RateLimitExceeded
+        raise DariError("too many frames; slow down", code=ErrorCode.RATE_LIMITED)
+
+    async def handle(self, frame: ClientFrame) -> None:
+        try:
+            if isinstance(frame, ChatIn):
+                await self.chat(frame)
+            elif isinstance(frame, PingIn):
+                await self.reply(frames.pong(frame.ts))
+            elif isinstance(frame, CancelIn):
+                await self.cancel(frame)
+            elif isinstance(frame, HistoryIn):
+                await self.history(frame)
+            elif isinstance(frame, SubscribeIn):
+                await self.subscribe(frame)
+        except DariError as exc:
+            request_id = exc.request_id
+            if request_id is None and isinstance(frame, ChatIn | CancelIn):
+                request_id = frame.id if isinstance(frame, ChatIn) else frame.request_id
+            await self.reply(frames.error(exc.code, exc.message, request_id))
+        except Exception:
+            log.exception("frame %s from %s failed", type(frame).__name__, self.client_id)
+            await self.reply(frames.error(ErrorCode.INTERNAL, "internal error; nothing was lost"))
+
+    async def chat(self, frame: ChatIn) -> None:
+        gateway = self.gateway
+        key = ConversationKey(frame.project_id, frame.agent_name, frame.thread_id)
+        self.principal.require(key.project_id, key.agent_name)
+        check_images(frame.images, gateway.settings.limits)
+        gateway.runner.admit(key)
+        accepted = await gateway.store.accept_chat(
+            user_id=self.principal.user_id,
+            client_message_id=frame.id,
+            request_id=frame.id or f"r-{uuid.uuid4().hex}",
+            key=key,
+            message=frame.message,
+            images=frame.images,
+        )
+        gateway.hub.subscribe(self.client_id, key)
+        if accepted.duplicate:
+            await self.reply(
+                frames.ack(
+                    id=frame.id, request_id=accepted.request_id, queued=0, duplicate=True, key=key
+                )
+            )
+            return
+        job = Job(accepted.request_id, key, frame.message, frame.images, self.principal.user_id)
+        queued = gateway.runner.submit(job)
+        await self.reply(
+            frames.ack(id=frame.id, request_id=accepted.request_id, queued=queued, duplicate=False, key=key)
+        )
+
+    async def cancel(self, frame: CancelIn) -> None:
+        runner = self.gateway.runner
+        if frame.request_id is not None:
+            job = runner.find(frame.request_id)
+            if job is None or not self.principal.can_use(job.key.project_id, job.key.agent_name):
+                # Someone else's request looks exactly like a missing one.
+                raise LookupFailed(
+                    f"no running or queued answer {frame.request_id!r}",
+                    request_id=frame.request_id,
+                )
+            runner.cancel_request(frame.request_id)
+            return
+        assert frame.project_id is not None and frame.agent_name is not None
+        key = ConversationKey(frame.project_id, frame.agent_name, frame.thread_id)
+        self.principal.require(key.project_id, key.agent_name)
+        if not runner.cancel_conversation(key):
+            raise LookupFailed(f"nothing is running in {key}")
+
+    async def history(self, frame: HistoryIn) -> None:
+        key = ConversationKey(frame.project_id, frame.agent_name, frame.thread_id)
+        self.principal.require(key.project_id, key.agent_name)
+        self.gateway.directory.get(key.project_id, key.agent_name)
+        records = await self.gateway.store.history(key, frame.limit, frame.before)
+        await self.reply(
+            {
+                "type": "history",
+                **key.fields(),
+                "messages": [record.to_wire() for record in records],
+            }
+        )
+
+    async def subscribe(self, frame: SubscribeIn) -> None:
+        hub, directory = self.gateway.hub, self.gateway.directory
+        self.principal.require(frame.project_id, frame.agent_name)
+        if frame.agent_name is None:
+            directory.project(frame.project_id)
+        else:
+            directory.get(frame.project_id, frame.agent_name)
+        key = (
+            ConversationKey(frame.project_id, frame.agent_name, frame.thread_id)
+            if frame.agent_name is not None
+            else None
+        )
+        target = key.fields() if key else {"project_id": frame.project_id}
+        if frame.type == "unsubscribe":
+            if key is None:
+                hub.unsubscribe_project(self.client_id, frame.project_id)
+            else:
+                hub.unsubscribe(self.client_id, key)
+            await self.reply({"type": "unsubscribed", **target})
+            return
+        if key is None:
+            hub.subscribe_project(self.client_id, frame.project_id)
+        else:
+            hub.subscribe(self.client_id, key)
+        await self.reply({"type": "subscribed", **target})
+        if key is not None:
+            await send_snapshots(self.gateway, self.client_id, {key})
+
+
+async def send_snapshots(gateway: Gateway, client_id: str, keys: set[ConversationKey]) -> None:
+    """The text so far of every answer in progress in ``keys``; live pieces follow."""
+    for progress in gateway.runner.snapshots(keys):
+        await gateway.hub.send(
+            client_id,
+            frames.answer_frame(
+                "snapshot",
+                progress.key,
+                progress.request_id,
+                content=progress.text(),
+                steps=list(progress.steps),
+            ),
+        )

@@ -1,0 +1,214 @@
+"""The two WebSocket endpoints: the handshake, resume, and the receive loop.
+
+The handshake refuses a bad ``client_id`` or a foreign ``Origin`` before the upgrade; auth and
+ownership failures are sent as close codes a browser can read (accept, then 4401/4403).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+
+import orjson
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from dari import __version__
+from dari.app.gateway import Gateway
+from dari.app.origin import origin_allowed
+from dari.app.session import ChatSession, RateLimitExceeded, send_snapshots
+from dari.auth.base import Credentials, Principal
+from dari.hub.connection import Connection
+from dari.protocol import frames, thread_dialect
+from dari.protocol.errors import CloseCode, DariError, ErrorCode, ProtocolError
+from dari.protocol.ids import is_valid_client_id
+from dari.protocol.resume import plan_resume
+
+log = logging.getLogger("dari.ws")
+router = APIRouter()
+
+
+def _gateway(websocket: WebSocket) -> Gateway:
+    gateway: Gateway = websocket.app.state.gateway
+    return gateway
+
+
+def credentials_of(websocket: WebSocket, cookie_name: str) -> Credentials:
+    header = websocket.headers.get("authorization", "")
+    bearer = header[7:].strip() if header[:7].lower() == "bearer " else None
+    return Credentials(
+        bearer=bearer or None,
+        query_token=websocket.query_params.get("token") or None,
+        cookie=websocket.cookies.get(cookie_name) or None,
+    )
+
+
+async def _authenticate(websocket: WebSocket, gateway: Gateway) -> Principal | None:
+    """The principal, or None after refusing the socket (the close code says why)."""
+    if not origin_allowed(websocket, gateway.settings):
+        await websocket.close(code=CloseCode.POLICY_VIOLATION)  # before accept: HTTP 403
+        return None
+    try:
+        return gateway.authenticator.authenticate(
+            credentials_of(websocket, gateway.settings.auth.cookie_name)
+        )
+    except DariError as exc:
+        await websocket.accept()
+        await websocket.close(code=CloseCode.UNAUTHORIZED, reason=exc.message[:120])
+        return None
+
+
+async def _receive_loop(
+    websocket: WebSocket, connection: Connection, session: ChatSession, on_text: object = None
+) -> None:
+    """Feed frames to the session until the socket closes or misbehaves."""
+    handle = session.handle_raw if on_text is None else on_text
+    expires_at = session.principal.expires_at
+    while not connection.closed.is_set():
+        timeout = None if expires_at is None else max(0.0, expires_at - time.time())
+        try:
+            async with asyncio.timeout(timeout):
+                message = await websocket.receive()
+        except TimeoutError:
+            await connection.close(CloseCode.UNAUTHORIZED, "token expired")
+            return
+        if message["type"] == "websocket.disconnect":
+            return
+        data = message.get("text")
+        if data is None:
+            data = message.get("bytes")
+        try:
+            await handle(data)  # type: ignore[operator]
+        except RateLimitExceeded:
+            await connection.close(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
+            return
+
+
+@router.websocket("/ws/chat/{client_id}")
+async def chat_socket(websocket: WebSocket, client_id: str) -> None:
+    gateway = _gateway(websocket)
+    settings = gateway.settings
+    if not is_valid_client_id(client_id):
+        await websocket.close(code=CloseCode.POLICY_VIOLATION)  # before any state exists
+        return
+    principal = await _authenticate(websocket, gateway)
+    if principal is None:
+        return
+    owner = await gateway.store.claim_client(client_id, principal.user_id)
+    if owner != principal.user_id:
+        await websocket.accept()
+        await websocket.close(code=CloseCode.FORBIDDEN, reason="client_id belongs to another user")
+        return
+    await websocket.accept()
+
+    hub = gateway.hub
+    state = hub.client(client_id, principal.user_id)
+    position = await gateway.replay.position(client_id)
+    plan = plan_resume(
+        websocket.query_params.get("last_seq"), websocket.query_params.get("epoch"), position
+    )
+    connection = Connection(
+        websocket,
+        client_id,
+        principal.user_id,
+        gateway.replay,
+        position=plan.position,
+        send_timeout_s=settings.limits.send_timeout_s,
+        max_lag_frames=settings.limits.max_lag_frames,
+    )
+    previous = hub.attach(connection)
+    if previous is not None:
+        await previous.close(CloseCode.REPLACED, "replaced by a newer connection")
+    session = ChatSession(gateway, principal, client_id)
+    writer: asyncio.Task[None] | None = None
+    try:
+        await connection.send_direct(
+            frames.welcome(
+                client_id=client_id,
+                position=plan.position,
+                resumed=plan.resumed,
+                last_seq=position.head,
+                epoch=position.epoch,
+                heartbeat_s=settings.heartbeat_s,
+                server_version=__version__,
+                reason=plan.reason.value if plan.reason else None,
+            )
+        )
+        if not plan.resumed:
+            await send_snapshots(gateway, client_id, set(state.conversations))
+        writer = asyncio.create_task(connection.run_writer())
+        connection.notify()
+        await _receive_loop(websocket, connection, session)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        connection.closed.set()
+        connection.notify()
+        if writer is not None:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writer
+        await hub.detach(connection)
+
+
+@router.websocket("/api/chat/ws/{thread_id}")
+async def thread_socket(websocket: WebSocket, thread_id: str) -> None:
+    gateway = _gateway(websocket)
+    settings = gateway.settings
+    if not 0 < len(thread_id) <= 128:
+        await websocket.close(code=CloseCode.POLICY_VIOLATION)
+        return
+    principal = await _authenticate(websocket, gateway)
+    if principal is None:
+        return
+    await websocket.accept()
+    client_id = f"thread.{uuid.uuid4().hex}"
+    gateway.hub.client(client_id, principal.user_id, ephemeral=True)
+    connection = Connection(
+        websocket,
+        client_id,
+        principal.user_id,
+        gateway.replay,
+        position=0,
+        send_timeout_s=settings.limits.send_timeout_s,
+        max_lag_frames=settings.limits.max_lag_frames,
+        render=thread_dialect.render,
+    )
+    gateway.hub.attach(connection)
+    session = ChatSession(gateway, principal, client_id)
+
+    async def on_text(data: str | bytes | None) -> None:
+        if not isinstance(data, str):
+            await session.handle_raw(data)  # the codec answers binary frames with bad_request
+            return
+        try:
+            raw = orjson.loads(data) if len(data) <= settings.limits.max_message_bytes else None
+        except orjson.JSONDecodeError:
+            raw = None
+        if isinstance(raw, dict) and "type" not in raw:
+            try:
+                chat = thread_dialect.chat_frame(
+                    raw,
+                    thread_id=thread_id,
+                    project_id=settings.default_project,
+                    agent_name=settings.default_agent,
+                )
+            except ProtocolError as exc:
+                await session.reply(frames.error(ErrorCode.BAD_REQUEST, exc.message))
+                return
+            data = orjson.dumps(chat).decode()
+        await session.handle_raw(data)
+
+    writer = asyncio.create_task(connection.run_writer())
+    try:
+        await _receive_loop(websocket, connection, session, on_text)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        connection.closed.set()
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await writer
+        await gateway.hub.detach(connection)

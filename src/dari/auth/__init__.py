@@ -1,0 +1,1 @@
+"""Who is connecting, and what they may see."""

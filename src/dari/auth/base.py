@@ -1,0 +1,78 @@
+"""Principals and the one place where access is decided.
+
+Every check (handshake, ``chat``, ``subscribe``, ``history``, ``cancel``, resume, REST) goes
+through :class:`Principal` and an :class:`Authenticator`, so auth modes plug in without
+touching handlers.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from dari.protocol.errors import AccessError, ErrorCode
+
+ALL = "*"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    user_id: str
+    projects: frozenset[str] = frozenset({ALL})
+    # project -> agents allowed there; a project absent here allows all its agents.
+    agents: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    admin: bool = False
+    expires_at: float | None = None  # unix time; the socket is closed when it passes
+
+    def can_see_project(self, project_id: str) -> bool:
+        return ALL in self.projects or project_id in self.projects
+
+    def can_use(self, project_id: str, agent_name: str | None) -> bool:
+        if not self.can_see_project(project_id):
+            return False
+        if agent_name is None:
+            return True
+        allowed = self.agents.get(project_id, self.agents.get(ALL))
+        return allowed is None or ALL in allowed or agent_name in allowed
+
+    def require(self, project_id: str, agent_name: str | None = None) -> None:
+        if not self.can_use(project_id, agent_name):
+            target = f"{project_id}/{agent_name}" if agent_name else project_id
+            raise AccessError(f"no access to {target}", code=ErrorCode.FORBIDDEN)
+
+    def require_admin(self) -> None:
+        if not self.admin:
+            raise AccessError("this needs an admin token", code=ErrorCode.FORBIDDEN)
+
+
+ANONYMOUS = Principal(user_id="anonymous", admin=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What a request offers to prove who it is."""
+
+    bearer: str | None = None  # Authorization: Bearer
+    query_token: str | None = None  # ?token=
+    cookie: str | None = None  # session cookie set by the UI
+
+    def token(self) -> str | None:
+        return self.bearer or self.query_token or self.cookie
+
+
+class Authenticator(ABC):
+    mode: str
+
+    @abstractmethod
+    def authenticate(self, credentials: Credentials) -> Principal:
+        """Return the principal, or raise :class:`AccessError` with code ``unauthorized``."""
+
+
+class NoAuth(Authenticator):
+    """Everyone is the same anonymous user with access to everything (loopback only)."""
+
+    mode = "none"
+
+    def authenticate(self, credentials: Credentials) -> Principal:
+        return ANONYMOUS

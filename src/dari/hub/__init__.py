@@ -1,0 +1,1 @@
+"""Connections: the registry per client_id, subscriptions, writers, and the replay log."""

@@ -1,0 +1,113 @@
+"""One attached socket and its writer task.
+
+Producers never write to the socket: they append to the client's replay log and wake the
+writer. The writer sends what the log holds after ``sent``, so a slow socket only delays
+itself; pieces that pile up meanwhile are merged by the log. A socket that stays stalled
+for ``send_timeout_s``, or falls ``max_lag_frames`` behind, is closed with 1013 and the client
+catches up by resuming.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from starlette.websockets import WebSocket, WebSocketState
+
+from dari.hub.replay import ReplayLog
+from dari.protocol.codec import encode
+from dari.protocol.errors import CloseCode
+from dari.protocol.frames import Frame
+
+log = logging.getLogger("dari.hub")
+
+# Turns a logged frame into wire text, or None to skip it on this socket (e.g. another dialect).
+Renderer = Callable[[Frame], str | None]
+
+_BATCH = 256
+
+
+class Connection:
+    def __init__(
+        self,
+        websocket: WebSocket,
+        client_id: str,
+        user_id: str,
+        replay: ReplayLog,
+        *,
+        position: int,
+        send_timeout_s: float,
+        max_lag_frames: int,
+        render: Renderer = encode,
+    ) -> None:
+        self.websocket = websocket
+        self.client_id = client_id
+        self.user_id = user_id
+        self.replay = replay
+        self.sent = position
+        self.send_timeout_s = send_timeout_s
+        self.max_lag_frames = max_lag_frames
+        self.render = render
+        self.wake = asyncio.Event()
+        self.closed = asyncio.Event()
+        self.close_code: int | None = None
+        self.frames_sent = 0
+
+    def notify(self) -> None:
+        self.wake.set()
+
+    async def send_direct(self, frame: Frame) -> None:
+        """Send a frame outside the log (``welcome``): only before the writer starts."""
+        text = self.render(frame)
+        if text is not None:
+            await self.websocket.send_text(text)
+
+    async def run_writer(self) -> None:
+        try:
+            while not self.closed.is_set():
+                await self.wake.wait()
+                self.wake.clear()
+                if not await self._drain():
+                    return
+        except Exception:  # the socket went away under us: the reader loop notices too
+            log.debug("writer for %s stopped", self.client_id, exc_info=True)
+            self.closed.set()
+
+    async def _drain(self) -> bool:
+        """Send everything the log holds after ``sent``; False once the connection is done."""
+        while not self.closed.is_set():
+            frames = await self.replay.read(self.client_id, self.sent, _BATCH)
+            if frames is None:
+                await self.close(CloseCode.TRY_AGAIN_LATER, "fell behind the replay window")
+                return False
+            if not frames:
+                return True
+            try:
+                async with asyncio.timeout(self.send_timeout_s):
+                    for frame in frames:
+                        text = self.render(frame)
+                        if text is not None:
+                            await self.websocket.send_text(text)
+                            self.frames_sent += 1
+                        self.sent = frame["seq"]
+            except TimeoutError:
+                await self.close(CloseCode.TRY_AGAIN_LATER, "client too slow")
+                return False
+            position = await self.replay.position(self.client_id)
+            if position.head - self.sent > self.max_lag_frames:
+                await self.close(CloseCode.TRY_AGAIN_LATER, "client too slow")
+                return False
+        return False
+
+    async def close(self, code: int, reason: str = "") -> None:
+        if self.closed.is_set():
+            return
+        self.closed.set()
+        self.close_code = code
+        self.wake.set()
+        if self.websocket.application_state == WebSocketState.CONNECTED:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2):
+                    await self.websocket.close(code=code, reason=reason)

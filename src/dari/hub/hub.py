@@ -1,0 +1,160 @@
+"""The registry of clients: who is attached where, who listens to what, and delivery.
+
+A client (a ``client_id``) outlives its sockets: its subscriptions and its replay log stay
+while it reconnects. Delivering a frame to a client means appending it to the client's log and
+waking the client's writer if a socket is attached here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from dari.hub.connection import Connection
+from dari.hub.replay import MemoryReplayLog, ReplayLog
+from dari.protocol.frames import ConversationKey, Frame
+
+
+@dataclass(slots=True)
+class ClientState:
+    client_id: str
+    user_id: str
+    conversations: set[ConversationKey] = field(default_factory=set)
+    projects: set[str] = field(default_factory=set)
+    connection: Connection | None = None
+    last_seen: float = field(default_factory=time.monotonic)
+    ephemeral: bool = False  # sockets of the second dialect: no resume, forgotten on close
+
+
+class Hub:
+    def __init__(self, replay: ReplayLog, idle_client_ttl_s: float = 3600.0) -> None:
+        self.replay = replay
+        self.idle_client_ttl_s = idle_client_ttl_s
+        self.clients: dict[str, ClientState] = {}
+        self._conversation_subs: dict[ConversationKey, set[str]] = {}
+        self._project_subs: dict[str, set[str]] = {}
+        # The memory log appends without awaiting, which keeps a fan-out atomic.
+        self._append_now = replay.append_now if isinstance(replay, MemoryReplayLog) else None
+
+    # --- clients and sockets ---------------------------------------------------------------
+
+    def client(self, client_id: str, user_id: str, *, ephemeral: bool = False) -> ClientState:
+        state = self.clients.get(client_id)
+        if state is None:
+            state = self.clients[client_id] = ClientState(client_id, user_id, ephemeral=ephemeral)
+        return state
+
+    def attach(self, connection: Connection) -> Connection | None:
+        """Make ``connection`` the client's socket; return the one it replaces, if any."""
+        state = self.clients[connection.client_id]
+        previous = state.connection
+        state.connection = connection
+        state.last_seen = time.monotonic()
+        return previous
+
+    async def detach(self, connection: Connection) -> None:
+        state = self.clients.get(connection.client_id)
+        if state is None or state.connection is not connection:
+            return
+        state.connection = None
+        state.last_seen = time.monotonic()
+        if state.ephemeral:
+            await self.forget(connection.client_id)
+
+    async def forget(self, client_id: str) -> None:
+        state = self.clients.pop(client_id, None)
+        if state is not None:
+            for key in state.conversations:
+                self._discard(self._conversation_subs, key, client_id)
+            for project in state.projects:
+                self._discard(self._project_subs, project, client_id)
+        await self.replay.forget(client_id)
+
+    async def forget_idle(self) -> int:
+        """Drop clients absent for longer than the idle TTL (their logs have expired anyway)."""
+        horizon = time.monotonic() - self.idle_client_ttl_s
+        idle = [
+            cid
+            for cid, state in self.clients.items()
+            if state.connection is None and state.last_seen < horizon
+        ]
+        for client_id in idle:
+            await self.forget(client_id)
+        return len(idle)
+
+    def connections(self) -> list[Connection]:
+        return [s.connection for s in self.clients.values() if s.connection is not None]
+
+    # --- subscriptions ---------------------------------------------------------------------
+
+    def subscribe(self, client_id: str, key: ConversationKey) -> None:
+        self.clients[client_id].conversations.add(key)
+        self._conversation_subs.setdefault(key, set()).add(client_id)
+
+    def unsubscribe(self, client_id: str, key: ConversationKey) -> None:
+        self.clients[client_id].conversations.discard(key)
+        self._discard(self._conversation_subs, key, client_id)
+
+    def subscribe_project(self, client_id: str, project_id: str) -> None:
+        self.clients[client_id].projects.add(project_id)
+        self._project_subs.setdefault(project_id, set()).add(client_id)
+
+    def unsubscribe_project(self, client_id: str, project_id: str) -> None:
+        state = self.clients[client_id]
+        state.projects.discard(project_id)
+        self._discard(self._project_subs, project_id, client_id)
+        for key in [k for k in state.conversations if k.project_id == project_id]:
+            self.unsubscribe(client_id, key)
+
+    @staticmethod
+    def _discard(index: dict[object, set[str]], key: object, client_id: str) -> None:
+        members = index.get(key)
+        if members is not None:
+            members.discard(client_id)
+            if not members:
+                del index[key]
+
+    def conversation_subscribers(self, key: ConversationKey) -> set[str]:
+        return set(self._conversation_subs.get(key, ()))
+
+    def project_subscribers(self, project_id: str) -> set[str]:
+        """Clients subscribed to the project itself or to any conversation in it."""
+        members = set(self._project_subs.get(project_id, ()))
+        for key, subscribers in self._conversation_subs.items():
+            if key.project_id == project_id:
+                members |= subscribers
+        return members
+
+    # --- delivery --------------------------------------------------------------------------
+
+    async def send(self, client_id: str, frame: Frame, merge_key: str | None = None) -> int:
+        """Log ``frame`` for one client and wake its writer; returns the frame's seq."""
+        if self._append_now is not None:
+            seq = self._append_now(client_id, frame, merge_key)
+        else:
+            seq = await self.replay.append(client_id, frame, merge_key)
+        state = self.clients.get(client_id)
+        if state is not None and state.connection is not None:
+            state.connection.notify()
+        return seq
+
+    async def send_many(
+        self, client_ids: Iterable[str], frame: Frame, merge_key: str | None = None
+    ) -> int:
+        targets = tuple(client_ids)
+        for client_id in targets:
+            # Each client numbers its own frames, so each gets its own copy.
+            await self.send(client_id, dict(frame) if len(targets) > 1 else frame, merge_key)
+        return len(targets)
+
+    async def publish(self, key: ConversationKey, frame: Frame, merge_key: str | None = None) -> int:
+        return await self.send_many(tuple(self._conversation_subs.get(key, ())), frame, merge_key)
+
+    async def publish_project(self, project_id: str, frame: Frame) -> int:
+        return await self.send_many(self.project_subscribers(project_id), frame)
+
+    async def broadcast(self, frame: Frame, project_id: str | None = None) -> int:
+        if project_id is not None:
+            return await self.publish_project(project_id, frame)
+        return await self.send_many(list(self.clients), frame)

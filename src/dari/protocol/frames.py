@@ -1,0 +1,159 @@
+"""Frame shapes: what clients may send (validated models) and what the server sends (builders).
+
+Inbound frames are strict: a wrong type is an error, never coerced (``"message": 5`` is refused,
+not turned into ``"5"``). Unknown fields are ignored so that newer clients keep working.
+Outbound frames are plain dicts; the hub adds ``seq`` when it appends them to a client's log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from dari.protocol.errors import ErrorCode
+
+Frame = dict[str, Any]
+
+# Names are free text (agents are often named in the user's language, e.g. "집사"), bounded.
+Name = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+MessageId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+DEFAULT_THREAD = "main"
+
+
+class _Inbound(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+
+class ChatIn(_Inbound):
+    type: Literal["chat"]
+    message: str
+    agent_name: Name
+    project_id: Name
+    images: list[str] = Field(default_factory=list)
+    thread_id: Name = DEFAULT_THREAD
+    id: MessageId | None = None
+
+
+class PingIn(_Inbound):
+    type: Literal["ping"]
+    ts: int | float | str | None = None
+
+
+class CancelIn(_Inbound):
+    type: Literal["cancel"]
+    request_id: MessageId | None = None
+    project_id: Name | None = None
+    agent_name: Name | None = None
+    thread_id: Name = DEFAULT_THREAD
+
+    @model_validator(mode="after")
+    def _target_named(self) -> CancelIn:
+        if self.request_id is None and (self.project_id is None or self.agent_name is None):
+            raise ValueError("cancel needs request_id, or project_id and agent_name")
+        return self
+
+
+class HistoryIn(_Inbound):
+    type: Literal["history"]
+    project_id: Name
+    agent_name: Name
+    thread_id: Name = DEFAULT_THREAD
+    limit: Annotated[int, Field(ge=1, le=500)] = 50
+    before: Annotated[int, Field(ge=1)] | None = None
+
+
+class SubscribeIn(_Inbound):
+    type: Literal["subscribe", "unsubscribe"]
+    project_id: Name
+    agent_name: Name | None = None
+    thread_id: Name = DEFAULT_THREAD
+
+
+ClientFrame = ChatIn | PingIn | CancelIn | HistoryIn | SubscribeIn
+
+INBOUND_MODELS: dict[str, type[_Inbound]] = {
+    "chat": ChatIn,
+    "ping": PingIn,
+    "cancel": CancelIn,
+    "history": HistoryIn,
+    "subscribe": SubscribeIn,
+    "unsubscribe": SubscribeIn,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationKey:
+    """A conversation: answers within one run one at a time, in arrival order."""
+
+    project_id: str
+    agent_name: str
+    thread_id: str = DEFAULT_THREAD
+
+    def fields(self) -> Frame:
+        return {
+            "project_id": self.project_id,
+            "agent_name": self.agent_name,
+            "thread_id": self.thread_id,
+        }
+
+    def __str__(self) -> str:
+        return f"{self.project_id}/{self.agent_name}/{self.thread_id}"
+
+
+# --- outbound builders -------------------------------------------------------------------
+
+
+def welcome(
+    *,
+    client_id: str,
+    position: int,
+    resumed: bool,
+    last_seq: int,
+    epoch: str,
+    heartbeat_s: float,
+    server_version: str,
+    reason: str | None = None,
+) -> Frame:
+    # welcome does not advance seq: its seq is the position the connection continues from.
+    frame: Frame = {
+        "type": "welcome",
+        "seq": position,
+        "client_id": client_id,
+        "resumed": resumed,
+        "last_seq": last_seq,
+        "epoch": epoch,
+        "heartbeat_s": heartbeat_s,
+        "server_version": server_version,
+    }
+    if reason is not None:
+        frame["reason"] = reason
+    return frame
+
+
+def ack(*, id: str | None, request_id: str, queued: int, duplicate: bool, key: ConversationKey) -> Frame:
+    return {
+        "type": "ack",
+        "id": id,
+        "request_id": request_id,
+        "queued": queued,
+        "duplicate": duplicate,
+        **key.fields(),
+    }
+
+
+def answer_frame(kind: str, key: ConversationKey, request_id: str, **fields: Any) -> Frame:
+    """A frame that belongs to an answer: start, response, step, end, snapshot."""
+    return {"type": kind, "request_id": request_id, **key.fields(), **fields}
+
+
+def error(code: ErrorCode, message: str, request_id: str | None = None) -> Frame:
+    frame: Frame = {"type": "error", "code": str(code), "message": message}
+    if request_id is not None:
+        frame["request_id"] = request_id
+    return frame
+
+
+def pong(ts: object) -> Frame:
+    return {"type": "pong", "ts": ts}

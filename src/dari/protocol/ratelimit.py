@@ -1,0 +1,28 @@
+"""A token bucket, with time passed in so it can be tested without a clock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class TokenBucket:
+    rate: float  # tokens added per second
+    burst: float  # bucket size
+    tokens: float = field(init=False)
+    updated: float = field(init=False, default=0.0)
+    strikes: int = field(init=False, default=0)  # refusals in a row
+
+    def __post_init__(self) -> None:
+        self.tokens = self.burst
+
+    def take(self, now: float, cost: float = 1.0) -> bool:
+        if self.updated:
+            self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= cost:
+            self.tokens -= cost
+            self.strikes = 0
+            return True
+        self.strikes += 1
+        return False

@@ -1,0 +1,1 @@
+"""Running answers: one at a time per conversation, in arrival order, apart from any socket."""

@@ -1,0 +1,161 @@
+"""One answer from start to end: stream the agent, relay pieces, checkpoint, save, report.
+
+Frames go to every client subscribed to the conversation as soon as the agent yields them. The
+answer is saved on a timer while it streams (never once per piece) and for good when it ends,
+with status complete, cancelled or failed and exactly the text that was relayed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from collections.abc import AsyncIterator
+
+from dari.agents.base import AgentEvent, AgentRequest, HistoryMessage, Step
+from dari.protocol import frames
+from dari.protocol.errors import DariError, ErrorCode
+from dari.runner.context import RunContext
+from dari.runner.jobs import FinishReason, Job, Outcome, Progress
+
+if TYPE_CHECKING:
+    from dari.runner.runner import Runner
+    from dari.stores.base import Status
+
+log = logging.getLogger("dari.runner")
+
+_STATUS: dict[FinishReason, Status] = {"stop": "complete", "cancelled": "cancelled", "error": "failed"}
+
+
+class AnswerRun:
+    def __init__(self, runner: Runner, job: Job) -> None:
+        self.runner = runner
+        self.job = job
+        self.progress = Progress(job.request_id, job.key)
+
+    async def emit_step(self, step: Step) -> None:
+        wire = step.to_wire()
+        self.progress.steps.append(wire)
+        await self.runner.hub.publish(
+            self.job.key, frames.answer_frame("step", self.job.key, self.job.request_id, **wire)
+        )
+
+    async def run(self) -> Outcome:
+        runner, job, key = self.runner, self.job, self.job.key
+        hub, store, settings = runner.hub, runner.store, runner.settings
+        rid = job.request_id
+        runner.in_progress[rid] = self.progress
+        message_id: int | None = None
+        checkpoint: asyncio.Task[None] | None = None
+        finish: FinishReason = "stop"
+        error: DariError | None = None
+        try:
+            await hub.publish(key, frames.answer_frame("start", key, rid))
+            message_id = await store.begin_answer(key, rid, runner.node_id)
+            checkpoint = asyncio.create_task(self._checkpoint(message_id))
+            agent = runner.directory.get(key.project_id, key.agent_name)
+            request = await self._request(agent.config.history_limit)
+            await self._stream(agent.backend.stream(request, RunContext(self)))
+        except asyncio.CancelledError:
+            if not job.cancelled:
+                # The gateway is shutting down: save what we have as failed, then stop.
+                finish = "error"
+                await self._finish(message_id, checkpoint, finish)
+                raise
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            finish = "cancelled"
+        except DariError as exc:
+            finish, error = "error", exc
+        except TimeoutError:
+            finish = "error"
+            error = DariError("the agent took too long", code=ErrorCode.AGENT_FAILED)
+        except Exception as exc:
+            log.exception("agent %s failed on %s", key, rid)
+            finish = "error"
+            error = DariError(f"the agent failed: {type(exc).__name__}", code=ErrorCode.AGENT_FAILED)
+        if error is not None:
+            code = error.code if error.code != ErrorCode.INTERNAL else ErrorCode.AGENT_FAILED
+            await hub.publish(key, {**frames.error(code, error.message, rid), **key.fields()})
+        outcome = Outcome(finish, self.progress.text(), error.message if error else None)
+        await self._finish(message_id, checkpoint, finish)
+        return outcome
+
+    async def _request(self, history_limit: int | None) -> AgentRequest:
+        job, key = self.job, self.job.key
+        limit = self.runner.settings.limits.history_limit if history_limit is None else history_limit
+        # The current exchange is already stored; leave it out of the history.
+        records = await self.runner.store.history(key, limit + 2) if limit else []
+        history = [
+            HistoryMessage(r.role, r.content, r.images)
+            for r in records
+            if r.request_id != job.request_id and r.status != "streaming"
+        ][-limit:] if limit else []
+        return AgentRequest(
+            message=job.message,
+            images=job.images,
+            history=history,
+            project_id=key.project_id,
+            agent_name=key.agent_name,
+            thread_id=key.thread_id,
+            request_id=job.request_id,
+            user_id=job.user_id,
+        )
+
+    async def _stream(self, events: AsyncIterator[AgentEvent]) -> None:
+        hub, key, rid = self.runner.hub, self.job.key, self.job.request_id
+        pieces = self.progress.pieces
+        yield_every_piece = self.runner.settings.limits.yield_every_piece
+        try:
+            async with asyncio.timeout(self.runner.settings.limits.answer_timeout_s):
+                async for event in events:
+                    if isinstance(event, str):
+                        if not event:
+                            continue
+                        pieces.append(event)
+                        await hub.publish(
+                            key, frames.answer_frame("response", key, rid, content=event), rid
+                        )
+                        if yield_every_piece:
+                            # A backend that never really awaits would otherwise hog the loop.
+                            await asyncio.sleep(0)
+                    else:
+                        await self.emit_step(event)
+        finally:
+            # Close the backend's generator now, so upstream requests end with the answer.
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+
+    async def _checkpoint(self, message_id: int) -> None:
+        interval = self.runner.settings.store.checkpoint_s
+        progress = self.progress
+        while True:
+            await asyncio.sleep(interval)
+            length = sum(len(piece) for piece in progress.pieces)
+            if length != progress.saved_length:
+                progress.saved_length = length
+                await self.runner.store.save_answer(
+                    message_id, progress.text(), "streaming", list(progress.steps)
+                )
+
+    async def _finish(
+        self, message_id: int | None, checkpoint: asyncio.Task[None] | None, finish: FinishReason
+    ) -> None:
+        runner, key, rid = self.runner, self.job.key, self.job.request_id
+        if checkpoint is not None:
+            checkpoint.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await checkpoint
+        try:
+            if message_id is not None:
+                await runner.store.save_answer(
+                    message_id, self.progress.text(), _STATUS[finish], self.progress.steps
+                )
+        finally:
+            runner.in_progress.pop(rid, None)
+            await runner.hub.publish(
+                key, frames.answer_frame("end", key, rid, finish_reason=finish)
+            )

@@ -1,0 +1,213 @@
+"""All settings in one place: one TOML file plus ``DARI_*`` environment variables.
+
+Precedence, highest first: explicit arguments (e.g. CLI flags), environment variables
+(``DARI_SERVER__PORT=9000``, nested with ``__``), the TOML file, the defaults below.
+Engines are picked by URL: ``sqlite+aiosqlite:///…`` or ``postgresql+asyncpg://…`` for the
+store, ``memory://`` (or ``redis://…`` later) for the bus and the replay log.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import ipaddress
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+Policy = Literal["enqueue", "interrupt", "reject"]
+
+
+class AgentConfig(BaseModel):
+    name: str = Field(min_length=1, max_length=128)
+    backend: str = "offline"
+    description: str = ""
+    running: bool = True
+    policy: Policy = "enqueue"
+    history_limit: int | None = Field(default=None, ge=0)
+    can_delegate: bool = True
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ProjectConfig(BaseModel):
+    id: str = Field(min_length=1, max_length=128)
+    name: str = ""
+    agents: list[AgentConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_agents(self) -> ProjectConfig:
+        names = [agent.name for agent in self.agents]
+        duplicates = {name for name in names if names.count(name) > 1}
+        if duplicates:
+            raise ValueError(f"project {self.id!r} declares agent(s) twice: {sorted(duplicates)}")
+        return self
+
+
+def default_projects() -> list[ProjectConfig]:
+    return [
+        ProjectConfig(
+            id="project_001",
+            name="Demo project",
+            agents=[
+                AgentConfig(
+                    name="집사",
+                    backend="offline",
+                    description="Friendly offline assistant; try /delegate researcher <task>",
+                ),
+                AgentConfig(name="echo", backend="echo", description="Answers with your own words"),
+                AgentConfig(
+                    name="researcher",
+                    backend="offline",
+                    description="Offline agent that takes delegated tasks",
+                    options={"persona": "researcher"},
+                ),
+                AgentConfig(
+                    name="archivist",
+                    backend="offline",
+                    description="Stopped until someone starts it",
+                    running=False,
+                ),
+            ],
+        )
+    ]
+
+
+class ServerSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    ws_backend: Literal["auto", "websockets-sansio", "websockets", "wsproto"] = "websockets-sansio"
+    per_message_deflate: bool = False
+    handshake_timeout_s: float = Field(default=10.0, gt=0)
+
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+class StoreSettings(BaseModel):
+    url: str = "sqlite+aiosqlite:///./data/dari.db"
+    checkpoint_s: float = Field(default=1.0, gt=0)  # partial answers are saved this often
+
+    @field_validator("url")
+    @classmethod
+    def _known_engine(cls, url: str) -> str:
+        if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError(
+                "store.url must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
+            )
+        return url
+
+
+class BusSettings(BaseModel):
+    url: str = "memory://"
+
+
+class ReplaySettings(BaseModel):
+    url: str = "memory://"
+    max_frames: int = Field(default=10_000, ge=1)
+    max_age_s: float = Field(default=600.0, gt=0)
+    idle_client_ttl_s: float = Field(default=3600.0, gt=0)  # forget absent clients after this
+
+
+class LimitsSettings(BaseModel):
+    max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_image_bytes: int = Field(default=768 * 1024, ge=1)
+    max_images: int = Field(default=4, ge=0)
+    queue_size: int = Field(default=16, ge=1)  # chats waiting per conversation
+    history_limit: int = Field(default=50, ge=0)  # messages given to the agent
+    send_timeout_s: float = Field(default=15.0, gt=0)  # a stalled socket is closed 1013 after
+    max_lag_frames: int = Field(default=2000, ge=10)  # unsent frames before closing 1013
+    rate_per_s: float = Field(default=20.0, gt=0)
+    rate_burst: float = Field(default=60.0, gt=0)
+    rate_strikes_before_close: int = Field(default=20, ge=1)
+    max_connections_per_user: int = Field(default=64, ge=1)
+    answer_timeout_s: float = Field(default=300.0, gt=0)
+    yield_every_piece: bool = True  # let other answers run between pieces (see PERF notes)
+
+
+class AuthSettings(BaseModel):
+    mode: Literal["none", "jwt"] = "none"
+    algorithms: list[str] = Field(default_factory=lambda: ["HS256"])
+    secret: str | None = None  # for HS256
+    public_key_file: Path | None = None  # for RS256/ES256
+    jwks_file: Path | None = None
+    audience: str | None = None
+    issuer: str | None = None
+    leeway_s: float = Field(default=10.0, ge=0)
+    max_token_bytes: int = Field(default=8192, ge=256)
+    projects_claim: str = "projects"
+    agents_claim: str = "agents"
+    admin_claim: str = "admin"
+    allowed_origins: list[str] = Field(default_factory=list)
+    cookie_name: str = "dari_session"
+    cookie_secure: bool = False
+
+
+_config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
+    "dari_config_file", default=None
+)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="DARI_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    bus: BusSettings = Field(default_factory=BusSettings)
+    replay: ReplaySettings = Field(default_factory=ReplaySettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    heartbeat_s: float = Field(default=20.0, gt=0)
+    node_id: str | None = None
+    default_project: str = "project_001"
+    default_agent: str = "집사"
+    projects: list[ProjectConfig] = Field(default_factory=default_projects)
+
+    @model_validator(mode="after")
+    def _unique_projects(self) -> Settings:
+        ids = [project.id for project in self.projects]
+        if len(ids) != len(set(ids)):
+            raise ValueError("a project id is declared twice")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _config_file.get()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    @classmethod
+    def load(cls, config_file: Path | None = None, **overrides: Any) -> Settings:
+        """Read settings from ``config_file`` (TOML), the environment and ``overrides``."""
+        if config_file is not None and not config_file.is_file():
+            raise FileNotFoundError(f"config file not found: {config_file}")
+        token = _config_file.set(config_file)
+        try:
+            return cls(**overrides)
+        finally:
+            _config_file.reset(token)
+
+    @property
+    def effective_node_id(self) -> str:
+        return self.node_id or f"{self.server.host}:{self.server.port}"

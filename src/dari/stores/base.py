@@ -1,0 +1,138 @@
+"""The store interface and its records. One implementation (SQLAlchemy) serves SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from dari.protocol.frames import ConversationKey
+
+Role = Literal["user", "assistant", "report"]
+Status = Literal["complete", "streaming", "cancelled", "failed"]
+TaskStatus = Literal["running", "complete", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecord:
+    id: int
+    role: Role
+    content: str
+    images: list[str]
+    status: Status
+    request_id: str | None
+    created_at: datetime
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "role": self.role,
+            "content": self.content,
+            "images": self.images,
+            "created_at": self.created_at.isoformat(),
+            "request_id": self.request_id,
+            "status": self.status,
+            "steps": self.steps,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedChat:
+    request_id: str
+    duplicate: bool
+    message_id: int | None  # the stored user message; None for a duplicate
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    id: str
+    project_id: str
+    agent_name: str
+    task: str
+    status: TaskStatus
+    result: str | None
+    origin: ConversationKey | None
+    created_at: datetime
+    finished_at: datetime | None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "project_id": self.project_id,
+            "agent_name": self.agent_name,
+            "task": self.task,
+            "status": self.status,
+            "result": self.result,
+            "origin": self.origin.fields() if self.origin else None,
+            "created_at": self.created_at.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+        }
+
+
+class Store(ABC):
+    @abstractmethod
+    async def start(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Raise if the store cannot be reached."""
+
+    @abstractmethod
+    async def claim_client(self, client_id: str, user_id: str) -> str:
+        """Record ``user_id`` as owner of ``client_id`` if it has none; return the owner."""
+
+    @abstractmethod
+    async def accept_chat(
+        self,
+        *,
+        user_id: str,
+        client_message_id: str | None,
+        request_id: str,
+        key: ConversationKey,
+        message: str,
+        images: list[str],
+    ) -> AcceptedChat:
+        """Save the user's message, once per (user, client message id)."""
+
+    @abstractmethod
+    async def begin_answer(self, key: ConversationKey, request_id: str, node_id: str) -> int: ...
+
+    @abstractmethod
+    async def save_answer(
+        self, message_id: int, content: str, status: Status, steps: list[dict[str, Any]]
+    ) -> None: ...
+
+    @abstractmethod
+    async def add_report(self, key: ConversationKey, content: str, task_id: str) -> MessageRecord: ...
+
+    @abstractmethod
+    async def history(
+        self, key: ConversationKey, limit: int, before: int | None = None
+    ) -> list[MessageRecord]:
+        """The last ``limit`` messages (older than id ``before``), oldest first."""
+
+    @abstractmethod
+    async def fail_interrupted(self, node_id: str) -> int:
+        """Mark answers this node left ``streaming`` (it stopped mid-answer) as ``failed``."""
+
+    @abstractmethod
+    async def create_task(
+        self, task_id: str, project_id: str, agent_name: str, task: str, origin: ConversationKey | None
+    ) -> TaskRecord: ...
+
+    @abstractmethod
+    async def finish_task(self, task_id: str, status: TaskStatus, result: str) -> TaskRecord: ...
+
+    @abstractmethod
+    async def get_task(self, task_id: str) -> TaskRecord | None: ...
+
+
+def open_store(url: str) -> Store:
+    from dari.stores.sql import SqlStore
+
+    return SqlStore(url)

@@ -1,0 +1,338 @@
+"""The SQL store on SQLAlchemy 2 async: SQLite (WAL) by default, PostgreSQL by URL."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+from sqlalchemy import event, select, text, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from dari.protocol.frames import ConversationKey
+from dari.stores.base import (
+    AcceptedChat,
+    MessageRecord,
+    Status,
+    Store,
+    TaskRecord,
+    TaskStatus,
+)
+from dari.stores.schema import chat_requests, clients, conversations, messages, metadata, tasks
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite returns naive datetimes; everything is stored in UTC.
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class SqlStore(Store):
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._sqlite = url.startswith("sqlite")
+        self._engine: AsyncEngine | None = None
+        # SQLite has one writer at a time; serialising writes here avoids "database is locked".
+        self._write_lock = asyncio.Lock() if self._sqlite else None
+        self._conversation_ids: dict[ConversationKey, int] = {}
+
+    @property
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            raise RuntimeError("store not started")
+        return self._engine
+
+    async def start(self) -> None:
+        url = make_url(self.url)
+        if self._sqlite:
+            if url.database and url.database != ":memory:":
+                Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_async_engine(url, connect_args={"timeout": 30})
+
+            @event.listens_for(engine.sync_engine, "connect")
+            def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+                cursor = dbapi_connection.cursor()
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")
+                cursor.execute("PRAGMA foreign_keys=ON")
+                cursor.execute("PRAGMA busy_timeout=30000")
+                cursor.close()
+        else:
+            engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+        self._engine = engine
+        async with engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine = None
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    @contextlib.asynccontextmanager
+    async def _writing(self) -> AsyncIterator[AsyncConnection]:
+        if self._write_lock is None:
+            async with self.engine.begin() as conn:
+                yield conn
+            return
+        async with self._write_lock, self.engine.begin() as conn:
+            yield conn
+
+    async def _conversation_id(self, conn: AsyncConnection, key: ConversationKey) -> int:
+        cached = self._conversation_ids.get(key)
+        if cached is not None:
+            return cached
+        where = (
+            (conversations.c.project_id == key.project_id)
+            & (conversations.c.agent_name == key.agent_name)
+            & (conversations.c.thread_id == key.thread_id)
+        )
+        found = (await conn.execute(select(conversations.c.id).where(where))).scalar()
+        if found is None:
+            try:
+                async with conn.begin_nested():
+                    result = await conn.execute(
+                        conversations.insert().values(**key.fields(), created_at=_now())
+                    )
+                    found = cast(int, result.inserted_primary_key[0])  # type: ignore[index]
+            except IntegrityError:  # another node created it first
+                found = (await conn.execute(select(conversations.c.id).where(where))).scalar_one()
+        self._conversation_ids[key] = int(found)
+        return int(found)
+
+    async def claim_client(self, client_id: str, user_id: str) -> str:
+        async with self._writing() as conn:
+            owner = (
+                await conn.execute(select(clients.c.user_id).where(clients.c.client_id == client_id))
+            ).scalar()
+            if owner is not None:
+                return str(owner)
+            try:
+                async with conn.begin_nested():
+                    await conn.execute(
+                        clients.insert().values(client_id=client_id, user_id=user_id, created_at=_now())
+                    )
+            except IntegrityError:
+                owner = (
+                    await conn.execute(
+                        select(clients.c.user_id).where(clients.c.client_id == client_id)
+                    )
+                ).scalar_one()
+                return str(owner)
+            return user_id
+
+    async def accept_chat(
+        self,
+        *,
+        user_id: str,
+        client_message_id: str | None,
+        request_id: str,
+        key: ConversationKey,
+        message: str,
+        images: list[str],
+    ) -> AcceptedChat:
+        async with self._writing() as conn:
+            if client_message_id is not None:
+                try:
+                    async with conn.begin_nested():
+                        await conn.execute(
+                            chat_requests.insert().values(
+                                user_id=user_id,
+                                client_message_id=client_message_id,
+                                request_id=request_id,
+                                created_at=_now(),
+                            )
+                        )
+                except IntegrityError:
+                    original = (
+                        await conn.execute(
+                            select(chat_requests.c.request_id).where(
+                                (chat_requests.c.user_id == user_id)
+                                & (chat_requests.c.client_message_id == client_message_id)
+                            )
+                        )
+                    ).scalar_one()
+                    return AcceptedChat(request_id=str(original), duplicate=True, message_id=None)
+            conversation_id = await self._conversation_id(conn, key)
+            now = _now()
+            result = await conn.execute(
+                messages.insert().values(
+                    conversation_id=conversation_id,
+                    role="user",
+                    content=message,
+                    images=images,
+                    steps=[],
+                    status="complete",
+                    request_id=request_id,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            message_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+        return AcceptedChat(request_id=request_id, duplicate=False, message_id=message_id)
+
+    async def begin_answer(self, key: ConversationKey, request_id: str, node_id: str) -> int:
+        async with self._writing() as conn:
+            conversation_id = await self._conversation_id(conn, key)
+            now = _now()
+            result = await conn.execute(
+                messages.insert().values(
+                    conversation_id=conversation_id,
+                    role="assistant",
+                    content="",
+                    images=[],
+                    steps=[],
+                    status="streaming",
+                    request_id=request_id,
+                    node_id=node_id,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+    async def save_answer(
+        self, message_id: int, content: str, status: Status, steps: list[dict[str, Any]]
+    ) -> None:
+        async with self._writing() as conn:
+            await conn.execute(
+                update(messages)
+                .where(messages.c.id == message_id)
+                .values(content=content, status=status, steps=steps, updated_at=_now())
+            )
+
+    async def add_report(self, key: ConversationKey, content: str, task_id: str) -> MessageRecord:
+        async with self._writing() as conn:
+            conversation_id = await self._conversation_id(conn, key)
+            now = _now()
+            result = await conn.execute(
+                messages.insert().values(
+                    conversation_id=conversation_id,
+                    role="report",
+                    content=content,
+                    images=[],
+                    steps=[],
+                    status="complete",
+                    request_id=task_id,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            message_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+        return MessageRecord(
+            id=message_id,
+            role="report",
+            content=content,
+            images=[],
+            status="complete",
+            request_id=task_id,
+            created_at=now,
+        )
+
+    async def history(
+        self, key: ConversationKey, limit: int, before: int | None = None
+    ) -> list[MessageRecord]:
+        if limit <= 0:
+            return []
+        async with self.engine.connect() as conn:
+            conversation_id = (
+                await conn.execute(
+                    select(conversations.c.id).where(
+                        (conversations.c.project_id == key.project_id)
+                        & (conversations.c.agent_name == key.agent_name)
+                        & (conversations.c.thread_id == key.thread_id)
+                    )
+                )
+            ).scalar()
+            if conversation_id is None:
+                return []
+            query = select(messages).where(messages.c.conversation_id == conversation_id)
+            if before is not None:
+                query = query.where(messages.c.id < before)
+            rows = (await conn.execute(query.order_by(messages.c.id.desc()).limit(limit))).all()
+        return [
+            MessageRecord(
+                id=int(row.id),
+                role=row.role,
+                content=row.content,
+                images=list(row.images or []),
+                status=row.status,
+                request_id=row.request_id,
+                created_at=_aware(row.created_at),
+                steps=list(row.steps or []),
+            )
+            for row in reversed(rows)
+        ]
+
+    async def fail_interrupted(self, node_id: str) -> int:
+        async with self._writing() as conn:
+            result = await conn.execute(
+                update(messages)
+                .where((messages.c.status == "streaming") & (messages.c.node_id == node_id))
+                .values(status="failed", updated_at=_now())
+            )
+            return int(result.rowcount)  # type: ignore[attr-defined]
+
+    async def create_task(
+        self, task_id: str, project_id: str, agent_name: str, task: str, origin: ConversationKey | None
+    ) -> TaskRecord:
+        now = _now()
+        async with self._writing() as conn:
+            await conn.execute(
+                tasks.insert().values(
+                    id=task_id,
+                    project_id=project_id,
+                    agent_name=agent_name,
+                    task=task,
+                    status="running",
+                    origin_agent=origin.agent_name if origin else None,
+                    origin_thread=origin.thread_id if origin else None,
+                    created_at=now,
+                )
+            )
+        return TaskRecord(task_id, project_id, agent_name, task, "running", None, origin, now, None)
+
+    async def finish_task(self, task_id: str, status: TaskStatus, result: str) -> TaskRecord:
+        async with self._writing() as conn:
+            await conn.execute(
+                update(tasks)
+                .where(tasks.c.id == task_id)
+                .values(status=status, result=result, finished_at=_now())
+            )
+        record = await self.get_task(task_id)
+        if record is None:
+            raise KeyError(task_id)
+        return record
+
+    async def get_task(self, task_id: str) -> TaskRecord | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(tasks).where(tasks.c.id == task_id))).first()
+        if row is None:
+            return None
+        origin = (
+            ConversationKey(row.project_id, row.origin_agent, row.origin_thread)
+            if row.origin_agent
+            else None
+        )
+        return TaskRecord(
+            id=row.id,
+            project_id=row.project_id,
+            agent_name=row.agent_name,
+            task=row.task,
+            status=row.status,
+            result=row.result,
+            origin=origin,
+            created_at=_aware(row.created_at),
+            finished_at=_aware(row.finished_at) if row.finished_at else None,
+        )
