@@ -37,6 +37,28 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _token(args: argparse.Namespace) -> int:
+    from dari.auth.tokens import mint_token
+    from dari.settings import Settings
+
+    try:
+        settings = Settings.load(args.config)
+        token = mint_token(
+            settings.auth,
+            sub=args.sub,
+            projects=[p for p in args.projects.split(",") if p],
+            agents=[a for a in (args.agents or "").split(",") if a],
+            admin=args.admin,
+            ttl_s=args.ttl,
+            private_key_file=args.private_key,
+        )
+    except (ValidationError, FileNotFoundError, ValueError) as exc:
+        print(f"dari: cannot mint a token: {exc}", file=sys.stderr)
+        return 2
+    print(token)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dari", description="Real-time gateway to AI agents.")
     parser.add_argument("--version", action="version", version=f"dari {__version__}")
@@ -47,6 +69,16 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port (default 8000)")
     serve.set_defaults(run=_serve)
+
+    token = commands.add_parser("token", help="mint a development token (auth.mode = jwt)")
+    token.add_argument("--config", type=Path, default=None, help="TOML settings file")
+    token.add_argument("--sub", required=True, help="the user")
+    token.add_argument("--projects", default="*", help="comma-separated project ids, or *")
+    token.add_argument("--agents", default=None, help="comma-separated project:agent pairs")
+    token.add_argument("--admin", action="store_true", help="may start/stop agents, broadcast")
+    token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
+    token.add_argument("--private-key", type=Path, default=None, help="PEM key for RS256/ES256")
+    token.set_defaults(run=_token)
 
     args = parser.parse_args(argv)
     result: int = args.run(args)

@@ -121,6 +121,15 @@ class ReplaySettings(BaseModel):
 
 class LimitsSettings(BaseModel):
     max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # The WebSocket layer's hard cap: frames between the two limits get a `too_large` error;
+    # past this one the socket is closed with 1009 before the message is buffered whole.
+    # Default: twice max_message_bytes.
+    ws_max_bytes: int | None = Field(default=None, ge=1024)
+
+    @property
+    def hard_max_bytes(self) -> int:
+        return self.ws_max_bytes or 2 * self.max_message_bytes
+
     max_image_bytes: int = Field(default=768 * 1024, ge=1)
     max_images: int = Field(default=4, ge=0)
     queue_size: int = Field(default=16, ge=1)  # chats waiting per conversation

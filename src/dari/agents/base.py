@@ -78,10 +78,10 @@ class AgentBackend(ABC):
         self.config = config
         self.settings = settings
 
-    async def start(self) -> None:
+    async def start(self) -> None:  # noqa: B027 - optional hook
         """Prepare clients or graphs; raise with a clear message if misconfigured."""
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release clients; called once at shutdown."""
 
     @abstractmethod

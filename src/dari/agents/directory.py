@@ -79,9 +79,7 @@ class AgentDirectory:
     def get_running(self, project_id: str, agent_name: str) -> Agent:
         agent = self.get(project_id, agent_name)
         if not agent.running:
-            raise Unavailable(
-                f"agent {agent_name!r} is stopped", code=ErrorCode.AGENT_NOT_RUNNING
-            )
+            raise Unavailable(f"agent {agent_name!r} is stopped", code=ErrorCode.AGENT_NOT_RUNNING)
         return agent
 
     def set_running(self, project_id: str, agent_name: str, running: bool) -> Agent:

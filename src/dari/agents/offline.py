@@ -58,13 +58,13 @@ class OfflineBackend(AgentBackend):
         parts = message.split(maxsplit=2)
         if len(parts) < 3:
             return (
-                "사용법: /delegate <에이전트> <작업>"
-                if ko
-                else "Usage: /delegate <agent> <task>"
+                "사용법: /delegate <에이전트> <작업>" if ko else "Usage: /delegate <agent> <task>"
             )
         _, agent, task = parts
         ko = ko or _korean(task)
-        await ctx.step("delegate", f"{agent}에게 작업 위임 중..." if ko else f"Delegating to {agent}...")
+        await ctx.step(
+            "delegate", f"{agent}에게 작업 위임 중..." if ko else f"Delegating to {agent}..."
+        )
         try:
             task_id = await ctx.delegate(agent, task)
         except DariError as exc:
@@ -76,8 +76,13 @@ class OfflineBackend(AgentBackend):
             )
         await ctx.step("delegate", "위임 완료" if ko else "Delegated", "finished")
         if ko:
-            return f"{agent}에게 \"{task}\" 작업을 맡겼습니다 (작업 {task_id}). 끝나면 자동으로 보고드릴게요."
-        return f"I handed \"{task}\" to {agent} (task {task_id}). You will get a report when it is done."
+            return (
+                f'{agent}에게 "{task}" 작업을 맡겼습니다 (작업 {task_id}). '
+                "끝나면 자동으로 보고드릴게요."
+            )
+        return (
+            f'I handed "{task}" to {agent} (task {task_id}). You will get a report when it is done.'
+        )
 
     @staticmethod
     def _help(ko: bool) -> str:
@@ -102,7 +107,7 @@ class OfflineBackend(AgentBackend):
             seen = f" 이미지 {images}장도 잘 받았습니다." if images else ""
             return (
                 f"안녕하세요! 저는 {self.config.name}입니다. "
-                f"\"{request.message.strip()}\" 라고 하셨네요.{seen} "
+                f'"{request.message.strip()}" 라고 하셨네요.{seen} '
                 f"이 대화에서 {turns}번째 메시지입니다. "
                 "저는 오프라인 데모 에이전트라서 실제 모델 대신 이렇게 답합니다. "
                 "`/help` 를 입력하면 할 수 있는 일을 알려드려요."
@@ -110,7 +115,7 @@ class OfflineBackend(AgentBackend):
         seen = f" I also received {images} image(s)." if images else ""
         return (
             f"Hello! I am {self.config.name}. "
-            f"You said: \"{request.message.strip()}\".{seen} "
+            f'You said: "{request.message.strip()}".{seen} '
             f"This is message {turns} of our conversation. "
             "I am an offline demo agent, so I answer like this instead of a real model. "
             "Type `/help` to see what I can do."
@@ -119,5 +124,5 @@ class OfflineBackend(AgentBackend):
     @staticmethod
     def _research(task: str, ko: bool) -> str:
         if ko:
-            return f"\"{task}\" 에 대한 조사를 마쳤습니다. 요약: 핵심 사항 세 가지를 정리했습니다."
-        return f"Finished researching \"{task}\". Summary: three key points are written up."
+            return f'"{task}" 에 대한 조사를 마쳤습니다. 요약: 핵심 사항 세 가지를 정리했습니다.'
+        return f'Finished researching "{task}". Summary: three key points are written up.'

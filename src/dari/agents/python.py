@@ -38,7 +38,9 @@ class PythonBackend(AgentBackend):
     async def start(self) -> None:
         spec = self.config.options.get("entrypoint")
         if not isinstance(spec, str):
-            raise ValueError(f"agent {self.config.name!r}: backend 'python' needs options.entrypoint")
+            raise ValueError(
+                f"agent {self.config.name!r}: backend 'python' needs options.entrypoint"
+            )
         func = load_entrypoint(spec)
         if not inspect.isasyncgenfunction(func):
             raise ValueError(f"entrypoint {spec!r} must be an async generator function")
@@ -49,4 +51,6 @@ class PythonBackend(AgentBackend):
             if isinstance(event, str | Step):
                 yield event
             elif event is not None:
-                raise TypeError(f"python agent yielded {type(event).__name__}, expected str or Step")
+                raise TypeError(
+                    f"python agent yielded {type(event).__name__}, expected str or Step"
+                )

@@ -34,7 +34,8 @@ def build_backend(config: AgentConfig, settings: Settings) -> AgentBackend:
     except ImportError as exc:
         hint = f" Install it with: pip install 'dari[{extra}]'" if extra else ""
         raise BackendUnavailable(
-            f"agent {config.name!r}: backend {config.backend!r} is not installed ({exc.name}).{hint}"
+            f"agent {config.name!r}: backend {config.backend!r} is not installed"
+            f" ({exc.name}).{hint}"
         ) from exc
     backend_class: type[AgentBackend] = getattr(module, class_name)
     return backend_class(config, settings)

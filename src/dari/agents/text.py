@@ -8,7 +8,7 @@ _WORD = re.compile(r"\S+\s*")
 
 
 def split_words(text: str) -> list[str]:
-    """Pieces of ``text``, one word each with its trailing whitespace; ``"".join`` gives ``text``."""
+    """``text`` in pieces, a word each with its trailing whitespace; joined, they give ``text``."""
     pieces = _WORD.findall(text)
     if not pieces:
         return [text] if text else []

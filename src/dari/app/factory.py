@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from dari import __version__
-from dari.app import rest, ws
+from dari.app import rest, session_cookie, ws
 from dari.app.gateway import Gateway
 from dari.protocol.errors import DariError, ErrorCode
 from dari.settings import Settings
@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(metrics_router)
     app.include_router(rest.router)
+    app.include_router(session_cookie.router)
     app.include_router(ws.router)
     if (WEB_DIR / "index.html").is_file():
         app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")

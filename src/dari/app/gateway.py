@@ -26,7 +26,7 @@ def build_authenticator(settings: Settings) -> Authenticator:
         if not settings.server.is_loopback():
             raise ConfigError(
                 f"refusing to serve {settings.server.host} with auth.mode = 'none': anyone could "
-                "connect. Turn auth on ([auth] mode = \"jwt\" with a secret or public key, or "
+                'connect. Turn auth on ([auth] mode = "jwt" with a secret or public key, or '
                 "DARI_AUTH__MODE=jwt), or bind to 127.0.0.1."
             )
         return NoAuth()

@@ -16,7 +16,9 @@ _MAX_URL = 2048
 
 def check_images(images: list[str], limits: LimitsSettings) -> None:
     if len(images) > limits.max_images:
-        raise ProtocolError(f"at most {limits.max_images} images per message", code=ErrorCode.TOO_LARGE)
+        raise ProtocolError(
+            f"at most {limits.max_images} images per message", code=ErrorCode.TOO_LARGE
+        )
     for index, image in enumerate(images):
         if image.startswith(("http://", "https://")):
             if len(image) > _MAX_URL:

@@ -26,7 +26,9 @@ def principal_of(request: Request) -> Principal:
     header = request.headers.get("authorization", "")
     bearer = header[7:].strip() if header[:7].lower() == "bearer " else None
     return gateway.authenticator.authenticate(
-        Credentials(bearer=bearer or None, cookie=request.cookies.get(gateway.settings.auth.cookie_name))
+        Credentials(
+            bearer=bearer or None, cookie=request.cookies.get(gateway.settings.auth.cookie_name)
+        )
     )
 
 
@@ -68,7 +70,9 @@ async def projects(gateway: GatewayDep, principal: PrincipalDep) -> list[dict[st
 
 
 @router.get("/projects/{project_id}/agents")
-async def agents(project_id: str, gateway: GatewayDep, principal: PrincipalDep) -> list[dict[str, Any]]:
+async def agents(
+    project_id: str, gateway: GatewayDep, principal: PrincipalDep
+) -> list[dict[str, Any]]:
     principal.require(project_id)
     return [
         agent.to_wire()
@@ -117,7 +121,9 @@ async def messages(
 
 
 @router.get("/projects/{project_id}/tasks/{task_id}")
-async def task(project_id: str, task_id: str, gateway: GatewayDep, principal: PrincipalDep) -> dict[str, Any]:
+async def task(
+    project_id: str, task_id: str, gateway: GatewayDep, principal: PrincipalDep
+) -> dict[str, Any]:
     principal.require(project_id)
     record = await gateway.store.get_task(task_id)
     if record is None or record.project_id != project_id:
@@ -151,7 +157,9 @@ class BroadcastIn(BaseModel):
 
 
 @router.post("/broadcast")
-async def broadcast(body: BroadcastIn, gateway: GatewayDep, principal: PrincipalDep) -> dict[str, Any]:
+async def broadcast(
+    body: BroadcastIn, gateway: GatewayDep, principal: PrincipalDep
+) -> dict[str, Any]:
     principal.require_admin()
     if body.project_id is not None:
         gateway.directory.project(body.project_id)

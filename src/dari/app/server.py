@@ -14,7 +14,7 @@ def uvicorn_config(settings: Settings, **overrides: object) -> uvicorn.Config:
         "port": settings.server.port,
         "ws": settings.server.ws_backend,
         # The WebSocket layer itself refuses frames and fragmented messages over the limit (1009).
-        "ws_max_size": settings.limits.max_message_bytes,
+        "ws_max_size": settings.limits.hard_max_bytes,
         "ws_per_message_deflate": settings.server.per_message_deflate,
         # Protocol-level pings; a peer that does not answer within one more interval is dropped.
         "ws_ping_interval": settings.heartbeat_s,

@@ -111,7 +111,9 @@ class ChatSession:
         job = Job(accepted.request_id, key, frame.message, frame.images, self.principal.user_id)
         queued = gateway.runner.submit(job)
         await self.reply(
-            frames.ack(id=frame.id, request_id=accepted.request_id, queued=queued, duplicate=False, key=key)
+            frames.ack(
+                id=frame.id, request_id=accepted.request_id, queued=queued, duplicate=False, key=key
+            )
         )
 
     async def cancel(self, frame: CancelIn) -> None:

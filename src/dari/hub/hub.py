@@ -8,12 +8,15 @@ waking the client's writer if a socket is attached here.
 from __future__ import annotations
 
 import time
+from typing import TypeVar
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from dari.hub.connection import Connection
 from dari.hub.replay import MemoryReplayLog, ReplayLog
 from dari.protocol.frames import ConversationKey, Frame
+
+K = TypeVar("K")
 
 
 @dataclass(slots=True)
@@ -108,7 +111,7 @@ class Hub:
             self.unsubscribe(client_id, key)
 
     @staticmethod
-    def _discard(index: dict[object, set[str]], key: object, client_id: str) -> None:
+    def _discard(index: dict[K, set[str]], key: K, client_id: str) -> None:
         members = index.get(key)
         if members is not None:
             members.discard(client_id)
@@ -148,7 +151,9 @@ class Hub:
             await self.send(client_id, dict(frame) if len(targets) > 1 else frame, merge_key)
         return len(targets)
 
-    async def publish(self, key: ConversationKey, frame: Frame, merge_key: str | None = None) -> int:
+    async def publish(
+        self, key: ConversationKey, frame: Frame, merge_key: str | None = None
+    ) -> int:
         return await self.send_many(tuple(self._conversation_subs.get(key, ())), frame, merge_key)
 
     async def publish_project(self, project_id: str, frame: Frame) -> int:

@@ -36,7 +36,9 @@ def decode_client_frame(data: str | bytes | None, *, max_bytes: int) -> ClientFr
     model = INBOUND_MODELS.get(kind) if isinstance(kind, str) else None
     if model is None:
         raise ProtocolError(
-            f"unknown frame type {kind!r}" if isinstance(kind, str) else "frame has no string 'type'",
+            f"unknown frame type {kind!r}"
+            if isinstance(kind, str)
+            else "frame has no string 'type'",
             request_id=_frame_id(raw),
         )
     try:

@@ -1,11 +1,11 @@
 """Error codes, close codes and the one exception tree of dari.
 
-    DariError                 an error with a stable wire code
-     ├── ProtocolError        a frame the client sent is unusable (bad_request, too_large)
-     ├── AccessError          unauthorized / forbidden
-     ├── LookupFailed         project_not_found, agent_not_found, not_found
-     ├── Unavailable          agent_not_running, queue_full, rate_limited
-     └── AgentFailed          the model or graph raised or timed out
+DariError                 an error with a stable wire code
+ ├── ProtocolError        a frame the client sent is unusable (bad_request, too_large)
+ ├── AccessError          unauthorized / forbidden
+ ├── LookupFailed         project_not_found, agent_not_found, not_found
+ ├── Unavailable          agent_not_running, queue_full, rate_limited
+ └── AgentFailed          the model or graph raised or timed out
 """
 
 from __future__ import annotations

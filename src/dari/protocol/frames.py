@@ -132,7 +132,9 @@ def welcome(
     return frame
 
 
-def ack(*, id: str | None, request_id: str, queued: int, duplicate: bool, key: ConversationKey) -> Frame:
+def ack(
+    *, id: str | None, request_id: str, queued: int, duplicate: bool, key: ConversationKey
+) -> Frame:
     return {
         "type": "ack",
         "id": id,

@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
-
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from dari.agents.base import AgentEvent, AgentRequest, HistoryMessage, Step
 from dari.protocol import frames
@@ -26,7 +25,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("dari.runner")
 
-_STATUS: dict[FinishReason, Status] = {"stop": "complete", "cancelled": "cancelled", "error": "failed"}
+_STATUS: dict[FinishReason, Status] = {
+    "stop": "complete",
+    "cancelled": "cancelled",
+    "error": "failed",
+}
 
 
 class AnswerRun:
@@ -44,7 +47,7 @@ class AnswerRun:
 
     async def run(self) -> Outcome:
         runner, job, key = self.runner, self.job, self.job.key
-        hub, store, settings = runner.hub, runner.store, runner.settings
+        hub, store = runner.hub, runner.store
         rid = job.request_id
         runner.in_progress[rid] = self.progress
         message_id: int | None = None
@@ -74,7 +77,9 @@ class AnswerRun:
         except Exception as exc:
             log.exception("agent %s failed on %s", key, rid)
             finish = "error"
-            error = DariError(f"the agent failed: {type(exc).__name__}", code=ErrorCode.AGENT_FAILED)
+            error = DariError(
+                f"the agent failed: {type(exc).__name__}", code=ErrorCode.AGENT_FAILED
+            )
         if error is not None:
             code = error.code if error.code != ErrorCode.INTERNAL else ErrorCode.AGENT_FAILED
             await hub.publish(key, {**frames.error(code, error.message, rid), **key.fields()})
@@ -84,14 +89,20 @@ class AnswerRun:
 
     async def _request(self, history_limit: int | None) -> AgentRequest:
         job, key = self.job, self.job.key
-        limit = self.runner.settings.limits.history_limit if history_limit is None else history_limit
+        limit = (
+            self.runner.settings.limits.history_limit if history_limit is None else history_limit
+        )
         # The current exchange is already stored; leave it out of the history.
         records = await self.runner.store.history(key, limit + 2) if limit else []
-        history = [
-            HistoryMessage(r.role, r.content, r.images)
-            for r in records
-            if r.request_id != job.request_id and r.status != "streaming"
-        ][-limit:] if limit else []
+        history = (
+            [
+                HistoryMessage(r.role, r.content, r.images)
+                for r in records
+                if r.request_id != job.request_id and r.status != "streaming"
+            ][-limit:]
+            if limit
+            else []
+        )
         return AgentRequest(
             message=job.message,
             images=job.images,

@@ -13,6 +13,7 @@ import logging
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from dari.agents.directory import AgentDirectory
 from dari.hub.hub import Hub
@@ -64,10 +65,11 @@ class Runner:
                 "the agent is answering in this conversation; wait or cancel",
                 code=ErrorCode.QUEUE_FULL,
             )
-        waiting = len(conversation.waiting) if conversation else 0
-        if agent.config.policy == "enqueue" and waiting >= self.settings.limits.queue_size:
+        # The first in line runs; up to queue_size more may wait behind it.
+        bound = self.settings.limits.queue_size
+        if agent.config.policy == "enqueue" and depth > bound:
             raise Unavailable(
-                f"too many chats waiting in this conversation (max {self.settings.limits.queue_size})",
+                f"too many chats waiting in this conversation (max {bound})",
                 code=ErrorCode.QUEUE_FULL,
             )
 
@@ -191,16 +193,18 @@ class Runner:
         async def report(outcome: Outcome) -> None:
             await self.report_task(task_id, agent_name, origin.key, outcome)
 
-        self.submit(
-            Job(task_id, key, task, [], origin.user_id, on_done=report)
-        )
+        self.submit(Job(task_id, key, task, [], origin.user_id, on_done=report))
         return task_id
 
     async def report_task(
         self, task_id: str, agent_name: str, origin: ConversationKey, outcome: Outcome
     ) -> None:
         ok = outcome.finish_reason == "stop"
-        content = outcome.text if ok else f"[{agent_name}] task failed: {outcome.error or outcome.finish_reason}"
+        content = (
+            outcome.text
+            if ok
+            else f"[{agent_name}] task failed: {outcome.error or outcome.finish_reason}"
+        )
         await self.store.finish_task(task_id, "complete" if ok else "failed", content)
         await self.post_report(origin, content, task_id, agent_name)
 
@@ -236,16 +240,16 @@ class Runner:
     async def close(self) -> None:
         """Stop every answer; each is saved as failed (interrupted)."""
         self._closing = True
-        tasks: list[asyncio.Task[object]] = []
+        tasks: list[asyncio.Task[Any]] = []
         for conversation in list(self._conversations.values()):
             conversation.waiting.clear()
             if conversation.running and conversation.running.task:
                 conversation.running.task.cancel()
-                tasks.append(conversation.running.task)  # type: ignore[arg-type]
+                tasks.append(conversation.running.task)
             if conversation.worker:
                 conversation.worker.cancel()
-                tasks.append(conversation.worker)  # type: ignore[arg-type]
-        tasks.extend(self._background)  # type: ignore[arg-type]
+                tasks.append(conversation.worker)
+        tasks.extend(self._background)
         if tasks:
             await asyncio.wait(tasks, timeout=5)
 

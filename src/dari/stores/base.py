@@ -1,4 +1,7 @@
-"""The store interface and its records. One implementation (SQLAlchemy) serves SQLite and PostgreSQL."""
+"""The store interface and its records.
+
+One implementation (SQLAlchemy) serves both SQLite and PostgreSQL.
+"""
 
 from __future__ import annotations
 
@@ -108,7 +111,9 @@ class Store(ABC):
     ) -> None: ...
 
     @abstractmethod
-    async def add_report(self, key: ConversationKey, content: str, task_id: str) -> MessageRecord: ...
+    async def add_report(
+        self, key: ConversationKey, content: str, task_id: str
+    ) -> MessageRecord: ...
 
     @abstractmethod
     async def history(
@@ -122,7 +127,12 @@ class Store(ABC):
 
     @abstractmethod
     async def create_task(
-        self, task_id: str, project_id: str, agent_name: str, task: str, origin: ConversationKey | None
+        self,
+        task_id: str,
+        project_id: str,
+        agent_name: str,
+        task: str,
+        origin: ConversationKey | None,
     ) -> TaskRecord: ...
 
     @abstractmethod

@@ -114,14 +114,18 @@ class SqlStore(Store):
     async def claim_client(self, client_id: str, user_id: str) -> str:
         async with self._writing() as conn:
             owner = (
-                await conn.execute(select(clients.c.user_id).where(clients.c.client_id == client_id))
+                await conn.execute(
+                    select(clients.c.user_id).where(clients.c.client_id == client_id)
+                )
             ).scalar()
             if owner is not None:
                 return str(owner)
             try:
                 async with conn.begin_nested():
                     await conn.execute(
-                        clients.insert().values(client_id=client_id, user_id=user_id, created_at=_now())
+                        clients.insert().values(
+                            client_id=client_id, user_id=user_id, created_at=_now()
+                        )
                     )
             except IntegrityError:
                 owner = (
@@ -282,10 +286,15 @@ class SqlStore(Store):
                 .where((messages.c.status == "streaming") & (messages.c.node_id == node_id))
                 .values(status="failed", updated_at=_now())
             )
-            return int(result.rowcount)  # type: ignore[attr-defined]
+            return int(result.rowcount)
 
     async def create_task(
-        self, task_id: str, project_id: str, agent_name: str, task: str, origin: ConversationKey | None
+        self,
+        task_id: str,
+        project_id: str,
+        agent_name: str,
+        task: str,
+        origin: ConversationKey | None,
     ) -> TaskRecord:
         now = _now()
         async with self._writing() as conn:
