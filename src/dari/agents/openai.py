@@ -1,0 +1,396 @@
+"""The ``openai`` backend: any OpenAI-compatible chat-completions server, streamed.
+
+Works with OpenAI, vLLM, Ollama, llama.cpp's server and LM Studio. Options (all but ``model``
+optional): ``base_url``, ``model``, ``api_key_env``, ``system_prompt``, ``temperature``,
+``max_tokens``, ``timeout_s``, ``max_retries``, ``history_limit``, ``report_role``,
+``delegates``. See docs/backends.md.
+
+Every upstream failure (an error status, a timeout, a stream that stops half way) ends the answer
+with :class:`AgentFailed` and a short message that names no URL or key. Retries are off by
+default: text already shown to people cannot be taken back, so the gateway reports instead.
+When the agent may delegate, the model gets a ``delegate_task`` tool; its calls are carried out
+with ``ctx.delegate`` and the model continues, for at most :data:`MAX_TOOL_ROUNDS` rounds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any, Literal
+
+import openai
+from openai.types.chat import (
+    ChatCompletionChunk,
+    ChatCompletionContentPartParam,
+    ChatCompletionMessageParam,
+    ChatCompletionToolParam,
+)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from dari.agents.base import (
+    AgentBackend,
+    AgentContext,
+    AgentEvent,
+    AgentRequest,
+    HistoryMessage,
+    Step,
+)
+from dari.protocol.errors import AgentFailed, DariError
+from dari.settings import AgentConfig, Settings
+
+MAX_TOOL_ROUNDS = 4
+DELEGATE_TOOL = "delegate_task"
+REPORT_PREFIX = "[Report from a delegated task]\n"
+NO_KEY = "not-needed"  # local servers ignore the key, but the client wants one
+_DETAIL_STATUSES = frozenset({400, 404, 413, 422})  # their message helps and holds no secret
+
+
+class OpenAIOptions(BaseModel):
+    """``options`` of an ``openai`` agent; unknown keys are refused so typos show at start."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1)
+    base_url: str | None = None  # None: the client's default (OpenAI, or OPENAI_BASE_URL)
+    api_key_env: str | None = None  # name of the env var holding the key
+    system_prompt: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = Field(default=None, gt=0)
+    timeout_s: float = Field(default=60.0, gt=0)  # connect, and the longest silence mid-stream
+    max_retries: int = Field(default=0, ge=0)
+    history_limit: int | None = Field(default=None, ge=0)  # on top of the agent's own limit
+    report_role: Literal["assistant", "system"] = "assistant"
+    delegates: list[str] | None = None  # agents the model may hand tasks to
+
+
+class OpenAIBackend(AgentBackend):
+    kind = "openai"
+    takes_images = True
+
+    def __init__(self, config: AgentConfig, settings: Settings) -> None:
+        super().__init__(config, settings)
+        self._client: openai.AsyncOpenAI | None = None
+        self._tools: list[ChatCompletionToolParam] = []
+
+    async def start(self) -> None:
+        try:
+            self.options = OpenAIOptions.model_validate(self.config.options)
+        except ValidationError as exc:
+            raise ValueError(
+                f"agent {self.config.name!r}: invalid options for backend 'openai': {exc}"
+            ) from None
+        self._client = openai.AsyncOpenAI(
+            api_key=self._api_key(),
+            base_url=self.options.base_url,
+            timeout=openai.Timeout(self.options.timeout_s),
+            max_retries=self.options.max_retries,
+        )
+        self._tools = self._delegate_tools()
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    async def stream(self, request: AgentRequest, ctx: AgentContext) -> AsyncIterator[AgentEvent]:
+        messages = build_messages(request, self.options)
+        for round_ in range(MAX_TOOL_ROUNDS + 1):
+            turn = _Turn()
+            async for piece in self._complete(messages, turn, last=round_ == MAX_TOOL_ROUNDS):
+                yield piece
+            if not turn.calls or round_ == MAX_TOOL_ROUNDS:
+                return
+            messages.append(turn.assistant_message())
+            for call in turn.calls:
+                arguments = call.delegation()
+                if isinstance(arguments, str):
+                    result = _tool_result(error=arguments)
+                else:
+                    agent_name, task = arguments
+                    yield Step(DELEGATE_TOOL, f"Delegating to {agent_name}: {_short(task)}")
+                    result, summary = await _delegate(ctx, agent_name, task)
+                    yield Step(DELEGATE_TOOL, summary, "finished")
+                messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
+
+    # --- one completion ----------------------------------------------------------------------
+
+    async def _complete(
+        self, messages: list[ChatCompletionMessageParam], turn: _Turn, *, last: bool
+    ) -> AsyncIterator[str]:
+        """Stream one completion into ``turn``, yielding its text as it arrives."""
+        assert self._client is not None, "start() first"
+        try:
+            stream = await self._client.chat.completions.create(
+                model=self.options.model,
+                messages=messages,
+                stream=True,
+                **self._extra_arguments(last),
+            )
+        except openai.APIError as exc:
+            raise self._failure(exc, streaming=False) from exc
+        # Leaving this block for any reason (end, error, cancellation) closes the response.
+        async with stream:
+            try:
+                async for chunk in stream:
+                    piece = turn.add(chunk)
+                    if piece:
+                        yield piece
+            except openai.APIError as exc:
+                raise self._failure(exc, streaming=True) from exc
+            except json.JSONDecodeError as exc:
+                raise AgentFailed("upstream sent malformed data") from exc
+        if turn.finish_reason is None:
+            # The body ended cleanly but the answer did not (e.g. a proxy cut it short).
+            raise AgentFailed("upstream stream ended before the answer was complete")
+
+    def _extra_arguments(self, last: bool) -> dict[str, Any]:
+        """Only what is set: some local servers refuse fields they do not know, even null."""
+        extra: dict[str, Any] = {}
+        if self.options.temperature is not None:
+            extra["temperature"] = self.options.temperature
+        if self.options.max_tokens is not None:
+            extra["max_tokens"] = self.options.max_tokens
+        if self._tools:
+            extra["tools"] = self._tools
+            if last:
+                extra["tool_choice"] = "none"  # the final round must answer in words
+        return extra
+
+    def _failure(self, exc: openai.APIError, *, streaming: bool) -> AgentFailed:
+        if isinstance(exc, openai.APIStatusError):
+            return AgentFailed(f"upstream returned {_status_text(exc)}")
+        if isinstance(exc, openai.APITimeoutError):
+            return AgentFailed(f"upstream timed out (no data for {self.options.timeout_s:g}s)")
+        if isinstance(exc, openai.APIConnectionError):
+            if streaming:
+                return AgentFailed("upstream connection broke off mid-answer")
+            return AgentFailed("could not connect to upstream")
+        return AgentFailed(f"upstream error: {_short(exc.message)}")
+
+    # --- start-up -----------------------------------------------------------------------------
+
+    def _api_key(self) -> str:
+        env = self.options.api_key_env
+        if env is None and self.options.base_url is None:
+            env = "OPENAI_API_KEY"  # talking to OpenAI itself, which always wants a key
+        if env is None:
+            return NO_KEY
+        key = os.environ.get(env)
+        if not key:
+            raise ValueError(
+                f"agent {self.config.name!r}: environment variable {env} "
+                "(options.api_key_env) is not set"
+            )
+        return key
+
+    def _delegate_tools(self) -> list[ChatCompletionToolParam]:
+        if not self.config.can_delegate:
+            return []
+        siblings = self._siblings()
+        names = self.options.delegates
+        if names is None and siblings is not None:
+            names = list(siblings)
+        if names is not None and not names:
+            return []  # nobody to hand work to
+        return [delegate_tool(names, siblings or {})]
+
+    def _siblings(self) -> dict[str, str] | None:
+        """The other agents of this agent's project (name -> description), if it is declared."""
+        for project in self.settings.projects:
+            if any(agent is self.config for agent in project.agents):
+                return {
+                    agent.name: agent.description
+                    for agent in project.agents
+                    if agent is not self.config
+                }
+        return None
+
+
+# --- request building ----------------------------------------------------------------------
+
+
+def build_messages(
+    request: AgentRequest, options: OpenAIOptions
+) -> list[ChatCompletionMessageParam]:
+    """System prompt, then history (oldest first), then the new user message."""
+    messages: list[ChatCompletionMessageParam] = []
+    if options.system_prompt:
+        messages.append({"role": "system", "content": options.system_prompt})
+    history = request.history
+    if options.history_limit is not None:
+        history = history[len(history) - options.history_limit :] if options.history_limit else []
+    messages.extend(_history_message(item, options.report_role) for item in history)
+    messages.append({"role": "user", "content": user_content(request.message, request.images)})
+    return messages
+
+
+def user_content(text: str, images: list[str]) -> str | list[ChatCompletionContentPartParam]:
+    """Plain text, or a text part plus one ``image_url`` part per image (data: or http URL)."""
+    if not images:
+        return text
+    parts: list[ChatCompletionContentPartParam] = [{"type": "text", "text": text}]
+    parts.extend({"type": "image_url", "image_url": {"url": url}} for url in images)
+    return parts
+
+
+def _history_message(
+    item: HistoryMessage, report_role: Literal["assistant", "system"]
+) -> ChatCompletionMessageParam:
+    if item.role == "user":
+        return {"role": "user", "content": user_content(item.content, item.images)}
+    if item.role == "assistant":
+        return {"role": "assistant", "content": item.content}
+    # A report was not written by this model; the prefix keeps it from taking it as its own.
+    content = REPORT_PREFIX + item.content
+    if report_role == "system":
+        return {"role": "system", "content": content}
+    return {"role": "assistant", "content": content}
+
+
+def delegate_tool(names: list[str] | None, descriptions: dict[str, str]) -> ChatCompletionToolParam:
+    """The ``delegate_task`` function; ``names`` None means the agents are not known here."""
+    about = (
+        "Hand a task to another agent of this project. It works in the background; its report "
+        "is posted to this conversation when it is done, so tell the user it is on its way."
+    )
+    agent_name: dict[str, object] = {"type": "string", "description": "The agent to hand it to."}
+    if names:
+        listing = "\n".join(
+            f"- {name}: {descriptions[name]}" if descriptions.get(name) else f"- {name}"
+            for name in names
+        )
+        about += f"\nAgents:\n{listing}"
+        agent_name["enum"] = names
+    return {
+        "type": "function",
+        "function": {
+            "name": DELEGATE_TOOL,
+            "description": about,
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "agent_name": agent_name,
+                    "task": {
+                        "type": "string",
+                        "description": "What the agent should do, with the context it needs.",
+                    },
+                },
+                "required": ["agent_name", "task"],
+                "additionalProperties": False,
+            },
+        },
+    }
+
+
+# --- reading the stream --------------------------------------------------------------------
+
+
+@dataclass
+class _ToolCall:
+    index: int
+    id: str = ""
+    name: str = ""
+    arguments: str = ""
+
+    def delegation(self) -> tuple[str, str] | str:
+        """``(agent_name, task)``, or why the call cannot be carried out."""
+        if self.name != DELEGATE_TOOL:
+            return f"unknown tool {self.name!r}"
+        try:
+            arguments = json.loads(self.arguments or "{}")
+        except json.JSONDecodeError:
+            return "arguments are not valid JSON"
+        agent_name = arguments.get("agent_name") if isinstance(arguments, dict) else None
+        task = arguments.get("task") if isinstance(arguments, dict) else None
+        if not isinstance(agent_name, str) or not isinstance(task, str) or not task.strip():
+            return 'expected arguments {"agent_name": string, "task": non-empty string}'
+        return agent_name, task
+
+
+@dataclass
+class _Turn:
+    """What one streamed completion said: its text, its tool calls, how it finished."""
+
+    text: list[str] = field(default_factory=list)
+    by_index: dict[int, _ToolCall] = field(default_factory=dict)
+    finish_reason: str | None = None
+
+    @property
+    def calls(self) -> list[_ToolCall]:
+        return [self.by_index[index] for index in sorted(self.by_index)]
+
+    def add(self, chunk: ChatCompletionChunk) -> str:
+        """Take in one chunk; return its text (may be empty)."""
+        if not chunk.choices:  # e.g. a trailing usage chunk
+            return ""
+        choice = chunk.choices[0]
+        if choice.finish_reason:
+            self.finish_reason = choice.finish_reason
+        for delta in choice.delta.tool_calls or []:
+            # Deltas of one call share an index; the id and name come with the first only.
+            index = getattr(delta, "index", None)
+            call = self.by_index.setdefault(
+                len(self.by_index) if index is None else index, _ToolCall(len(self.by_index))
+            )
+            call.id = call.id or delta.id or ""
+            if delta.function is not None:
+                call.name = call.name or delta.function.name or ""
+                call.arguments += delta.function.arguments or ""
+        piece = choice.delta.content or ""
+        if piece:
+            self.text.append(piece)
+        return piece
+
+    def assistant_message(self) -> ChatCompletionMessageParam:
+        calls = self.calls
+        for call in calls:
+            call.id = call.id or f"call_{call.index}"
+        return {
+            "role": "assistant",
+            "content": "".join(self.text) or None,
+            "tool_calls": [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments},
+                }
+                for call in calls
+            ],
+        }
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+async def _delegate(ctx: AgentContext, agent_name: str, task: str) -> tuple[str, str]:
+    """Hand the task over; return the tool result for the model and a step text for people."""
+    try:
+        task_id = await ctx.delegate(agent_name, task)
+    except DariError as exc:
+        return _tool_result(error=exc.message), f"Could not delegate to {agent_name}: {exc.message}"
+    result = _tool_result(status="delegated", task_id=task_id, agent_name=agent_name)
+    return result, f"Delegated to {agent_name} (task {task_id})"
+
+
+def _tool_result(**fields: str) -> str:
+    return json.dumps(fields, ensure_ascii=False)
+
+
+def _status_text(exc: openai.APIStatusError) -> str:
+    try:
+        text = f"{exc.status_code} {HTTPStatus(exc.status_code).phrase}"
+    except ValueError:
+        text = str(exc.status_code)
+    body = exc.body
+    message = body.get("message") if isinstance(body, dict) else None
+    if exc.status_code in _DETAIL_STATUSES and isinstance(message, str) and message:
+        text += f": {_short(message)}"
+    return text
+
+
+def _short(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
