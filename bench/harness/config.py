@@ -1,0 +1,42 @@
+"""Run-wide settings: sizes and durations for the default, --quick and --full runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class BenchConfig:
+    targets: list[str]
+    rate: float = 50.0  # tokens per second per answer (the agent's pace)
+    tokens: int = 100  # words per answer
+    levels: tuple[int, ...] = (1, 100, 1000)  # concurrent streaming clients
+    warmup_s: float = 1.5
+    measure_s: float = 4.0
+    burst_clients: int = 100  # unpaced throughput run
+    burst_tokens: int = 500
+    burst_measure_s: float = 3.0
+    idle_counts: tuple[int, ...] = (1000,)
+    load_procs: int = 1  # load worker processes per run (all on the load CPU)
+    keep_logs: Path | None = None
+
+    @property
+    def interval(self) -> float:
+        return 1.0 / self.rate
+
+    @classmethod
+    def preset(cls, name: str, targets: list[str]) -> BenchConfig:
+        if name == "quick":
+            return cls(
+                targets,
+                tokens=50,
+                levels=(1, 100, 1000),
+                warmup_s=1.0,
+                measure_s=1.5,
+                burst_tokens=200,
+                burst_measure_s=1.5,
+            )
+        if name == "full":
+            return cls(targets, measure_s=8.0, burst_measure_s=5.0, idle_counts=(1000, 10_000))
+        return cls(targets)

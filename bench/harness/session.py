@@ -1,0 +1,172 @@
+"""Parent side of a measurement: one server under test plus load worker processes.
+
+``Session`` starts the target pinned to its CPU, probes it, and hands out ``LoadGroup``s whose
+workers run in separate processes. Everything is bounded in time; leftovers are killed by pid.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+from harness import probe
+from harness.loadgen import Go, LoadResult, LoadSpec, worker
+from harness.procs import ServerProcess, cpu_seconds, free_port
+from harness.targets import Target
+
+_CTX = mp.get_context("spawn")  # a clean interpreter per worker: no inherited loop or sockets
+
+
+@dataclass
+class Sample:
+    """Server and load-generator resource use between two instants."""
+
+    seconds: float
+    server_cpu_s: float
+    load_cpu_s: float
+
+    @property
+    def server_cpu_pct(self) -> float:
+        return 100 * self.server_cpu_s / self.seconds if self.seconds else 0.0
+
+    @property
+    def load_cpu_pct(self) -> float:
+        return 100 * self.load_cpu_s / self.seconds if self.seconds else 0.0
+
+
+class LoadGroup:
+    """Worker processes sharing one load; each gets a slice of the client ids."""
+
+    def __init__(self, specs: list[LoadSpec]) -> None:
+        self.specs = specs
+        self.procs: list[BaseProcess] = []
+        self.conns: list[Connection] = []
+        for spec in specs:
+            parent, child = _CTX.Pipe()
+            proc = _CTX.Process(target=worker, args=(spec, child), daemon=True)
+            proc.start()
+            child.close()
+            self.procs.append(proc)
+            self.conns.append(parent)
+        self.deadline = max(spec.deadline for spec in specs)
+
+    def _recv(self, conn: Connection, kind: str) -> LoadResult:
+        timeout = max(0.1, self.deadline + 5 - time.monotonic())
+        if not conn.poll(timeout):
+            raise TimeoutError(f"load worker sent no {kind!r} in time")
+        got, payload = conn.recv()
+        if got != kind:
+            raise RuntimeError(f"load worker sent {got!r} instead of {kind!r}: {payload}")
+        assert isinstance(payload, LoadResult)
+        return payload
+
+    def wait_ready(self) -> list[LoadResult]:
+        return [self._recv(conn, "ready") for conn in self.conns]
+
+    def send(self, *msg: Any) -> None:
+        for conn in self.conns:
+            conn.send(msg)
+
+    def results(self) -> list[LoadResult]:
+        return [self._recv(conn, "result") for conn in self.conns]
+
+    def cpu_seconds(self) -> float:
+        return sum(cpu_seconds(proc.pid) for proc in self.procs if proc.pid)
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()  # only our own worker, by its pid
+                proc.join(timeout=5)
+        for conn in self.conns:
+            conn.close()
+
+
+class Session:
+    """One started server of one target, with a fresh work dir."""
+
+    def __init__(self, target: Target, delay_ms: float, workdir: Path, run_id: str) -> None:
+        self.target = target
+        self.run_id = run_id
+        self.port = free_port()
+        self.server = ServerProcess(
+            name=target.name,
+            argv=target.argv(self.port, delay_ms, workdir),
+            port=self.port,
+            cwd=workdir,
+            log_path=workdir / f"{target.name}.log",
+            env={**os.environ, **target.env},
+        )
+        self.url = f"ws://127.0.0.1:{self.port}/ws/chat/"
+
+    def client_ids(self, count: int) -> list[str]:
+        return [f"{self.run_id}-{i}" for i in range(count)]
+
+    def spec(self, client_ids: list[str], *, budget_s: float, **kwargs: Any) -> LoadSpec:
+        return LoadSpec(
+            url=self.url,
+            client_ids=client_ids,
+            dari=self.target.is_dari,
+            project_id=self.target.project_id,
+            agent_name=self.target.agent_name,
+            deadline=time.monotonic() + budget_s,
+            **kwargs,
+        )
+
+    def load(self, clients: int, procs: int, *, budget_s: float, **kwargs: Any) -> LoadGroup:
+        ids = self.client_ids(clients)
+        procs = max(1, min(procs, clients))
+        slices = [ids[i::procs] for i in range(procs)]
+        return LoadGroup([self.spec(part, budget_s=budget_s, **kwargs) for part in slices])
+
+    def measure(self, group: LoadGroup, t0: float, t1: float) -> Sample:
+        """Sleep until t0, then until t1, sampling server and load CPU time at both."""
+        time.sleep(max(0.0, t0 - time.monotonic()))
+        s0, l0, m0 = self.server.cpu_seconds(), group.cpu_seconds(), time.monotonic()
+        time.sleep(max(0.0, t1 - time.monotonic()))
+        s1, l1, m1 = self.server.cpu_seconds(), group.cpu_seconds(), time.monotonic()
+        return Sample(m1 - m0, s1 - s0, l1 - l0)
+
+
+@contextmanager
+def session(
+    target: Target, *, delay_ms: float, run_id: str, keep: Path | None = None
+) -> Iterator[Session]:
+    """Start ``target`` on a free port, check that it streams correctly, stop it afterwards."""
+    with tempfile.TemporaryDirectory(prefix=f"bench-{target.name}-") as tmp:
+        workdir = Path(tmp)
+        sess = Session(target, delay_ms, workdir, run_id)
+        try:
+            sess.server.start()
+            probe.check(sess.url + f"{run_id}-probe", target)
+            yield sess
+        except Exception:
+            tail = sess.server.log_tail()
+            if tail:
+                print(f"--- {target.name} log (last lines) ---\n{tail}")
+            raise
+        finally:
+            sess.server.stop()
+            if keep is not None:
+                keep.mkdir(parents=True, exist_ok=True)
+                log = sess.server.log_path
+                if log.exists():
+                    (keep / f"{run_id}-{log.name}").write_bytes(log.read_bytes())
+
+
+def go_marks(start_in: float, warmup: float, measure: float, drain: float) -> Go:
+    """Window marks from now: chats start, warm up, measure, then finish running answers."""
+    start = time.monotonic() + start_in
+    w0 = start + warmup
+    w1 = w0 + measure
+    return Go(start=start, w0=w0, w1=w1, stop_chats=w1, hard=w1 + drain)

@@ -1,0 +1,107 @@
+"""The servers under test: dari and the baselines, and how to start each one."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent.parent
+REPO_DIR = BENCH_DIR.parent
+BASELINES = BENCH_DIR / "baselines"
+
+BENCH_PROJECT = "bench"
+BENCH_AGENT = "echo"
+
+# Limits raised so that the gateway's abuse protection (all bench clients are the same
+# anonymous user on loopback) does not shape the measurement; everything else is default.
+DARI_CONFIG = """\
+default_project = "{project}"
+default_agent = "{agent}"
+
+[store]
+url = "sqlite+aiosqlite:///{workdir}/bench.db"
+
+[limits]
+max_connections_per_user = 100000
+rate_per_s = 100000.0
+rate_burst = 100000.0
+
+[[projects]]
+id = "{project}"
+name = "Benchmark"
+
+[[projects.agents]]
+name = "{agent}"
+backend = "echo"
+options = {{ delay_ms = {delay_ms} }}
+"""
+
+
+@dataclass(frozen=True)
+class Target:
+    """One server implementation. ``argv`` builds the command for a port, delay and work dir."""
+
+    name: str
+    argv: Callable[[int, float, Path], list[str]]
+    dialect: str = "plain"  # "dari": welcome, ack, seq checks; "plain": start/response/end only
+    project_id: str = BENCH_PROJECT
+    agent_name: str = BENCH_AGENT
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_dari(self) -> bool:
+        return self.dialect == "dari"
+
+
+def _baseline(script: str) -> Callable[[int, float, Path], list[str]]:
+    def argv(port: int, delay_ms: float, workdir: Path) -> list[str]:
+        return [
+            sys.executable,
+            str(BASELINES / script),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--delay-ms",
+            str(delay_ms),
+        ]
+
+    return argv
+
+
+def dari_argv(port: int, delay_ms: float, workdir: Path) -> list[str]:
+    config = workdir / "dari-bench.toml"
+    config.write_text(
+        DARI_CONFIG.format(
+            project=BENCH_PROJECT, agent=BENCH_AGENT, workdir=workdir, delay_ms=delay_ms
+        )
+    )
+    return [
+        sys.executable,
+        "-m",
+        "dari.cli",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--config",
+        str(config),
+    ]
+
+
+TARGETS: dict[str, Target] = {
+    # dari runs from the checkout (src layout) whether or not it is installed in the venv.
+    "dari": Target("dari", dari_argv, dialect="dari", env={"PYTHONPATH": str(REPO_DIR / "src")}),
+    "websockets": Target("websockets", _baseline("ws_websockets.py")),
+    "fastapi": Target("fastapi", _baseline("ws_fastapi.py")),
+    "picows": Target("picows", _baseline("ws_picows.py")),
+}
+BASELINE_NAMES = ("websockets", "fastapi", "picows")
+
+
+def dari_available() -> bool:
+    """True when the checkout has a CLI to start the server with."""
+    return (REPO_DIR / "src" / "dari" / "cli.py").is_file()

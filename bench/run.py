@@ -1,0 +1,139 @@
+"""Benchmark dari against bare websockets, FastAPI and picows servers, in one run.
+
+    python bench/run.py                 # default run, about 5 minutes on 2 cores
+    python bench/run.py --quick         # smaller and shorter, about 1 minute
+    python bench/run.py --full          # longer windows and 10,000 idle sockets
+    python bench/run.py --targets websockets,picows --scenarios streaming --levels 100
+    python bench/run.py --out bench/RESULTS.md --json /tmp/bench.json
+
+Each server runs alone, pinned to CPU 0; the load generator (picows clients, separate
+processes) and this script are pinned to CPU 1. Everything binds to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from harness import machine
+from harness.config import BenchConfig
+from harness.procs import LOAD_CPU, can_pin, pin, raise_nofile
+from harness.report import Table, render
+from harness.targets import BASELINE_NAMES, REPO_DIR, TARGETS, dari_available
+from scenarios import SCENARIOS
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(x.replace("_", "")) for x in text.split(",") if x)
+
+
+def _names(text: str, known: list[str] | dict[str, object]) -> list[str]:
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SystemExit(f"unknown: {', '.join(unknown)} (known: {', '.join(known)})")
+    return names
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="short windows, ~1 minute")
+    size.add_argument("--full", action="store_true", help="longer windows, 10k idle sockets")
+    p.add_argument("--targets", default="dari," + ",".join(BASELINE_NAMES), help="comma list")
+    p.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma list")
+    p.add_argument("--levels", type=_ints, help="streaming client counts, e.g. 1,100,1000")
+    p.add_argument("--rate", type=float, help="tokens/s per answer (default 50)")
+    p.add_argument("--tokens", type=int, help="words per paced answer (default 100)")
+    p.add_argument("--measure", type=float, help="seconds per streaming measurement window")
+    p.add_argument("--idle", type=_ints, help="idle socket counts, e.g. 1000,10000")
+    p.add_argument("--load-procs", type=int, help="load worker processes per run (default 1)")
+    p.add_argument("--out", type=Path, help="also write the report as Markdown here")
+    p.add_argument("--json", type=Path, help="also write raw figures as JSON here")
+    p.add_argument("--keep-logs", type=Path, help="copy server logs into this directory")
+    return p.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace) -> BenchConfig:
+    targets = _names(args.targets, TARGETS)
+    preset = "quick" if args.quick else "full" if args.full else "default"
+    cfg = BenchConfig.preset(preset, targets)
+    for attr, value in (
+        ("levels", args.levels),
+        ("rate", args.rate),
+        ("tokens", args.tokens),
+        ("measure_s", args.measure),
+        ("idle_counts", args.idle),
+        ("load_procs", args.load_procs),
+        ("keep_logs", args.keep_logs),
+    ):
+        if value is not None:
+            setattr(cfg, attr, value)
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = build_config(args)
+    scenario_names = _names(args.scenarios, SCENARIOS)
+    header = machine.describe(REPO_DIR)
+    if "dari" in cfg.targets and not dari_available():
+        header.append("note: dari skipped (src/dari/cli.py not found)")
+        cfg.targets.remove("dari")
+    if can_pin():
+        pin(LOAD_CPU)  # this script and the load workers share the load CPU
+        header.append("pinning: server on CPU 0, load generator and harness on CPU 1")
+    else:
+        header.append("pinning: not available (fewer than 2 CPUs); figures are less stable")
+    header.append(f"open files limit: {raise_nofile()}")
+    header.append(
+        f"command: python bench/run.py {shlex.join(sys.argv[1:] if argv is None else argv)}"
+    )
+    print("\n".join(header), flush=True)
+
+    started = time.monotonic()
+    tables: list[Table] = []
+    for name in scenario_names:
+        scenario = SCENARIOS[name]
+        table: Table = scenario.table(cfg)
+        for target in cfg.targets:
+            t0 = time.monotonic()
+            print(f"... {name}: {target}", end="", flush=True)
+            try:
+                values, notes = scenario.measure(target, cfg)
+            except Exception as exc:  # one broken target must not hide the others' figures
+                values, notes = {}, [f"{target}: run failed: {type(exc).__name__}: {exc}"]
+            table.values[target] = values
+            table.notes += notes
+            print(f" {time.monotonic() - t0:.1f} s", flush=True)
+        tables.append(table)
+        print("\n" + render(table, cfg.targets) + "\n", flush=True)
+    elapsed = time.monotonic() - started
+    print(f"total time: {elapsed:.0f} s")
+
+    if args.out:
+        body = [
+            "# Benchmark results",
+            "",
+            "Produced by `bench/run.py`; see `bench/README.md` for the method.",
+            "",
+            *[f"- {line}" for line in header],
+            f"- total time: {elapsed:.0f} s",
+            "",
+            *[render(t, cfg.targets) + "\n" for t in tables],
+        ]
+        args.out.write_text("\n".join(body))
+    if args.json:
+        raw = {"header": header, "tables": {t.title: t.values for t in tables}}
+        args.json.write_text(json.dumps(raw, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

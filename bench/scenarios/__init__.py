@@ -1,0 +1,13 @@
+"""Scenarios: each module measures one thing for one target and describes its table.
+
+A scenario module exposes ``NAME``, ``table(cfg) -> Table`` (title, method, metrics) and
+``measure(target, cfg) -> (values, notes)``. Register it in ``SCENARIOS`` below.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from scenarios import burst, idle, streaming
+
+SCENARIOS: dict[str, ModuleType] = {m.NAME: m for m in (streaming, burst, idle)}

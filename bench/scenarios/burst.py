@@ -1,0 +1,75 @@
+"""Scenario A': unpaced streaming, the server's ceiling (as PERF-NOTES measured it).
+
+The agent yields its words as fast as the server takes them (one ``sleep(0)`` per piece), every
+client chats in a loop. Shows tokens/s, frames/s and server CPU per token; dari may merge pieces
+under back-pressure, so tokens and frames can differ.
+"""
+
+from __future__ import annotations
+
+from harness import stats
+from harness.config import BenchConfig
+from harness.report import Metric, Table
+from harness.session import go_marks, session
+from harness.targets import TARGETS
+
+NAME = "burst"
+
+
+def table(cfg: BenchConfig) -> Table:
+    n = cfg.burst_clients
+    return Table(
+        title=f"A'. Unpaced streaming, {n} clients, {cfg.burst_tokens}-word answers",
+        method=(
+            f"No pacing: the ceiling of one server core. Measured over {cfg.burst_measure_s:g} s "
+            "after 1 s of warm-up. CPU µs per token = server CPU time ÷ words delivered."
+        ),
+        metrics=[
+            Metric("tps", "tokens/s", "higher"),
+            Metric("fps", "response frames/s", "higher"),
+            Metric("tpf", "words per frame", "", 2),
+            Metric("us", "server CPU µs per token", "lower", 1),
+            Metric("ttft50", "first token p50 ms", "lower", 1),
+            Metric("ttft99", "first token p99 ms", "lower", 1),
+            Metric("cpu", "server CPU %", "", 0),
+            Metric("load", "load generator CPU %", "", 0),
+        ],
+    )
+
+
+def measure(target_name: str, cfg: BenchConfig) -> tuple[dict[str, float | None], list[str]]:
+    target = TARGETS[target_name]
+    n = cfg.burst_clients
+    notes: list[str] = []
+    with session(target, delay_ms=0, run_id="b", keep=cfg.keep_logs) as sess:
+        group = sess.load(
+            n,
+            cfg.load_procs,
+            budget_s=30 + n / 100 + cfg.burst_measure_s,
+            tokens=cfg.burst_tokens,
+            interval=0.0,
+            stagger=0.2,
+        )
+        try:
+            group.wait_ready()
+            go = go_marks(0.2, 1.0, cfg.burst_measure_s, 15)
+            group.send("go", go)
+            sample = sess.measure(group, go.w0, go.w1)
+            result = stats.merge(group.results())
+        finally:
+            group.close()
+    secs = go.w1 - go.w0
+    values: dict[str, float | None] = {
+        "tps": result.tokens / secs,
+        "fps": result.frames / secs,
+        "tpf": result.tokens / result.frames if result.frames else None,
+        "us": 1e6 * sample.server_cpu_s / result.tokens if result.tokens else None,
+        "ttft50": stats.ms(stats.percentile(result.ttft, 50)),
+        "ttft99": stats.ms(stats.percentile(result.ttft, 99)),
+        "cpu": sample.server_cpu_pct,
+        "load": sample.load_cpu_pct,
+    }
+    notes += [f"{target_name}: {p}" for p in stats.problems(result, n)]
+    if sample.load_cpu_pct > 80:
+        notes.append(f"{target_name}: load generator at {sample.load_cpu_pct:.0f}% CPU")
+    return values, notes
