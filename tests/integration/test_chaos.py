@@ -26,6 +26,19 @@ async def _consume(client: DariClient, seen: list[dict[str, Any]]) -> None:
         seen.append(frame)
 
 
+async def _cut_until(
+    proxy: ChaosProxy, client_id: str, done: asyncio.Event, rng: random.Random
+) -> int:
+    """Cut the client's connections at random moments until ``done``; returns the cut count."""
+    cuts = 0
+    while not done.is_set():
+        # chaos timing, not synchronisation: when to cut is the random input
+        await asyncio.sleep(rng.uniform(0.03, 0.12))
+        if proxy.cut(client_id, rng.choice(CUT_KINDS)):
+            cuts += 1
+    return cuts
+
+
 def _check_sequence(frames: list[dict[str, Any]]) -> None:
     """After each welcome, seq continues from welcome.seq by exactly one, never repeating."""
     position: int | None = None
@@ -74,21 +87,11 @@ async def test_random_cuts_lose_and_double_nothing(server_factory: ServerFactory
                 request_id = await client.chat(
                     words, agent_name="slow", project_id="chaos", thread_id=client_id
                 )
-                cuts = 0
                 done = asyncio.Event()
-
-                async def cutter() -> None:
-                    nonlocal cuts
-                    while not done.is_set():
-                        # chaos timing, not synchronisation: when to cut is the random input
-                        await asyncio.sleep(rng.uniform(0.03, 0.12))
-                        if proxy.cut(client_id, rng.choice(CUT_KINDS)):
-                            cuts += 1
-
-                task = asyncio.create_task(cutter())
+                cutting = asyncio.create_task(_cut_until(proxy, client_id, done, rng))
                 answer = await client.answer(request_id, timeout=120)
                 done.set()
-                await task
+                cuts = await cutting
                 assert answer.finish_reason == "stop"
                 results.append((client_id, request_id, answer.text, cuts))
             consumer.cancel()
