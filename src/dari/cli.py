@@ -37,6 +37,18 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _chat(args: argparse.Namespace) -> int:
+    import asyncio
+    import uuid
+
+    from dari.client.terminal import run_terminal
+
+    client_id = args.client_id or f"cli-{uuid.uuid4().hex[:12]}"
+    return asyncio.run(
+        run_terminal(args.url, client_id, args.project, args.agent, args.thread, args.token)
+    )
+
+
 def _token(args: argparse.Namespace) -> int:
     from dari.auth.tokens import mint_token
     from dari.settings import Settings
@@ -69,6 +81,15 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port (default 8000)")
     serve.set_defaults(run=_serve)
+
+    chat = commands.add_parser("chat", help="chat with an agent in the terminal")
+    chat.add_argument("--url", default="ws://127.0.0.1:8000", help="gateway address")
+    chat.add_argument("--project", default="project_001")
+    chat.add_argument("--agent", default="집사")
+    chat.add_argument("--thread", default="main")
+    chat.add_argument("--client-id", default=None, help="reuse an id to resume a session")
+    chat.add_argument("--token", default=None, help="JWT when the gateway has auth on")
+    chat.set_defaults(run=_chat)
 
     token = commands.add_parser("token", help="mint a development token (auth.mode = jwt)")
     token.add_argument("--config", type=Path, default=None, help="TOML settings file")

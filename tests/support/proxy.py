@@ -25,6 +25,8 @@ class _Pair:
     upstream: asyncio.StreamWriter
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     frozen: asyncio.Event = field(default_factory=asyncio.Event)  # set = forwarding stopped
+    downstream_only: bool = False  # freeze only server -> client
+    paused: asyncio.Event = field(default_factory=asyncio.Event)  # set = stop reading the server
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:
@@ -70,21 +72,29 @@ class ChaosProxy:
         self.pairs.add(pair)
         up_writer.write(first)
         pair.tasks = [
-            asyncio.create_task(self._pump(reader, up_writer, pair)),
-            asyncio.create_task(self._pump(up_reader, writer, pair)),
+            asyncio.create_task(self._pump(reader, up_writer, pair, upstream=True)),
+            asyncio.create_task(self._pump(up_reader, writer, pair, upstream=False)),
         ]
         await asyncio.wait(pair.tasks, return_when=asyncio.FIRST_COMPLETED)
         self._close(pair, "fin_client")
 
     async def _pump(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pair: _Pair
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        pair: _Pair,
+        *,
+        upstream: bool,
     ) -> None:
         with contextlib.suppress(OSError, asyncio.CancelledError):
             while True:
+                if not upstream and pair.paused.is_set():
+                    # A reader that stopped reading: the server's TCP send buffer fills up.
+                    await asyncio.Event().wait()
                 data = await reader.read(65536)
                 if not data:
                     return
-                if pair.frozen.is_set():
+                if pair.frozen.is_set() and (not upstream or not pair.downstream_only):
                     continue  # a dead path: bytes vanish
                 writer.write(data)
                 await writer.drain()
@@ -117,8 +127,17 @@ class ChaosProxy:
         self.cuts += len(pairs)
         return len(pairs)
 
-    def freeze(self, client_id: str) -> int:
+    def freeze(self, client_id: str, *, downstream_only: bool = False) -> int:
+        """Drop bytes silently (both ways, or only server -> client)."""
         pairs = self.connections(client_id)
         for pair in pairs:
+            pair.downstream_only = downstream_only
             pair.frozen.set()
+        return len(pairs)
+
+    def pause_reading(self, client_id: str) -> int:
+        """Stop reading what the server sends to this client, as a stalled reader would."""
+        pairs = self.connections(client_id)
+        for pair in pairs:
+            pair.paused.set()
         return len(pairs)

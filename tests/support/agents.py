@@ -1,0 +1,39 @@
+"""Agents for tests, loaded through the ``python`` backend (``tests.support.agents:...``)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from dari.agents.base import AgentContext, AgentRequest, Step
+
+
+async def firehose(request: AgentRequest, ctx: AgentContext) -> AsyncIterator[str]:
+    """``"<count> <size>"`` → ``count`` pieces of ``size`` characters, as fast as possible."""
+    count, size = (int(part) for part in request.message.split())
+    for index in range(count):
+        yield f"{index % 10}" * size
+
+
+async def stepper(request: AgentRequest, ctx: AgentContext) -> AsyncIterator[str | Step]:
+    """Reports steps both ways (yielded and through the context), then echoes the message."""
+    yield Step("analyse", "데이터 분석 중...", "started")
+    await asyncio.sleep(0)
+    yield Step("analyse", "데이터 분석 완료", "finished")
+    await ctx.step("chart", "차트 생성 중...")
+    yield request.message
+    await ctx.step("chart", "차트 생성 완료", "finished")
+
+
+async def failing(request: AgentRequest, ctx: AgentContext) -> AsyncIterator[str]:
+    """Yields a little, then raises, as a broken model would."""
+    yield "partial "
+    yield "answer"
+    raise RuntimeError("model crashed")
+
+
+async def delegator(request: AgentRequest, ctx: AgentContext) -> AsyncIterator[str]:
+    """``"<agent> <task>"`` → delegates the task and says so."""
+    agent, task = request.message.split(maxsplit=1)
+    task_id = await ctx.delegate(agent, task)
+    yield f"delegated {task_id}"
