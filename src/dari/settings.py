@@ -130,7 +130,8 @@ class LimitsSettings(BaseModel):
     def hard_max_bytes(self) -> int:
         return self.ws_max_bytes or 2 * self.max_message_bytes
 
-    max_image_bytes: int = Field(default=768 * 1024, ge=1)
+    # Decoded size of one image. Base64 adds a third, so a 512 KiB image fits in a 1 MiB frame.
+    max_image_bytes: int = Field(default=512 * 1024, ge=1)
     max_images: int = Field(default=4, ge=0)
     queue_size: int = Field(default=16, ge=1)  # chats waiting per conversation
     history_limit: int = Field(default=50, ge=0)  # messages given to the agent
