@@ -10,6 +10,7 @@ import logging
 import time
 import uuid
 
+from dari import metrics
 from dari.app.gateway import Gateway
 from dari.app.images import check_images
 from dari.auth.base import Principal
@@ -44,10 +45,15 @@ class ChatSession:
         self.bucket = TokenBucket(rate=limits.rate_per_s, burst=limits.rate_burst)
 
     async def reply(self, frame: frames.Frame) -> None:
+        if frame["type"] == "error":
+            metrics.ERRORS.labels(frame["code"]).inc()
         await self.gateway.hub.send(self.client_id, frame)
 
     async def handle_raw(self, data: str | bytes | None) -> None:
         """Handle one frame as received; errors become ``error`` frames."""
+        metrics.FRAMES_IN.inc()
+        if data is not None:
+            metrics.BYTES_IN.inc(len(data))
         try:
             self._rate_check()
             frame = decode_client_frame(
@@ -60,6 +66,7 @@ class ChatSession:
     def _rate_check(self) -> None:
         if self.bucket.take(time.monotonic()):
             return
+        metrics.RATE_LIMITED.inc()
         limits = self.gateway.settings.limits
         if self.bucket.strikes >= limits.rate_strikes_before_close:
             raise RateLimitExceeded

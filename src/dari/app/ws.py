@@ -15,7 +15,7 @@ import uuid
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from dari import __version__
+from dari import __version__, metrics
 from dari.app.gateway import Gateway
 from dari.app.origin import origin_allowed
 from dari.app.session import ChatSession, RateLimitExceeded, send_snapshots
@@ -121,6 +121,12 @@ async def chat_socket(websocket: WebSocket, client_id: str) -> None:
     previous = hub.attach(connection)
     if previous is not None:
         await previous.close(CloseCode.REPLACED, "replaced by a newer connection")
+    if websocket.query_params.get("last_seq") is not None:
+        metrics.REPLAY.labels("resumed" if plan.resumed else "not_resumed").inc()
+        if plan.resumed:
+            metrics.REPLAYED_FRAMES.inc(position.head - plan.position)
+    metrics.CONNECTIONS.labels("chat").inc()
+    metrics.CONNECTIONS_OPEN.labels("chat").inc()
     session = ChatSession(gateway, principal, client_id)
     writer: asyncio.Task[None] | None = None
     try:
@@ -144,6 +150,7 @@ async def chat_socket(websocket: WebSocket, client_id: str) -> None:
     except WebSocketDisconnect:
         pass
     finally:
+        metrics.CONNECTIONS_OPEN.labels("chat").dec()
         connection.closed.set()
         connection.notify()
         if writer is not None:
@@ -202,11 +209,14 @@ async def thread_socket(websocket: WebSocket, thread_id: str) -> None:
         await session.handle_raw(data)
 
     writer = asyncio.create_task(connection.run_writer())
+    metrics.CONNECTIONS.labels("thread").inc()
+    metrics.CONNECTIONS_OPEN.labels("thread").inc()
     try:
         await _receive_loop(websocket, connection, session, on_text)
     except WebSocketDisconnect:
         pass
     finally:
+        metrics.CONNECTIONS_OPEN.labels("thread").dec()
         connection.closed.set()
         writer.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from starlette.websockets import WebSocket, WebSocketState
 
 from dari.hub.replay import ReplayLog
+from dari.metrics import BYTES_OUT, FRAMES_OUT
 from dari.protocol.codec import encode
 from dari.protocol.errors import CloseCode
 from dari.protocol.frames import Frame
@@ -84,17 +85,24 @@ class Connection:
                 return False
             if not frames:
                 return True
+            count = size = 0
             try:
                 async with asyncio.timeout(self.send_timeout_s):
                     for frame in frames:
                         text = self.render(frame)
                         if text is not None:
                             await self.websocket.send_text(text)
-                            self.frames_sent += 1
+                            count += 1
+                            size += len(text)
                         self.sent = frame["seq"]
             except TimeoutError:
                 await self.close(CloseCode.TRY_AGAIN_LATER, "client too slow")
                 return False
+            finally:
+                # Counted per batch, not per frame: this is the hot path.
+                self.frames_sent += count
+                FRAMES_OUT.inc(count)
+                BYTES_OUT.inc(size)
             position = await self.replay.position(self.client_id)
             if position.head - self.sent > self.max_lag_frames:
                 await self.close(CloseCode.TRY_AGAIN_LATER, "client too slow")

@@ -8,9 +8,9 @@ waking the client's writer if a socket is attached here.
 from __future__ import annotations
 
 import time
-from typing import TypeVar
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from dari.hub.connection import Connection
 from dari.hub.replay import MemoryReplayLog, ReplayLog

@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import dataclass, field
 
+from dari.metrics import COALESCED
 from dari.protocol.frames import Frame
 from dari.protocol.resume import LogPosition
 
@@ -99,6 +100,7 @@ class MemoryReplayLog(ReplayLog):
                 if tail.parts is None:
                     tail.parts = [tail.frame["content"]]
                 tail.parts.append(frame["content"])
+                COALESCED.inc()
                 return tail.seq
         log.head += 1
         frame["seq"] = log.head

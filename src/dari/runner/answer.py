@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from dari.agents.base import AgentEvent, AgentRequest, HistoryMessage, Step
+from dari.metrics import ANSWER_DURATION, FIRST_TOKEN, TOKENS
 from dari.protocol import frames
 from dari.protocol.errors import DariError, ErrorCode
 from dari.runner.context import RunContext
@@ -49,6 +51,7 @@ class AnswerRun:
         runner, job, key = self.runner, self.job, self.job.key
         hub, store = runner.hub, runner.store
         rid = job.request_id
+        began = time.monotonic()
         runner.in_progress[rid] = self.progress
         message_id: int | None = None
         checkpoint: asyncio.Task[None] | None = None
@@ -84,6 +87,7 @@ class AnswerRun:
             code = error.code if error.code != ErrorCode.INTERNAL else ErrorCode.AGENT_FAILED
             await hub.publish(key, {**frames.error(code, error.message, rid), **key.fields()})
         outcome = Outcome(finish, self.progress.text(), error.message if error else None)
+        ANSWER_DURATION.labels(key.agent_name, finish).observe(time.monotonic() - began)
         await self._finish(message_id, checkpoint, finish)
         return outcome
 
@@ -117,6 +121,8 @@ class AnswerRun:
     async def _stream(self, events: AsyncIterator[AgentEvent]) -> None:
         hub, key, rid = self.runner.hub, self.job.key, self.job.request_id
         pieces = self.progress.pieces
+        tokens = TOKENS.labels(key.agent_name)
+        started = time.monotonic()
         yield_every_piece = self.runner.settings.limits.yield_every_piece
         try:
             async with asyncio.timeout(self.runner.settings.limits.answer_timeout_s):
@@ -124,7 +130,10 @@ class AnswerRun:
                     if isinstance(event, str):
                         if not event:
                             continue
+                        if not pieces:
+                            FIRST_TOKEN.labels(key.agent_name).observe(time.monotonic() - started)
                         pieces.append(event)
+                        tokens.inc()
                         await hub.publish(
                             key, frames.answer_frame("response", key, rid, content=event), rid
                         )

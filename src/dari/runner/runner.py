@@ -17,6 +17,7 @@ from typing import Any
 
 from dari.agents.directory import AgentDirectory
 from dari.hub.hub import Hub
+from dari.metrics import QUEUE_DEPTH
 from dari.protocol import frames
 from dari.protocol.errors import DariError, ErrorCode, Unavailable
 from dari.protocol.frames import ConversationKey
@@ -52,6 +53,11 @@ class Runner:
         self._conversations: dict[ConversationKey, _Conversation] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
+        QUEUE_DEPTH.set_function(self.depth)
+
+    def depth(self) -> int:
+        """Chats waiting or running, over all conversations."""
+        return sum(conversation.depth() for conversation in self._conversations.values())
 
     # --- submitting ------------------------------------------------------------------------
 
