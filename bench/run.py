@@ -57,6 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, help="also write the report as Markdown here")
     p.add_argument("--json", type=Path, help="also write raw figures as JSON here")
     p.add_argument("--keep-logs", type=Path, help="copy server logs into this directory")
+    p.add_argument(
+        "--profile", type=Path, help="run servers under cProfile, .prof files here (slower)"
+    )
     return p.parse_args(argv)
 
 
@@ -72,6 +75,7 @@ def build_config(args: argparse.Namespace) -> BenchConfig:
         ("idle_counts", args.idle),
         ("load_procs", args.load_procs),
         ("keep_logs", args.keep_logs),
+        ("profile_dir", args.profile),
     ):
         if value is not None:
             setattr(cfg, attr, value)

@@ -37,8 +37,8 @@ def make_app(interval: float) -> FastAPI:
                 await send(ws, {"type": "start"})
                 t0 = time.monotonic()
                 for n, piece in enumerate(PIECE.findall(msg["message"]) or [msg["message"]]):
-                    # Absolute pacing; sleep(0) when late so one answer cannot hog the loop.
-                    await asyncio.sleep(max(0.0, t0 + n * interval - time.monotonic()))
+                    # Due at t0 + (n+1)*interval (absolute); sleep(0) when late: no loop hogging.
+                    await asyncio.sleep(max(0.0, t0 + (n + 1) * interval - time.monotonic()))
                     await send(ws, {"type": "response", "content": piece, "seq": n})
                 await send(ws, {"type": "end"})
         except WebSocketDisconnect:

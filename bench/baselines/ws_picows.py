@@ -23,8 +23,8 @@ async def stream(transport: WSTransport, text: str, interval: float) -> None:
     transport.send(TEXT, orjson.dumps({"type": "start"}))
     t0 = time.monotonic()
     for n, piece in enumerate(PIECE.findall(text) or [text]):
-        # Absolute pacing; sleep(0) when late so one answer cannot hog the loop.
-        await asyncio.sleep(max(0.0, t0 + n * interval - time.monotonic()))
+        # Due at t0 + (n+1)*interval (absolute); sleep(0) when late: no loop hogging.
+        await asyncio.sleep(max(0.0, t0 + (n + 1) * interval - time.monotonic()))
         if transport.is_disconnected:
             return
         transport.send(TEXT, orjson.dumps({"type": "response", "content": piece, "seq": n}))

@@ -23,9 +23,10 @@ async def stream(ws: ServerConnection, text: str, interval: float) -> None:
     await ws.send(orjson.dumps({"type": "start"}).decode())
     t0 = time.monotonic()
     for n, piece in enumerate(PIECE.findall(text) or [text]):
-        # Absolute schedule (t0 + n*interval) so that slow sends do not slow the source down;
-        # sleep(0) when late, as a real upstream read would yield.
-        await asyncio.sleep(max(0.0, t0 + n * interval - time.monotonic()))
+        # Piece n is due at t0 + (n+1)*interval, like dari's echo agent (a pause before each
+        # piece), on an absolute schedule so slow sends do not slow the source; sleep(0) when
+        # late, as a real upstream read would yield.
+        await asyncio.sleep(max(0.0, t0 + (n + 1) * interval - time.monotonic()))
         frame = {"type": "response", "content": piece, "seq": n}
         await ws.send(orjson.dumps(frame).decode())
     await ws.send(orjson.dumps({"type": "end"}).decode())

@@ -20,6 +20,7 @@ class BenchConfig:
     idle_counts: tuple[int, ...] = (1000,)
     load_procs: int = 1  # load worker processes per run (all on the load CPU)
     keep_logs: Path | None = None
+    profile_dir: Path | None = None  # run servers under cProfile, one file per run
 
     @property
     def interval(self) -> float:

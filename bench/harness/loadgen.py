@@ -183,9 +183,10 @@ class Client(WSListener):  # type: ignore[misc]
         run = self.run
         go = run.go
         if not self.t_first:
+            # Every answer counts, warm-up included: a saturated server may start none in the
+            # window, and its slow first tokens are exactly what should show.
             self.t_first = now
-            if go.w0 <= self.t_send <= go.w1:
-                run.result.ttft.append(now - self.t_send)
+            run.result.ttft.append(now - self.t_send)
         self.parts.append(content)
         if not content:
             return
@@ -201,10 +202,10 @@ class Client(WSListener):  # type: ignore[misc]
             res.tokens += new
             interval = run.spec.interval
             if interval > 0:
-                # Expected emit time of word k: the `start` frame's arrival + k * interval.
+                # Word k (from 0) is due (k + 1) intervals after the `start` frame arrived.
                 base = now - self.t_ref
                 lat = res.latencies
-                for k in range(self.words, self.words + new):
+                for k in range(self.words + 1, self.words + new + 1):
                     lat.append(base - k * interval)
         self.words += new
 

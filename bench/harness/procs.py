@@ -97,12 +97,12 @@ class ServerProcess:
         self.stop()
         raise RuntimeError(f"{self.name} did not listen on port {self.port}:\n{self.log_tail()}")
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 5.0, sig: int = signal.SIGTERM) -> None:
         proc = self.proc
         if proc is None or proc.poll() is not None:
             return
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
+            os.killpg(proc.pid, sig)
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -156,3 +156,19 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
     fields = stat.rsplit(")", 1)[1].split()  # the command name may contain spaces
     return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def cpu_busy_seconds() -> dict[int, float]:
+    """Busy (non-idle) time of each CPU since boot, from /proc/stat."""
+    busy: dict[int, float] = {}
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return busy
+    for line in lines:
+        name, *fields = line.split()
+        if not name.startswith("cpu") or name == "cpu":
+            continue
+        ticks = [int(x) for x in fields[:8]]  # user nice system idle iowait irq softirq steal
+        busy[int(name[3:])] = (sum(ticks) - ticks[3] - ticks[4]) / _TICK
+    return busy

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 import tempfile
 import time
 from collections.abc import Iterator
@@ -19,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from harness import probe
+from harness.config import BenchConfig
 from harness.loadgen import Go, LoadResult, LoadSpec, worker
-from harness.procs import ServerProcess, cpu_seconds, free_port
+from harness.procs import SERVER_CPU, ServerProcess, cpu_busy_seconds, cpu_seconds, free_port
 from harness.targets import Target
 
 _CTX = mp.get_context("spawn")  # a clean interpreter per worker: no inherited loop or sockets
@@ -33,6 +35,24 @@ class Sample:
     seconds: float
     server_cpu_s: float
     load_cpu_s: float
+    server_core_busy_s: float  # all work on SERVER_CPU, ours or not
+
+    @property
+    def foreign_pct(self) -> float:
+        """Share of the server's core used by other processes (noise from outside the run)."""
+        other = max(0.0, self.server_core_busy_s - self.server_cpu_s)
+        return 100 * other / self.seconds if self.seconds else 0.0
+
+    def warnings(self, where: str) -> list[str]:
+        """Reasons to distrust a figure measured during this sample."""
+        found = []
+        if self.load_cpu_pct > 80:
+            found.append(f"{where}: load generator at {self.load_cpu_pct:.0f}% CPU (may cap it)")
+        if self.foreign_pct > 10:
+            found.append(
+                f"{where}: other processes took {self.foreign_pct:.0f}% of the server's core"
+            )
+        return found
 
     @property
     def server_cpu_pct(self) -> float:
@@ -133,19 +153,28 @@ class Session:
         """Sleep until t0, then until t1, sampling server and load CPU time at both."""
         time.sleep(max(0.0, t0 - time.monotonic()))
         s0, l0, m0 = self.server.cpu_seconds(), group.cpu_seconds(), time.monotonic()
+        c0 = cpu_busy_seconds().get(SERVER_CPU, 0.0)
         time.sleep(max(0.0, t1 - time.monotonic()))
         s1, l1, m1 = self.server.cpu_seconds(), group.cpu_seconds(), time.monotonic()
-        return Sample(m1 - m0, s1 - s0, l1 - l0)
+        c1 = cpu_busy_seconds().get(SERVER_CPU, 0.0)
+        return Sample(m1 - m0, s1 - s0, l1 - l0, c1 - c0)
 
 
 @contextmanager
-def session(
-    target: Target, *, delay_ms: float, run_id: str, keep: Path | None = None
-) -> Iterator[Session]:
+def session(target: Target, cfg: BenchConfig, *, delay_ms: float, run_id: str) -> Iterator[Session]:
     """Start ``target`` on a free port, check that it streams correctly, stop it afterwards."""
     with tempfile.TemporaryDirectory(prefix=f"bench-{target.name}-") as tmp:
         workdir = Path(tmp)
         sess = Session(target, delay_ms, workdir, run_id)
+        stop_timeout, stop_signal = 5.0, signal.SIGTERM
+        if cfg.profile_dir is not None:
+            # uvicorn re-raises the stop signal after shutting down; only SIGINT (as
+            # KeyboardInterrupt) lets cProfile write its file on the way out.
+            cfg.profile_dir.mkdir(parents=True, exist_ok=True)
+            out = cfg.profile_dir / f"{run_id}-{target.name}.prof"
+            argv = list(sess.server.argv)
+            sess.server.argv = [argv[0], "-m", "cProfile", "-o", str(out), *argv[1:]]
+            stop_timeout, stop_signal = 20.0, signal.SIGINT
         try:
             sess.server.start()
             probe.check(sess.url + f"{run_id}-probe", target)
@@ -156,12 +185,12 @@ def session(
                 print(f"--- {target.name} log (last lines) ---\n{tail}")
             raise
         finally:
-            sess.server.stop()
-            if keep is not None:
-                keep.mkdir(parents=True, exist_ok=True)
+            sess.server.stop(stop_timeout, stop_signal)
+            if cfg.keep_logs is not None:
+                cfg.keep_logs.mkdir(parents=True, exist_ok=True)
                 log = sess.server.log_path
                 if log.exists():
-                    (keep / f"{run_id}-{log.name}").write_bytes(log.read_bytes())
+                    (cfg.keep_logs / f"{run_id}-{log.name}").write_bytes(log.read_bytes())
 
 
 def go_marks(start_in: float, warmup: float, measure: float, drain: float) -> Go:

@@ -41,7 +41,7 @@ def measure(target_name: str, cfg: BenchConfig) -> tuple[dict[str, float | None]
     target = TARGETS[target_name]
     n = cfg.burst_clients
     notes: list[str] = []
-    with session(target, delay_ms=0, run_id="b", keep=cfg.keep_logs) as sess:
+    with session(target, cfg, delay_ms=0, run_id="b") as sess:
         group = sess.load(
             n,
             cfg.load_procs,
@@ -70,6 +70,5 @@ def measure(target_name: str, cfg: BenchConfig) -> tuple[dict[str, float | None]
         "load": sample.load_cpu_pct,
     }
     notes += [f"{target_name}: {p}" for p in stats.problems(result, n)]
-    if sample.load_cpu_pct > 80:
-        notes.append(f"{target_name}: load generator at {sample.load_cpu_pct:.0f}% CPU")
+    notes += sample.warnings(target_name)
     return values, notes

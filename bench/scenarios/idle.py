@@ -2,7 +2,7 @@
 
 After a one-chat warm-up, the server's RSS (the process and its children) is read, N clients
 connect (dari: until `welcome` arrives) with at most 64 handshakes in flight per worker, and
-the RSS is read again after 1 s. KB per connection = RSS growth ÷ N.
+the RSS is read again 1.5 s later. KB per connection = RSS growth ÷ N.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def measure(target_name: str, cfg: BenchConfig) -> tuple[dict[str, float | None]
     values: dict[str, float | None] = {}
     notes: list[str] = []
     for n in cfg.idle_counts:
-        with session(target, delay_ms=20, run_id=f"i{n}", keep=cfg.keep_logs) as sess:
+        with session(target, cfg, delay_ms=20, run_id=f"i{n}") as sess:
             time.sleep(0.5)  # let the warm-up chat's objects settle
             rss0 = sess.server.rss_bytes()
             procs = max(cfg.load_procs, math.ceil(n / PER_WORKER))
@@ -67,6 +67,7 @@ def measure(target_name: str, cfg: BenchConfig) -> tuple[dict[str, float | None]
                 f"{target_name} at {n:,} idle: {result.clients - final.alive} sockets were closed"
                 " while idle"
             )
+        notes += sample.warnings(f"{target_name} at {n:,} idle")
         if final.errors:
             notes.append(f"{target_name} at {n:,} idle: {final.errors}")
     return values, notes

@@ -1,8 +1,9 @@
 """Scenario A: paced streaming at 1, 100 and 1,000 concurrent clients.
 
 Every client chats in a loop; the agent yields one word every 1/rate seconds on an absolute
-schedule. A word's latency is its arrival minus its expected emit time, taken as the arrival of
-the answer's ``start`` frame plus k x interval for the k-th word. Tokens are counted by text.
+schedule, pausing before each word. A word's latency is its arrival minus its expected emit time,
+taken as the arrival of the answer's ``start`` frame plus k x interval for the k-th word (k from
+1). Tokens are counted by text.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ def table(cfg: BenchConfig) -> Table:
         method=(
             f"Each client chats in a loop; measured over {cfg.measure_s:g} s after "
             f"{cfg.warmup_s:g} s of warm-up. Token latency = arrival − (arrival of `start` + "
-            f"k × {cfg.interval * 1000:g} ms) for the k-th word; first token = chat sent → first "
-            "word. Server CPU % is of its one pinned core; 100 % means saturated."
+            f"k × {cfg.interval * 1000:g} ms) for the k-th word (k from 1); first token = chat "
+            "sent → first word, over all answers of the run. Server CPU % is of its one "
+            "pinned core; 100 % means saturated."
         ),
         metrics=_metrics(cfg.levels),
     )
@@ -51,9 +53,7 @@ def measure(target_name: str, cfg: BenchConfig) -> tuple[dict[str, float | None]
     answer_s = cfg.tokens * cfg.interval
     stagger = min(1.0, answer_s)
     for n in cfg.levels:
-        with session(
-            target, delay_ms=cfg.interval * 1000, run_id=f"s{n}", keep=cfg.keep_logs
-        ) as sess:
+        with session(target, cfg, delay_ms=cfg.interval * 1000, run_id=f"s{n}") as sess:
             connect_budget = 10 + n / 100
             budget = connect_budget + cfg.warmup_s + cfg.measure_s + 2 * answer_s + 15
             group = sess.load(
@@ -85,9 +85,5 @@ def measure(target_name: str, cfg: BenchConfig) -> tuple[dict[str, float | None]
         values[f"{n}.cpu"] = sample.server_cpu_pct
         for problem in stats.problems(result, n):
             notes.append(f"{target_name} at {n} clients: {problem}")
-        if sample.load_cpu_pct > 80:
-            notes.append(
-                f"{target_name} at {n} clients: load generator at {sample.load_cpu_pct:.0f}% CPU"
-                " (may limit the figure)"
-            )
+        notes += sample.warnings(f"{target_name} at {n} clients")
     return values, notes
