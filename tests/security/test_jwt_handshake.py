@@ -1,0 +1,275 @@
+"""Tokens over real sockets: every bad token is accepted-then-closed 4401, good ones get welcome."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+
+from tests.conftest import ServerFactory
+from tests.security.conftest import (
+    AUDIENCE,
+    DROP,
+    HS_AUTH,
+    ISSUER,
+    SECRET,
+    KeyPair,
+    bearer,
+    claims,
+    handshake,
+    raw_token,
+    refused,
+    token,
+)
+from tests.security.test_jwt_settings import jwks_file
+
+PATH = "/ws/chat/sec-client"
+NOW = int(time.time())
+
+# Each case builds a token the HS256 server (audience and issuer set) must refuse.
+HS_REFUSED: dict[str, Callable[[], str | None]] = {
+    "no_token": lambda: None,
+    "empty_bearer": lambda: "",
+    "bad_signature": lambda: token(key="another-secret-that-is-long-enough-000"),
+    "tampered_payload": lambda: _tamper(token(projects=["p1"]), projects=["*"]),
+    "signature_stripped": lambda: token().rsplit(".", 1)[0] + ".",
+    "alg_none": lambda: raw_token({"alg": "none", "typ": "JWT"}, claims()),
+    "alg_None": lambda: raw_token({"alg": "None", "typ": "JWT"}, claims()),
+    "alg_missing": lambda: raw_token({"typ": "JWT"}, claims(), b"x" * 32),
+    "alg_hs512_not_configured": lambda: token(algorithm="HS512", key=SECRET * 2),
+    "expired": lambda: token(ttl=-3600),
+    "expired_past_leeway": lambda: token(ttl=-6),
+    "nbf_in_future": lambda: token(nbf=NOW + 3600),
+    "iat_in_future": lambda: token(iat=NOW + 3600),
+    "missing_exp": lambda: token(exp=DROP),
+    "exp_as_string": lambda: _hs(exp=str(NOW + 600)),
+    "exp_as_bool": lambda: _hs(exp=True),
+    "nbf_as_string": lambda: _hs(nbf="0"),
+    "wrong_aud": lambda: token(aud="another-service"),
+    "aud_prefix": lambda: token(aud=AUDIENCE[:-1]),
+    "aud_suffix": lambda: token(aud=AUDIENCE + "-evil"),
+    "aud_list_without_ours": lambda: token(aud=["a", "b"]),
+    "missing_aud": lambda: token(aud=DROP),
+    "wrong_iss": lambda: token(iss="https://evil.example"),
+    "iss_prefix": lambda: token(iss=ISSUER[:-1]),
+    "iss_suffix": lambda: token(iss=ISSUER + ".evil.com"),
+    "iss_trailing_slash": lambda: token(iss=ISSUER + "/"),
+    "iss_as_list": lambda: _hs(iss=[ISSUER]),
+    "missing_iss": lambda: token(iss=DROP),
+    "oversized": lambda: token(pad="x" * 1600),
+    "missing_sub": lambda: token(sub=DROP),
+    "empty_sub": lambda: token(sub=""),
+    "blank_sub": lambda: token(sub="   "),
+    "sub_as_number": lambda: _hs(sub=42),
+    "missing_projects": lambda: token(projects=DROP),
+    "projects_as_string": lambda: _hs(projects="p1"),
+    "projects_with_number": lambda: _hs(projects=["p1", 7]),
+    "projects_as_object": lambda: _hs(projects={"p1": True}),
+    "projects_with_empty_name": lambda: _hs(projects=[""]),
+    "agents_as_list": lambda: _hs(agents=["p1:echo"]),
+    "agents_value_as_string": lambda: _hs(agents={"p1": "echo"}),
+    "admin_as_string": lambda: _hs(admin="true"),
+    "admin_as_number": lambda: _hs(admin=1),
+    "not_a_jwt": lambda: "not-a-token",
+    "two_segments": lambda: ".".join(token().split(".")[:2]),
+    "non_ascii": lambda: token() + "é",
+    "json_payload_not_object": lambda: _signed_raw({"alg": "HS256", "typ": "JWT"}, b"[1,2,3]"),
+}
+
+
+def _hs(**extra: Any) -> str:
+    """Signed by hand: PyJWT refuses to encode some malformed claim types."""
+    return _signed_raw({"alg": "HS256", "typ": "JWT"}, json.dumps(claims(**extra)).encode())
+
+
+def _tamper(value: str, **changes: Any) -> str:
+    head, _, sig = value.split(".")
+    body = claims(**changes)
+    return (
+        raw_token(json.loads(jwt.utils.base64url_decode(head)), body).rsplit(".", 1)[0] + "." + sig
+    )
+
+
+def _signed_raw(header: dict[str, Any], payload: bytes, key: bytes = SECRET.encode()) -> str:
+    b64 = jwt.utils.base64url_encode
+    signing_input = b64(json.dumps(header).encode()) + b"." + b64(payload)
+    signature = hmac.new(key, signing_input, hashlib.sha256).digest()
+    return (signing_input + b"." + b64(signature)).decode()
+
+
+def _leaks(value: str | None, text: str) -> bool:
+    return value is not None and any(p in text for p in value.split(".") if len(p) > 6)
+
+
+@pytest.mark.parametrize("make", HS_REFUSED.values(), ids=HS_REFUSED.keys())
+async def test_refused_token_closes_4401(
+    server_factory: ServerFactory, make: Callable[[], str | None]
+) -> None:
+    server = await server_factory(auth=HS_AUTH)
+    value = make()
+    headers = None if value is None else {"Authorization": f"Bearer {value}"}
+    outcome = await refused(server.ws(PATH), headers)
+    assert outcome.close_code == 4401 and outcome.frames == []
+    assert not _leaks(value, outcome.close_reason)
+
+
+async def test_valid_token_by_bearer_gets_welcome(server_factory: ServerFactory) -> None:
+    server = await server_factory(auth=HS_AUTH)
+    outcome = await handshake(server.ws(PATH), bearer(token()))
+    assert outcome.welcome is not None and outcome.welcome["type"] == "welcome"
+
+
+async def test_token_within_leeway_is_accepted(server_factory: ServerFactory) -> None:
+    server = await server_factory(auth=HS_AUTH)  # leeway 5 s
+    outcome = await handshake(server.ws(PATH), bearer(token(ttl=-2)))
+    assert outcome.welcome is not None
+
+
+async def test_token_at_the_size_limit_is_accepted(server_factory: ServerFactory) -> None:
+    server = await server_factory(auth=HS_AUTH)
+    limit = HS_AUTH["max_token_bytes"]
+    pad = max(n for n in range(0, limit, 3) if len(token(pad="x" * n)) <= limit)
+    assert len(token(pad="x" * pad)) > limit - 8
+    assert (await handshake(server.ws(PATH), bearer(token(pad="x" * pad)))).welcome is not None
+    assert (await refused(server.ws(PATH), bearer(token(pad="x" * (pad + 8))))).close_code == 4401
+
+
+async def test_aud_list_containing_ours_is_accepted(server_factory: ServerFactory) -> None:
+    server = await server_factory(auth=HS_AUTH)
+    outcome = await handshake(server.ws(PATH), bearer(token(aud=["other", AUDIENCE])))
+    assert outcome.welcome is not None
+
+
+async def test_valid_token_by_query_parameter(server_factory: ServerFactory) -> None:
+    server = await server_factory(auth=HS_AUTH)
+    assert (await handshake(server.ws(f"{PATH}?token={token()}"))).welcome is not None
+    bad = await refused(server.ws(f"{PATH}?token={token(ttl=-3600)}"))
+    assert bad.close_code == 4401
+
+
+async def test_valid_token_by_session_cookie(server_factory: ServerFactory) -> None:
+    server = await server_factory(auth=HS_AUTH)
+    value = token()
+    async with httpx.AsyncClient(base_url=server.http) as http:
+        response = await http.post("/api/auth/session", json={"token": value})
+        assert response.status_code == 200 and response.json()["user"] == "alice"
+        set_cookie = response.headers["set-cookie"].lower()
+        assert "httponly" in set_cookie and "samesite=strict" in set_cookie
+        cookie = response.cookies["dari_session"]
+    # The same cookie authenticates REST.
+    async with httpx.AsyncClient(base_url=server.http, cookies={"dari_session": cookie}) as http:
+        assert (await http.get("/api/projects")).status_code == 200
+    outcome = await handshake(server.ws(PATH), {"Cookie": f"dari_session={cookie}"})
+    assert outcome.welcome is not None
+
+
+async def test_session_refuses_bad_token_and_sets_no_cookie(server_factory: ServerFactory) -> None:
+    server = await server_factory(auth=HS_AUTH)
+    value = token(key="another-secret-that-is-long-enough-000")
+    async with httpx.AsyncClient(base_url=server.http) as http:
+        response = await http.post("/api/auth/session", json={"token": value})
+    assert response.status_code == 401 and "set-cookie" not in response.headers
+    assert response.json()["error"]["code"] == "unauthorized"
+    assert not _leaks(value, response.text)
+
+
+async def test_bad_cookie_closes_4401(server_factory: ServerFactory) -> None:
+    server = await server_factory(auth=HS_AUTH)
+    outcome = await refused(server.ws(PATH), {"Cookie": f"dari_session={token(ttl=-3600)}"})
+    assert outcome.close_code == 4401
+
+
+async def test_rest_refuses_bad_token_401(server_factory: ServerFactory) -> None:
+    server = await server_factory(auth=HS_AUTH)
+    async with httpx.AsyncClient(base_url=server.http) as http:
+        assert (await http.get("/api/projects")).status_code == 401
+        assert (await http.get("/api/projects", headers=bearer(token(aud="x")))).status_code == 401
+        assert (await http.get("/api/projects", headers=bearer(token()))).status_code == 200
+
+
+# --- public keys ---------------------------------------------------------------------------
+
+
+def rs_auth(keys: dict[str, KeyPair]) -> dict[str, Any]:
+    return {
+        **HS_AUTH,
+        "secret": None,
+        "algorithms": ["RS256"],
+        "public_key_file": str(keys["rsa"].public_file),
+    }
+
+
+async def test_rs256_valid_token_accepted(
+    server_factory: ServerFactory, keys: dict[str, KeyPair]
+) -> None:
+    server = await server_factory(auth=rs_auth(keys))
+    value = token(key=keys["rsa"].private_pem, algorithm="RS256")
+    assert (await handshake(server.ws(PATH), bearer(value))).welcome is not None
+
+
+async def test_algorithm_confusion_hs256_with_public_key_refused(
+    server_factory: ServerFactory, keys: dict[str, KeyPair]
+) -> None:
+    server = await server_factory(auth=rs_auth(keys))
+    # PyJWT refuses to sign this, so build it by hand: HMAC keyed with the public key's PEM.
+    forged = _signed_raw(
+        {"alg": "HS256", "typ": "JWT"}, json.dumps(claims()).encode(), key=keys["rsa"].public_pem
+    )
+    assert (await refused(server.ws(PATH), bearer(forged))).close_code == 4401
+
+
+@pytest.mark.parametrize(
+    "case", ["other_rsa_key", "alg_none", "es256_not_configured", "rs512_not_configured"]
+)
+async def test_rs256_server_refuses(
+    server_factory: ServerFactory, keys: dict[str, KeyPair], case: str
+) -> None:
+    server = await server_factory(auth=rs_auth(keys))
+    value = {
+        "other_rsa_key": lambda: token(key=keys["rsa_other"].private_pem, algorithm="RS256"),
+        "alg_none": lambda: raw_token({"alg": "none"}, claims()),
+        "es256_not_configured": lambda: token(key=keys["ec"].private_pem, algorithm="ES256"),
+        "rs512_not_configured": lambda: token(key=keys["rsa"].private_pem, algorithm="RS512"),
+    }[case]()
+    assert (await refused(server.ws(PATH), bearer(value))).close_code == 4401
+
+
+async def test_es256_public_key(server_factory: ServerFactory, keys: dict[str, KeyPair]) -> None:
+    auth = {
+        **HS_AUTH,
+        "secret": None,
+        "algorithms": ["ES256"],
+        "public_key_file": str(keys["ec"].public_file),
+    }
+    server = await server_factory(auth=auth)
+    good = token(key=keys["ec"].private_pem, algorithm="ES256")
+    assert (await handshake(server.ws(PATH), bearer(good))).welcome is not None
+    forged = _signed_raw({"alg": "HS256"}, json.dumps(claims()).encode(), key=keys["ec"].public_pem)
+    assert (await refused(server.ws(PATH), bearer(forged))).close_code == 4401
+
+
+async def test_jwks_picks_the_key_by_kid(
+    server_factory: ServerFactory, keys: dict[str, KeyPair], tmp_path: Path
+) -> None:
+    path = jwks_file(tmp_path, ("k1", keys["rsa"], "RS256"), ("k2", keys["rsa_other"], "RS256"))
+    auth = {**HS_AUTH, "secret": None, "algorithms": ["RS256"], "jwks_file": str(path)}
+    server = await server_factory(auth=auth)
+    url = server.ws(PATH)
+
+    def signed(pair: str, kid: str | None) -> str:
+        headers = None if kid is None else {"kid": kid}
+        return token(key=keys[pair].private_pem, algorithm="RS256", headers=headers)
+
+    assert (await handshake(url, bearer(signed("rsa", "k1")))).welcome is not None
+    assert (await handshake(url, bearer(signed("rsa_other", "k2")))).welcome is not None
+    # Right key, wrong kid; unknown kid; no kid: all refused.
+    for value in (signed("rsa", "k2"), signed("rsa", "k3"), signed("rsa", None)):
+        assert (await refused(url, bearer(value))).close_code == 4401
