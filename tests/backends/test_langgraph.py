@@ -246,6 +246,8 @@ async def test_bad_options_fail_at_start(make_backend: Factory) -> None:
         await make_backend("chat", histroy="checkpointer")
     with pytest.raises(ValueError, match="history"):
         await make_backend("chat", history="server")
+    with pytest.raises(ValueError, match="thread_id_template"):
+        await make_backend("chat", thread_id_template="{user}/{thread_id}")
 
 
 def test_chunk_text_joins_text_parts_only() -> None:

@@ -23,7 +23,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.schema import StreamEvent
 from langgraph.constants import START, TAG_NOSTREAM
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dari.agents.base import (
     AgentBackend,
@@ -69,6 +69,15 @@ class LangGraphOptions(BaseModel):
     thread_id_template: str = "{thread_id}"  # also {project_id}, {agent_name}
     configurable: dict[str, Any] = Field(default_factory=dict)  # extra config for the graph
     recursion_limit: int | None = Field(default=None, gt=0)
+
+    @field_validator("thread_id_template")
+    @classmethod
+    def _known_fields(cls, template: str) -> str:
+        try:
+            template.format(thread_id="t", project_id="p", agent_name="a")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError("may use only {thread_id}, {project_id} and {agent_name}") from exc
+        return template
 
 
 class LangGraphBackend(AgentBackend):
