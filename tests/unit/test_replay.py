@@ -1,0 +1,368 @@
+"""MemoryReplayLog: numbered frames, merging into the unread tail only, trimming, position."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+import dari.hub.replay as replay_module
+from dari.hub.replay import MemoryReplayLog
+from dari.protocol.resume import LogPosition
+
+C = "client-1"
+
+
+def response(content: str, request_id: str = "r-1") -> dict[str, Any]:
+    return {"type": "response", "request_id": request_id, "content": content}
+
+
+def other(kind: str = "step") -> dict[str, Any]:
+    return {"type": kind, "request_id": "r-1", "content": kind}
+
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """The replay module's ``time`` replaced by a fake (the class takes no clock)."""
+    fake = FakeClock()
+    monkeypatch.setattr(replay_module, "time", SimpleNamespace(monotonic=fake.monotonic))
+    return fake
+
+
+def seqs(frames: list[dict[str, Any]] | None) -> list[int]:
+    assert frames is not None
+    return [frame["seq"] for frame in frames]
+
+
+# --- numbering ------------------------------------------------------------------------------
+
+
+async def test_appends_get_contiguous_seqs_from_one() -> None:
+    log = MemoryReplayLog()
+    frames = [other("start"), response("a"), other("end")]
+    assert [await log.append(C, frame) for frame in frames] == [1, 2, 3]
+    assert [frame["seq"] for frame in frames] == [1, 2, 3]
+    assert seqs(await log.read(C, 0, 100)) == [1, 2, 3]
+
+
+async def test_each_client_has_its_own_numbering() -> None:
+    log = MemoryReplayLog()
+    assert await log.append("a", other()) == 1
+    assert await log.append("b", other()) == 1
+    assert await log.append("a", other()) == 2
+    assert seqs(await log.read("b", 0, 10)) == [1]
+
+
+async def test_read_returns_frames_after_the_position_in_order_up_to_limit() -> None:
+    log = MemoryReplayLog()
+    for i in range(5):
+        await log.append(C, response(str(i), request_id=f"r-{i}"))
+    assert seqs(await log.read(C, 1, 2)) == [2, 3]
+    assert seqs(await log.read(C, 3, 100)) == [4, 5]
+    assert await log.read(C, 5, 100) == []
+    assert await log.read(C, 9, 100) == []  # ahead of head: nothing yet
+
+
+async def test_read_of_an_unknown_client() -> None:
+    log = MemoryReplayLog()
+    assert await log.read("nobody", 0, 10) == []
+    assert await log.read("nobody", 3, 10) is None
+
+
+# --- merging --------------------------------------------------------------------------------
+
+
+async def test_same_key_merges_into_the_unread_tail() -> None:
+    log = MemoryReplayLog()
+    first = await log.append(C, response("Hello"), merge_key="r-1")
+    assert await log.append(C, response(", "), merge_key="r-1") == first
+    assert await log.append(C, response("world"), merge_key="r-1") == first
+    frames = await log.read(C, 0, 10)
+    assert frames == [{**response("Hello, world"), "seq": 1}]
+    assert (await log.position(C)).head == 1
+
+
+async def test_a_different_key_starts_a_new_entry() -> None:
+    log = MemoryReplayLog()
+    await log.append(C, response("a", "r-1"), merge_key="r-1")
+    assert await log.append(C, response("b", "r-2"), merge_key="r-2") == 2
+    assert await log.append(C, response("c", "r-1"), merge_key="r-1") == 3
+    assert [f["content"] for f in await log.read(C, 0, 10) or []] == ["a", "b", "c"]
+
+
+async def test_frames_without_a_key_never_merge_and_are_never_merged_into() -> None:
+    log = MemoryReplayLog()
+    await log.append(C, response("a"))
+    assert await log.append(C, response("b")) == 2
+    assert await log.append(C, response("c"), merge_key="r-1") == 3
+    await log.append(C, other("end"))
+    assert await log.append(C, response("d"), merge_key="r-1") == 5
+    assert [f["content"] for f in await log.read(C, 0, 10) or []] == ["a", "b", "c", "end", "d"]
+
+
+async def test_only_the_tail_is_merged_into() -> None:
+    log = MemoryReplayLog()
+    await log.append(C, response("a"), merge_key="r-1")
+    await log.append(C, other("step"))  # the tail now has no key
+    assert await log.append(C, response("b"), merge_key="r-1") == 3
+
+
+async def test_a_read_entry_is_sealed_and_never_changes() -> None:
+    log = MemoryReplayLog()
+    await log.append(C, response("Hello"), merge_key="r-1")
+    await log.append(C, response(" there"), merge_key="r-1")
+    sent = await log.read(C, 0, 10)
+    assert sent is not None
+    snapshot = copy.deepcopy(sent)
+    assert await log.append(C, response("!"), merge_key="r-1") == 2
+    assert sent == snapshot == [{**response("Hello there"), "seq": 1}]
+    assert await log.read(C, 0, 10) == [*snapshot, {**response("!"), "seq": 2}]
+
+
+async def test_a_partial_read_seals_only_what_it_returned() -> None:
+    log = MemoryReplayLog()
+    await log.append(C, response("a", "r-1"), merge_key="r-1")
+    await log.append(C, response("b", "r-2"), merge_key="r-2")
+    assert seqs(await log.read(C, 0, 1)) == [1]
+    assert await log.append(C, response("c", "r-2"), merge_key="r-2") == 2  # unread tail
+    assert await log.append(C, response("d", "r-1"), merge_key="r-1") == 3
+    assert [f["content"] for f in await log.read(C, 1, 10) or []] == ["bc", "d"]
+
+
+async def test_rereading_an_old_position_does_not_unseal_newer_entries() -> None:
+    log = MemoryReplayLog()
+    await log.append(C, response("a"), merge_key="r-1")
+    await log.append(C, response("b"), merge_key="r-2")
+    await log.read(C, 0, 10)  # seals 1 and 2
+    await log.read(C, 0, 1)  # a resumed reader starting over
+    assert await log.append(C, response("c"), merge_key="r-2") == 3
+
+
+async def test_an_empty_read_seals_nothing() -> None:
+    log = MemoryReplayLog()
+    await log.append(C, response("a"), merge_key="r-1")
+    assert await log.read(C, 1, 10) == []
+    assert await log.read(C, 0, 0) == []
+    assert await log.append(C, response("b"), merge_key="r-1") == 1
+
+
+# --- trimming -------------------------------------------------------------------------------
+
+
+async def test_count_trimming_keeps_the_newest_frames() -> None:
+    log = MemoryReplayLog(max_frames=3)
+    for i in range(5):
+        await log.append(C, other(f"f{i}"))
+    assert await log.position(C) == LogPosition(True, log.epoch, first_seq=3, head=5)
+    assert await log.read(C, 0, 10) is None
+    assert await log.read(C, 1, 10) is None
+    assert seqs(await log.read(C, 2, 10)) == [3, 4, 5]
+
+
+async def test_merging_does_not_count_as_a_new_frame() -> None:
+    log = MemoryReplayLog(max_frames=2)
+    await log.append(C, other("start"))
+    for piece in ["many", "small", "pieces"]:
+        await log.append(C, response(piece), merge_key="r-1")
+    assert await log.position(C) == LogPosition(True, log.epoch, first_seq=1, head=2)
+
+
+async def test_age_trimming_drops_old_frames(clock: FakeClock) -> None:
+    log = MemoryReplayLog(max_age_s=10.0)
+    await log.append(C, other("f1"))
+    clock.now += 5
+    await log.append(C, other("f2"))
+    clock.now += 6  # f1 is 11 s old, f2 5 s
+    assert await log.position(C) == LogPosition(True, log.epoch, first_seq=2, head=2)
+    assert await log.read(C, 0, 10) is None
+    assert seqs(await log.read(C, 1, 10)) == [2]
+
+
+async def test_a_frame_exactly_max_age_old_is_kept(clock: FakeClock) -> None:
+    log = MemoryReplayLog(max_age_s=10.0)
+    await log.append(C, other())
+    clock.now += 10
+    assert seqs(await log.read(C, 0, 10)) == [1]
+
+
+async def test_when_everything_expired_the_head_is_kept(clock: FakeClock) -> None:
+    log = MemoryReplayLog(max_age_s=1.0)
+    for _ in range(3):
+        await log.append(C, other())
+    clock.now += 60
+    assert await log.position(C) == LogPosition(True, log.epoch, first_seq=4, head=3)
+    assert await log.read(C, 3, 10) == []
+    assert await log.read(C, 2, 10) is None
+    assert await log.append(C, other()) == 4  # numbering continues
+    assert seqs(await log.read(C, 3, 10)) == [4]
+
+
+async def test_append_trims_by_age_too(clock: FakeClock) -> None:
+    log = MemoryReplayLog(max_age_s=1.0)
+    await log.append(C, other())
+    clock.now += 2
+    await log.append(C, other())
+    assert (await log.position(C)).first_seq == 2
+
+
+# --- position and forget --------------------------------------------------------------------
+
+
+async def test_position_of_an_unknown_client() -> None:
+    log = MemoryReplayLog()
+    assert await log.position("nobody") == LogPosition(False, log.epoch, first_seq=1, head=0)
+
+
+async def test_position_follows_appends() -> None:
+    log = MemoryReplayLog()
+    await log.append(C, other())
+    await log.append(C, other())
+    assert await log.position(C) == LogPosition(True, log.epoch, first_seq=1, head=2)
+
+
+async def test_each_log_has_its_own_epoch() -> None:
+    first, second = MemoryReplayLog(), MemoryReplayLog()
+    assert first.epoch and second.epoch and first.epoch != second.epoch
+
+
+async def test_forget_drops_the_log_of_one_client() -> None:
+    log = MemoryReplayLog()
+    await log.append("a", other())
+    await log.append("b", other())
+    await log.forget("a")
+    assert (await log.position("a")).exists is False
+    assert await log.read("a", 1, 10) is None
+    assert seqs(await log.read("b", 0, 10)) == [1]
+    await log.forget("never-seen")  # no error
+
+
+# --- the model: random appends and reads ----------------------------------------------------
+
+REQUESTS = ("r-1", "r-2")
+pieces = st.text(alphabet="ab 가🙂\n", min_size=0, max_size=4)
+
+
+class ReplayLogMachine(RuleBasedStateMachine):
+    """One writer appends; one reader reads from where it stopped, with random limits.
+
+    Model: merged iff the tail has the same key and is unread. Checked: seqs read are
+    contiguous; nothing read ever changes; reading everything and joining runs of the same
+    request gives exactly what was appended, in the same order.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.log = MemoryReplayLog(max_frames=100_000, max_age_s=1e9)
+        self.appended: list[tuple[str, str | None, str]] = []  # (kind, key, content)
+        self.read_frames: list[dict[str, Any]] = []
+        self.read_snapshots: list[dict[str, Any]] = []
+        self.position = 0
+        self.head = 0
+        self.tail_key: str | None = None
+
+    def run(self, coroutine: Any) -> Any:
+        return self.loop.run_until_complete(coroutine)
+
+    def teardown(self) -> None:
+        try:
+            self.check_everything_arrives()
+        finally:
+            self.loop.close()
+
+    @initialize()
+    def start(self) -> None:
+        assert self.run(self.log.read(C, 0, 10)) == []
+
+    @rule(request=st.sampled_from(REQUESTS), content=pieces)
+    def append_piece(self, request: str, content: str) -> None:
+        mergeable = self.tail_key == request and self.head > self.position
+        seq = self.run(self.log.append(C, response(content, request), merge_key=request))
+        if mergeable:
+            assert seq == self.head, "a piece for the unread tail of its request is merged"
+        else:
+            assert seq == self.head + 1, "a piece is merged only into its request's unread tail"
+            self.head = seq
+        self.tail_key = request
+        self.appended.append(("response", request, content))
+
+    @rule(kind=st.sampled_from(["start", "step", "end"]))
+    def append_other(self, kind: str) -> None:
+        seq = self.run(self.log.append(C, other(kind)))
+        assert seq == self.head + 1
+        self.head = seq
+        self.tail_key = None
+        self.appended.append((kind, None, kind))
+
+    @rule(limit=st.integers(min_value=1, max_value=4))
+    def read(self, limit: int) -> None:
+        frames = self.run(self.log.read(C, self.position, limit))
+        assert frames is not None
+        expected = list(range(self.position + 1, min(self.head, self.position + limit) + 1))
+        assert [f["seq"] for f in frames] == expected
+        self.read_frames.extend(frames)
+        self.read_snapshots.extend(copy.deepcopy(frames))
+        if frames:
+            self.position = frames[-1]["seq"]
+
+    @precondition(lambda self: self.position > 0)
+    @rule(data=st.data())
+    def reread(self, data: st.DataObject) -> None:
+        after = data.draw(st.integers(min_value=0, max_value=self.position - 1))
+        frames = self.run(self.log.read(C, after, self.position - after))
+        assert frames == self.read_snapshots[after : self.position]
+
+    @invariant()
+    def nothing_read_changes(self) -> None:
+        assert self.read_frames == self.read_snapshots
+
+    @invariant()
+    def position_matches_the_model(self) -> None:
+        position = self.run(self.log.position(C))
+        assert (position.first_seq, position.head) == (1, self.head)
+
+    def check_everything_arrives(self) -> None:
+        rest = self.run(self.log.read(C, self.position, 1_000_000))
+        frames = self.read_frames + (rest or [])
+        assert [f["seq"] for f in frames] == list(range(1, self.head + 1))
+        assert coalesce(
+            (f["type"], f.get("request_id") if f["type"] == "response" else None, f["content"])
+            for f in frames
+        ) == coalesce(self.appended)
+
+
+def coalesce(items: Any) -> list[tuple[str, str | None, str]]:
+    """Join adjacent response pieces of the same request; keep everything else as is."""
+    out: list[tuple[str, str | None, str]] = []
+    for kind, key, content in items:
+        if kind == "response" and out and out[-1][0] == "response" and out[-1][1] == key:
+            out[-1] = (kind, key, out[-1][2] + content)
+        else:
+            out.append((kind, key, content))
+    return out
+
+
+ReplayLogMachine.TestCase.settings = settings(
+    max_examples=150, stateful_step_count=40, deadline=None
+)
+test_replay_log_model = ReplayLogMachine.TestCase
