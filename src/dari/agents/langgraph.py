@@ -39,6 +39,7 @@ from dari.agents.python import load_entrypoint
 REPORT_PREFIX = "[Report from a delegated task]\n"
 NS_SEP = "|"  # joins checkpoint namespaces: a subgraph's nodes have one in theirs
 NO_STREAM_TAGS = frozenset({TAG_NOSTREAM, "langsmith:nostream"})
+STEP_EVENTS = frozenset({"on_chain_start", "on_chain_end", "on_tool_start", "on_tool_end"})
 
 
 class EventStreaming(Protocol):
@@ -106,21 +107,10 @@ class LangGraphBackend(AgentBackend):
         # Closing the event stream stops the graph run, e.g. when the answer is cancelled.
         async with contextlib.aclosing(events):
             async for event in events:
-                kind = event["event"]
-                if kind == "on_chat_model_stream":
-                    piece = self._piece(event)
-                    if piece:
-                        streamed = True
-                        yield piece
-                elif kind in ("on_chain_start", "on_chain_end", "on_tool_start", "on_tool_end"):
-                    step = self._step(event)
-                    if step is not None:
-                        yield step
-                    elif kind == "on_chain_end" and not event.get("parent_ids") and not streamed:
-                        # No model streamed: the answer is the graph's last AI message, if any.
-                        final = _final_text(event["data"].get("output"), self.options.input_key)
-                        if final:
-                            yield final
+                out = self._translate(event, streamed)
+                if out is not None:
+                    streamed = streamed or isinstance(out, str)
+                    yield out
 
     # --- the graph's input and config -------------------------------------------------------
 
@@ -156,6 +146,20 @@ class LangGraphBackend(AgentBackend):
         return config
 
     # --- reading events -------------------------------------------------------------------
+
+    def _translate(self, event: StreamEvent, streamed: bool) -> AgentEvent | None:
+        """The piece or step an event stands for, if any."""
+        kind = event["event"]
+        if kind == "on_chat_model_stream":
+            return self._piece(event) or None
+        if kind in STEP_EVENTS:
+            step = self._step(event)
+            if step is not None:
+                return step
+        if kind == "on_chain_end" and not event.get("parent_ids") and not streamed:
+            # The whole graph ended and no model streamed: answer with its last AI message.
+            return _final_text(event["data"].get("output"), self.options.input_key) or None
+        return None
 
     def _piece(self, event: StreamEvent) -> str:
         if NO_STREAM_TAGS.intersection(event.get("tags") or ()):

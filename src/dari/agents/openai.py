@@ -14,9 +14,10 @@ with ``ctx.delegate`` and the model continues, for at most :data:`MAX_TOOL_ROUND
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Literal
@@ -99,8 +100,11 @@ class OpenAIBackend(AgentBackend):
         messages = build_messages(request, self.options)
         for round_ in range(MAX_TOOL_ROUNDS + 1):
             turn = _Turn()
-            async for piece in self._complete(messages, turn, last=round_ == MAX_TOOL_ROUNDS):
-                yield piece
+            # aclosing: when the answer is closed at a yield, the upstream response closes now.
+            completion = self._complete(messages, turn, last=round_ == MAX_TOOL_ROUNDS)
+            async with contextlib.aclosing(completion) as pieces:
+                async for piece in pieces:
+                    yield piece
             if not turn.calls or round_ == MAX_TOOL_ROUNDS:
                 return
             messages.append(turn.assistant_message())
@@ -119,7 +123,7 @@ class OpenAIBackend(AgentBackend):
 
     async def _complete(
         self, messages: list[ChatCompletionMessageParam], turn: _Turn, *, last: bool
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         """Stream one completion into ``turn``, yielding its text as it arrives."""
         assert self._client is not None, "start() first"
         try:
