@@ -23,6 +23,7 @@ def shot_path(name: str) -> str:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     return str(SCREENSHOTS / f"{name}.png")
 
+
 # Streaming answers take seconds; the UI itself reacts in milliseconds.
 expect.set_options(timeout=20_000)
 
@@ -71,7 +72,9 @@ class ChatPage:
         **context_options: Any,
     ) -> ChatPage:
         if isinstance(target, Browser):
-            target = await target.new_context(locale=locale, viewport={"width": 1200, "height": 820}, **context_options)
+            target = await target.new_context(
+                locale=locale, viewport={"width": 1200, "height": 820}, **context_options
+            )
         chat = cls(await target.new_page())
         await chat.page.goto(f"{base_url}/#/c/project_001/{quote(agent)}/{quote(thread)}")
         if connected:
@@ -104,7 +107,11 @@ class ChatPage:
 
     async def answer_source(self, answer: Locator | None = None) -> str:
         """The exact text the UI holds for an answer (what it rendered as Markdown)."""
-        return str(await (answer or self.last_answer()).locator(".content").evaluate("el => el.renderedText"))
+        return str(
+            await (answer or self.last_answer())
+            .locator(".content")
+            .evaluate("el => el.renderedText")
+        )
 
     async def record_growth(self) -> None:
         await self.page.evaluate(RECORDER_JS)
@@ -126,7 +133,9 @@ class ChatPage:
         await self.page.screenshot(path=shot_path(name))
 
 
-async def eventually(probe: Callable[[], Awaitable[T] | T], check: Callable[[T], bool], timeout: float = 15) -> T:
+async def eventually(
+    probe: Callable[[], Awaitable[T] | T], check: Callable[[T], bool], timeout: float = 15
+) -> T:
     """Poll a condition outside the browser (e.g. what the server saved) until it holds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -149,15 +158,25 @@ def png(width: int, height: int, *, noise: bool = False) -> bytes:
         else:
             rows.append(
                 b"\x00"
-                + b"".join(bytes((79 + x * 120 // width, 70 + y * 100 // height, 229 - x * 60 // width)) for x in range(width))
+                + b"".join(
+                    bytes((79 + x * 120 // width, 70 + y * 100 // height, 229 - x * 60 // width))
+                    for x in range(width)
+                )
             )
     raw = b"".join(rows)
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw, 9))
+        + chunk(b"IEND", b"")
+    )
 
 
 def data_url(data: bytes, mime: str = "image/png") -> str:

@@ -89,13 +89,19 @@ class DariServer:
     def http(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def saved_messages(self, agent: str, thread: str, project: str = "project_001") -> list[dict]:
+    async def saved_messages(
+        self, agent: str, thread: str, project: str = "project_001"
+    ) -> list[dict]:
+        """What the server saved for a conversation (its history, oldest first)."""
         url = f"{self.http}/api/projects/{project}/agents/{agent}/threads/{thread}/messages"
-        response = httpx.get(url, params={"limit": 200}, headers=self.headers, timeout=10)
+        async with httpx.AsyncClient(timeout=10) as http:
+            response = await http.get(url, params={"limit": 200})
         response.raise_for_status()
         return list(response.json()["messages"])
 
-    headers: dict[str, str] | None = None
+    async def post(self, path: str, body: dict | None = None) -> httpx.Response:
+        async with httpx.AsyncClient(timeout=10) as http:
+            return await http.post(f"{self.http}{path}", json=body)
 
 
 def start_dari(tmp: Path, extra_toml: str = "", extra_top_toml: str = "") -> DariServer:
@@ -164,14 +170,26 @@ def dari_jwt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DariServer]:
     stop_dari(server)
 
 
-def mint_token(server: DariServer, sub: str = "alice") -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "dari.cli", "token", "--config", str(server.config), "--sub", sub, "--projects", "*"],
+async def mint_token(server: DariServer, sub: str = "alice") -> str:
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "dari.cli",
+            "token",
+            "--config",
+            str(server.config),
+            "--sub",
+            sub,
+            "--projects",
+            "*",
+        ],
         check=True,
         capture_output=True,
         text=True,
     )
-    return result.stdout.strip()
+    return str(result.stdout).strip()
 
 
 class CuttableProxy:
@@ -219,7 +237,9 @@ class CuttableProxy:
             writer.transport.abort()
             return
         self._writers.update({writer, up_writer})
-        await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer), return_exceptions=True)
+        await asyncio.gather(
+            self._pump(reader, up_writer), self._pump(up_reader, writer), return_exceptions=True
+        )
         for w in (writer, up_writer):
             self._writers.discard(w)
             w.transport.abort()
@@ -241,7 +261,11 @@ async def proxy(dari: DariServer) -> AsyncIterator[CuttableProxy]:
 
 
 def chromium_path() -> str | None:
-    for candidate in (os.environ.get("DARI_E2E_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")):
+    for candidate in (
+        os.environ.get("DARI_E2E_CHROMIUM"),
+        "/usr/bin/chromium",
+        shutil.which("chromium"),
+    ):
         if candidate and Path(candidate).exists():
             return candidate
     return None  # Playwright's bundled browser, if installed
@@ -251,7 +275,9 @@ def chromium_path() -> str | None:
 async def browser() -> AsyncIterator[object]:
     async with playwright_api.async_playwright() as playwright:
         try:
-            instance = await playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+            instance = await playwright.chromium.launch(
+                executable_path=chromium_path(), args=CHROMIUM_ARGS
+            )
         except Exception as exc:  # no browser on this machine
             pytest.skip(f"Chromium is not available: {exc}")
         yield instance

@@ -19,7 +19,9 @@ async def test_enter_sends_and_the_answer_grows_while_it_streams(browser, dari, 
     await chat.input.fill("first line")
     await chat.input.press("Shift+Enter")
     await chat.input.type("and the second line has a few more words to stream")
-    await expect(chat.input).to_have_value("first line\nand the second line has a few more words to stream")
+    await expect(chat.input).to_have_value(
+        "first line\nand the second line has a few more words to stream"
+    )
     await expect(chat.questions).to_have_count(0)
 
     await chat.input.press("Enter")
@@ -38,7 +40,7 @@ async def test_enter_sends_and_the_answer_grows_while_it_streams(browser, dari, 
     lengths, _ = await chat.recorded()
     assert len(lengths) >= 5, f"the answer should arrive in many pieces, saw lengths {lengths}"
     assert lengths == sorted(lengths), f"text only ever grows: {lengths}"
-    saved = dari.saved_messages("slow", thread)
+    saved = await dari.saved_messages("slow", thread)
     assert [m["role"] for m in saved] == ["user", "assistant"]
     assert await chat.answer_source() == saved[1]["content"]
     assert await chat.answer_text() == saved[1]["content"]
@@ -73,7 +75,10 @@ async def test_stop_ends_the_answer(browser, dari, thread):
     await expect(answer.locator(".badge")).to_have_text("Stopped")
     await expect(stop).to_be_hidden()
     await chat.screenshot("04-stopped")
-    saved = await eventually(lambda: dari.saved_messages("slow", thread), lambda m: len(m) == 2 and m[1]["status"] == "cancelled")
+    saved = await eventually(
+        lambda: dari.saved_messages("slow", thread),
+        lambda m: len(m) == 2 and m[1]["status"] == "cancelled",
+    )
     assert await chat.answer_source() == saved[1]["content"]
     assert await chat.answer_text() == saved[1]["content"].strip()
     assert len(saved[1]["content"]) < len(words)
@@ -86,7 +91,9 @@ async def test_korean_browser_gets_the_korean_ui(browser, dari, thread):
     await expect(chat.input).to_have_attribute("placeholder", "집사에게 메시지 보내기…")
     await expect(page.locator("#conn-label")).to_have_text("연결됨")
     await expect(page.locator("#send")).to_have_attribute("aria-label", "보내기")
-    await expect(page.locator("#composer-hint")).to_have_text("Enter로 보내기 · Shift+Enter로 줄바꿈")
+    await expect(page.locator("#composer-hint")).to_have_text(
+        "Enter로 보내기 · Shift+Enter로 줄바꿈"
+    )
     await expect(page.locator(".agent-state").first).to_have_text("실행 중")
     await expect(page.locator(".empty h2")).to_have_text("대화를 시작하세요")
 
@@ -130,7 +137,9 @@ async def test_html_in_an_answer_is_shown_as_text_and_never_runs(browser, dari, 
     assert chat.dialogs == []
     # The same after a reload, when the answer comes from history.
     await chat.page.reload()
-    await expect(chat.last_answer().locator(".content")).to_contain_text("<script>window.__owned=2;alert(2)</script>")
+    await expect(chat.last_answer().locator(".content")).to_contain_text(
+        "<script>window.__owned=2;alert(2)</script>"
+    )
     assert await chat.page.evaluate("window.__owned") is None
     assert chat.dialogs == []
     await chat.screenshot("06-inert-html")
@@ -157,3 +166,32 @@ async def test_a_second_tab_on_the_conversation_sees_the_same_stream(browser, da
     assert await second.answer_text() == await first.answer_text() == text
     # Either tab may stop an answer; here both simply agree on the result.
     await expect(second.page.locator("#conn")).to_have_attribute("data-state", "connected")
+
+
+async def test_queued_chats_show_their_place_and_answers_follow_their_questions(
+    browser, dari, thread
+):
+    chat = await ChatPage.open(browser, dari.http, "slow", thread)
+    texts = ["one two three four five", "second question", "third question"]
+    for text in texts:
+        await chat.send(text)
+    await expect(chat.page.locator(".status-queued")).to_have_count(2)
+    await expect(chat.page.locator(".status-queued").first).to_have_text("Queued (#1)")
+    await chat.screenshot("18-queued")
+    await expect(chat.page.locator('.msg-assistant[data-status="complete"]')).to_have_count(3)
+
+    async def transcript() -> list[tuple[str, str]]:
+        items = chat.page.locator("#messages > .msg")
+        return [
+            (
+                (await items.nth(i).get_attribute("class") or "").split("msg-")[-1],
+                await items.nth(i).locator(".user-text, .content").inner_text(),
+            )
+            for i in range(await items.count())
+        ]
+
+    expected = [pair for text in texts for pair in (("user", text), ("assistant", text))]
+    assert await transcript() == expected
+    await chat.page.reload()
+    await expect(chat.page.locator('.msg-assistant[data-status="complete"]')).to_have_count(3)
+    assert await transcript() == expected, "history shows each answer after its question"

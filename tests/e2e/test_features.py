@@ -29,7 +29,9 @@ async def test_an_image_attaches_is_sent_and_shows_in_history_after_reload(brows
     chat = await ChatPage.open(browser, dari.http, "집사", thread)
     page = chat.page
 
-    await page.locator("#file-input").set_input_files(files=[{"name": "gradient.png", "mimeType": "image/png", "buffer": png(64, 48)}])
+    await page.locator("#file-input").set_input_files(
+        files=[{"name": "gradient.png", "mimeType": "image/png", "buffer": png(64, 48)}]
+    )
     previews = page.locator(".attachment img")
     await expect(previews).to_have_count(1)
     # Paste and drag and drop attach too.
@@ -63,7 +65,9 @@ async def test_an_image_attaches_is_sent_and_shows_in_history_after_reload(brows
 async def test_a_too_large_image_is_refused_with_a_clear_message(browser, dari, thread):
     chat = await ChatPage.open(browser, dari.http, "집사", thread)
     big = png(180, 180, noise=True)  # ~95 KB; the server allows 64 KB per image
-    await chat.page.locator("#file-input").set_input_files(files=[{"name": "noise.png", "mimeType": "image/png", "buffer": big}])
+    await chat.page.locator("#file-input").set_input_files(
+        files=[{"name": "noise.png", "mimeType": "image/png", "buffer": big}]
+    )
     error = chat.page.locator("#composer-error")
     await expect(error).to_be_visible()
     await expect(error).to_contain_text("“noise.png” is")
@@ -72,7 +76,9 @@ async def test_a_too_large_image_is_refused_with_a_clear_message(browser, dari, 
     await chat.screenshot("14-image-too-large")
 
 
-async def test_a_delegated_task_reports_back_as_a_notification_and_in_the_thread(browser, dari, thread):
+async def test_a_delegated_task_reports_back_as_a_notification_and_in_the_thread(
+    browser, dari, thread
+):
     chat = await ChatPage.open(browser, dari.http, "집사", thread)
     await chat.send("/delegate researcher quarterly sales summary")
     await expect(chat.last_answer()).to_have_attribute("data-status", "complete")
@@ -90,3 +96,35 @@ async def test_a_delegated_task_reports_back_as_a_notification_and_in_the_thread
     await chat.expect_connection("connected")
     await expect(chat.page.locator(".msg-report")).to_have_count(1)
     await expect(chat.page.locator(".msg-report")).to_contain_text("quarterly sales summary")
+
+
+async def test_a_broadcast_appears_as_a_banner(browser, dari, thread):
+    chat = await ChatPage.open(browser, dari.http, "echo", thread)
+    response = await dari.post("/api/broadcast", {"content": "Maintenance tonight at 22:00"})
+    assert response.status_code == 200, response.text
+    banner = chat.page.locator(".banner-broadcast")
+    await expect(banner).to_contain_text("Announcement")
+    await expect(banner).to_contain_text("Maintenance tonight at 22:00")
+    await chat.screenshot("16-broadcast")
+    await banner.get_by_role("button", name="Dismiss").click()
+    await expect(banner).to_have_count(0)
+
+
+async def test_a_stopped_agent_is_shown_as_stopped_and_can_be_started(browser, dari, thread):
+    chat = await ChatPage.open(browser, dari.http, "archivist", thread)
+    page = chat.page
+    try:
+        await expect(page.locator("#agent-sub")).to_contain_text("stopped")
+        await expect(page.locator('.agent[href*="archivist"] .agent-state')).to_have_text("stopped")
+        await expect(chat.input).to_be_disabled()
+        await expect(chat.input).to_have_attribute("placeholder", "archivist is stopped")
+        await chat.screenshot("17-stopped-agent")
+
+        await page.locator("#start-agent").click()
+        await expect(page.locator("#agent-sub")).to_contain_text("running")
+        await expect(page.locator('.agent[href*="archivist"] .agent-state')).to_have_text("running")
+        await expect(chat.input).to_be_enabled()
+        await chat.send("are you awake now?")
+        await expect(chat.last_answer()).to_have_attribute("data-status", "complete")
+    finally:
+        await dari.post("/api/projects/project_001/agents/archivist/stop")

@@ -14,7 +14,9 @@ from tests.e2e.conftest import mint_token
 pytestmark = pytest.mark.browser
 
 
-async def test_a_cut_mid_answer_reconnects_and_completes_with_exactly_the_saved_text(browser, dari, proxy, thread):
+async def test_a_cut_mid_answer_reconnects_and_completes_with_exactly_the_saved_text(
+    browser, dari, proxy, thread
+):
     chat = await ChatPage.open(browser, proxy.http, "slow", thread)
     text = " ".join(f"piece{n}" for n in range(30))
     await chat.send(text)
@@ -34,13 +36,18 @@ async def test_a_cut_mid_answer_reconnects_and_completes_with_exactly_the_saved_
     await chat.expect_connection("connected")
     await expect(answer).to_have_attribute("data-status", "complete")
     await chat.screenshot("09-reconnected-complete")
-    saved = await eventually(lambda: dari.saved_messages("slow", thread), lambda m: len(m) == 2 and m[1]["status"] == "complete")
+    saved = await eventually(
+        lambda: dari.saved_messages("slow", thread),
+        lambda m: len(m) == 2 and m[1]["status"] == "complete",
+    )
     assert await chat.answer_source() == saved[1]["content"] == text, "no piece lost or doubled"
     assert await chat.answer_text() == text
     assert await chat.questions.count() == 1, "the chat was not sent twice"
 
 
-async def test_another_connection_with_the_same_client_id_replaces_this_one_and_it_says_so(browser, dari, thread):
+async def test_another_connection_with_the_same_client_id_replaces_this_one_and_it_says_so(
+    browser, dari, thread
+):
     chat = await ChatPage.open(browser, dari.http, "echo", thread)
     client_id = await chat.client_id()
 
@@ -72,7 +79,7 @@ async def test_sign_in_with_a_pasted_token_uses_a_cookie_not_storage(browser, da
     await dialog.get_by_role("button", name="Sign in").click()
     await expect(dialog.locator(".auth-error")).to_be_visible()
 
-    token = mint_token(dari_jwt)
+    token = await mint_token(dari_jwt)
     await dialog.locator("textarea").fill(token)
     await dialog.get_by_role("button", name="Sign in").click()
     await expect(dialog).to_be_hidden()
@@ -80,7 +87,9 @@ async def test_sign_in_with_a_pasted_token_uses_a_cookie_not_storage(browser, da
 
     await chat.send("signed in and chatting")
     await expect(chat.last_answer()).to_have_attribute("data-status", "complete")
-    storage = await chat.page.evaluate("JSON.stringify([Object.entries(localStorage), Object.entries(sessionStorage)])")
+    storage = await chat.page.evaluate(
+        "JSON.stringify([Object.entries(localStorage), Object.entries(sessionStorage)])"
+    )
     assert token not in storage
     cookies = await chat.page.context.cookies()
     session = [c for c in cookies if c["value"] == token]

@@ -185,6 +185,7 @@ function showHeader(conversation) {
   );
   $('start-agent').hidden = running || !agent;
   composer.setAgent(conversation.agentName, running);
+  view.setAgentRunning(running);
   document.title = `${conversation.agentName} · dari`;
 }
 

@@ -76,6 +76,22 @@ function fromHistory(m) {
   };
 }
 
+/**
+ * Each answer right after its question. History comes ordered by when rows were written, and
+ * with queued chats that is question, question, answer, answer; people expect pairs.
+ */
+function arrange(messages) {
+  const questions = new Set(messages.filter((m) => m.role === 'user' && m.requestId).map((m) => m.requestId));
+  const answers = new Map(messages.filter((m) => m.role === 'assistant' && questions.has(m.requestId)).map((m) => [m.requestId, m]));
+  const out = [];
+  for (const m of messages) {
+    if (m.role === 'assistant' && answers.get(m.requestId) === m) continue; // placed with its question
+    out.push(m);
+    if (m.role === 'user' && answers.has(m.requestId)) out.push(answers.get(m.requestId));
+  }
+  return out;
+}
+
 export class Conversation extends EventTarget {
   constructor({ projectId, agentName, threadId = 'main' }) {
     super();
@@ -320,18 +336,17 @@ export class Conversation extends EventTarget {
       if (h.role === 'assistant' && TERMINAL.has(h.status) && !h.steps.length) h.steps = live.steps;
       h.error = live.error;
       h.agentName ??= live.agentName;
+      if (h.role === 'user' && live.origin === 'live') {
+        // Sent from this page: keep what only this page knows (queued, failed), and the stop button.
+        Object.assign(h, { origin: 'live', status: live.status, queued: live.queued });
+      }
     }
     const historyReports = new Set(next.filter((m) => m.role === 'report').map((m) => m.content));
     // Live messages that history does not have yet (just sent, just started, just reported).
     const trailing = this.messages.filter(
       (m) => m.origin === 'live' && !nextKeys.has(m.key) && !(m.role === 'report' && historyReports.has(m.content)),
     );
-    this.messages = [...next];
-    for (const m of trailing) {
-      const question = m.role === 'assistant' ? this.messages.findIndex((q) => q.key === `u:${m.requestId}`) : -1;
-      if (question >= 0) this.messages.splice(question + 1, 0, m);
-      else this.messages.push(m);
-    }
+    this.messages = arrange([...next, ...trailing]);
     this.byKey = new Map(this.messages.map((m) => [m.key, m]));
     this.oldestId = next.length ? next[0].id : null;
     this.hasOlder = messages.length >= limit;
@@ -342,7 +357,7 @@ export class Conversation extends EventTarget {
   /** Older messages, fetched with `before`: put them in front. */
   prependHistory(messages, { limit }) {
     const older = messages.map(fromHistory).filter((m) => !this.byKey.has(m.key));
-    this.messages = [...older, ...this.messages];
+    this.messages = arrange([...older, ...this.messages]);
     for (const m of older) this.byKey.set(m.key, m);
     if (older.length) this.oldestId = older[0].id;
     this.hasOlder = messages.length >= limit;

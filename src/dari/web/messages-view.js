@@ -20,6 +20,8 @@ export class MessagesView {
     this.dirty = new Set();
     this.frame = 0;
     this.atBottom = true;
+    this.loading = false;
+    this.agentRunning = true;
     this.conversation = null;
     this.unbind = () => {};
     scroller.addEventListener('scroll', () => {
@@ -45,6 +47,12 @@ export class MessagesView {
     this.renderAll({ loading });
   }
 
+  /** A stopped agent gets a different empty state than "ask anything". */
+  setAgentRunning(running) {
+    this.agentRunning = running;
+    if (this.conversation) this._updateEmpty();
+  }
+
   renderAll({ loading = false } = {}) {
     const conversation = this.conversation;
     const keepPosition = !this.atBottom && this.nodes.size > 0;
@@ -53,7 +61,8 @@ export class MessagesView {
     this.dirty.clear();
     this.list.replaceChildren(...conversation.messages.map((m) => this._node(m)));
     this.olderButton.hidden = !conversation.hasOlder;
-    this._updateEmpty(loading);
+    this.loading = loading;
+    this._updateEmpty();
     if (keepPosition) this.scroller.scrollTop = this.scroller.scrollHeight - previousHeight;
     else this.scrollToBottom(false);
   }
@@ -82,7 +91,8 @@ export class MessagesView {
       }
     }
     this.dirty.clear();
-    this._updateEmpty(false);
+    this.loading = false;
+    this._updateEmpty();
     if (follow) this.scrollToBottom(false);
     else this.jumpButton.hidden = false;
   }
@@ -102,17 +112,18 @@ export class MessagesView {
     this.list.append(node);
   }
 
-  _updateEmpty(loading) {
+  _updateEmpty() {
     const none = this.conversation.messages.length === 0;
     this.empty.hidden = !none;
     if (none) {
+      const agent = this.conversation.agentName;
       this.empty.replaceChildren(
-        loading
+        this.loading
           ? h('p', { className: 'empty-loading', text: t('chat.loading') })
           : h('div', {}, [
               h('div', { className: 'empty-avatar', 'aria-hidden': 'true', text: initial(this.conversation.agentName) }),
               h('h2', { text: t('chat.emptyTitle') }),
-              h('p', { text: t('chat.emptyBody', { agent: this.conversation.agentName }) }),
+              h('p', { text: this.agentRunning ? t('chat.emptyBody', { agent }) : t('agent.stoppedNotice', { agent }) }),
             ]),
       );
     }
