@@ -13,17 +13,26 @@ processes) and this script are pinned to CPU 1. Everything binds to 127.0.0.1.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import shlex
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from harness import machine
 from harness.config import BenchConfig
-from harness.procs import LOAD_CPU, can_pin, pin, raise_nofile
+from harness.procs import LOAD_CPU, can_pin, cpu_busy_seconds, pin, raise_nofile
 from harness.report import Table, render
-from harness.targets import BASELINE_NAMES, REPO_DIR, TARGETS, dari_available
+from harness.targets import (
+    BASELINE_NAMES,
+    REPO_DIR,
+    TARGETS,
+    dari_available,
+    use_dari_revision,
+)
 from scenarios import SCENARIOS
 
 
@@ -37,6 +46,16 @@ def _names(text: str, known: list[str] | dict[str, object]) -> list[str]:
     if unknown:
         raise SystemExit(f"unknown: {', '.join(unknown)} (known: {', '.join(known)})")
     return names
+
+
+def background_load(seconds: float = 1.0) -> str:
+    """How busy each CPU is before we start: a busy machine makes every figure noisier."""
+    before = cpu_busy_seconds()
+    time.sleep(seconds)
+    after = cpu_busy_seconds()
+    return ", ".join(
+        f"CPU {c} {100 * (after[c] - before[c]) / seconds:.0f}%" for c in sorted(after)
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,6 +73,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--measure", type=float, help="seconds per streaming measurement window")
     p.add_argument("--idle", type=_ints, help="idle socket counts, e.g. 1000,10000")
     p.add_argument("--load-procs", type=int, help="load worker processes per run (default 1)")
+    p.add_argument(
+        "--dari-rev",
+        metavar="REV",
+        help="benchmark dari as committed at REV (e.g. HEAD) instead of the working tree",
+    )
     p.add_argument("--out", type=Path, help="also write the report as Markdown here")
     p.add_argument("--json", type=Path, help="also write raw figures as JSON here")
     p.add_argument("--keep-logs", type=Path, help="copy server logs into this directory")
@@ -86,7 +110,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = build_config(args)
     scenario_names = _names(args.scenarios, SCENARIOS)
-    header = machine.describe(REPO_DIR)
+    header = machine.describe()
+    if args.dari_rev:
+        export = Path(tempfile.mkdtemp(prefix="bench-dari-src-"))
+        atexit.register(shutil.rmtree, export, ignore_errors=True)
+        commit = use_dari_revision(args.dari_rev, export)
+        header.append(f"dari: commit {commit[:12]} ({args.dari_rev}), exported from git")
+    else:
+        header.append(f"dari: working tree at {machine.git_revision(REPO_DIR)}")
     if "dari" in cfg.targets and not dari_available():
         header.append("note: dari skipped (src/dari/cli.py not found)")
         cfg.targets.remove("dari")
@@ -96,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         header.append("pinning: not available (fewer than 2 CPUs); figures are less stable")
     header.append(f"open files limit: {raise_nofile()}")
+    header.append(f"background load before the run: {background_load()}")
     header.append(
         f"command: python bench/run.py {shlex.join(sys.argv[1:] if argv is None else argv)}"
     )

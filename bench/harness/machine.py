@@ -57,7 +57,7 @@ def git_revision(repo: Path) -> str:
         return "-"
 
 
-def describe(repo: Path) -> list[str]:
+def describe() -> list[str]:
     """Lines for the report header."""
     libs = ", ".join(f"{k} {v}" for k, v in versions().items())
     mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
@@ -67,5 +67,4 @@ def describe(repo: Path) -> list[str]:
         f"{platform.system()} {platform.release()}",
         f"python: {platform.python_implementation()} {platform.python_version()}",
         f"libraries: {libs}",
-        f"dari revision: {git_revision(repo)}",
     ]

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import os
+import subprocess
 import sys
+import tarfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent.parent
@@ -92,9 +96,16 @@ def dari_argv(port: int, delay_ms: float, workdir: Path) -> list[str]:
     ]
 
 
+def _pythonpath(first: Path) -> str:
+    rest = os.environ.get("PYTHONPATH")
+    return f"{first}{os.pathsep}{rest}" if rest else str(first)
+
+
 TARGETS: dict[str, Target] = {
     # dari runs from the checkout (src layout) whether or not it is installed in the venv.
-    "dari": Target("dari", dari_argv, dialect="dari", env={"PYTHONPATH": str(REPO_DIR / "src")}),
+    "dari": Target(
+        "dari", dari_argv, dialect="dari", env={"PYTHONPATH": _pythonpath(REPO_DIR / "src")}
+    ),
     "websockets": Target("websockets", _baseline("ws_websockets.py")),
     "fastapi": Target("fastapi", _baseline("ws_fastapi.py")),
     "picows": Target("picows", _baseline("ws_picows.py")),
@@ -103,5 +114,29 @@ BASELINE_NAMES = ("websockets", "fastapi", "picows")
 
 
 def dari_available() -> bool:
-    """True when the checkout has a CLI to start the server with."""
-    return (REPO_DIR / "src" / "dari" / "cli.py").is_file()
+    """True when the sources dari runs from have a CLI to start the server with."""
+    src = TARGETS["dari"].env["PYTHONPATH"].split(os.pathsep)[0]
+    return (Path(src) / "dari" / "cli.py").is_file()
+
+
+def use_dari_revision(rev: str, into: Path) -> str:
+    """Run dari from ``rev`` exported into ``into`` rather than from the working tree.
+
+    Benchmarks then measure committed code, not files half-way through an edit. Returns the
+    full commit id.
+    """
+    commit = subprocess.run(
+        ["git", "-C", str(REPO_DIR), "rev-parse", "--verify", f"{rev}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    archive = subprocess.run(
+        ["git", "-C", str(REPO_DIR), "archive", "--format=tar", commit, "src"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    TARGETS["dari"] = replace(TARGETS["dari"], env={"PYTHONPATH": _pythonpath(into / "src")})
+    return commit
