@@ -55,11 +55,6 @@ def test_a_fresh_bucket_is_full_with_no_strikes() -> None:
     assert bucket.strikes == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: TokenBucket uses updated == 0.0 as 'never used', so a first take at t=0 "
-    "skips the refill on the next take",
-)
 def test_refill_works_when_the_clock_starts_at_zero() -> None:
     bucket = TokenBucket(rate=1.0, burst=1.0)
     assert bucket.take(0.0) is True

@@ -9,6 +9,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from dari import __version__
 from dari.app import rest, session_cookie, ws
@@ -16,6 +17,7 @@ from dari.app.gateway import Gateway
 from dari.protocol.errors import DariError, ErrorCode
 from dari.settings import Settings
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 
 _HTTP_STATUS = {
@@ -46,6 +48,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="dari", version=__version__, lifespan=lifespan)
     app.state.gateway = gateway
+    if settings.auth.mode == "none":
+        # Without auth, only loopback names may reach us: a page on evil.example that re-resolves
+        # to 127.0.0.1 (DNS rebinding) sends Host: evil.example and is refused here.
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(LOOPBACK_HOSTS))
 
     @app.exception_handler(DariError)
     async def dari_error(request: Request, exc: DariError) -> JSONResponse:

@@ -10,7 +10,9 @@ from dari.protocol.errors import ErrorCode, ProtocolError
 from dari.settings import LimitsSettings
 
 ALLOWED_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
-_DATA_URL = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+);base64,(?P<data>[A-Za-z0-9+/=\s]*)", re.S)
+# Strict base64: letters, then at most two '=' of padding at the very end.
+_DATA_URL = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+);base64,(?P<data>[A-Za-z0-9+/]*={0,2})")
+_WHITESPACE = re.compile(r"\s+")
 _MAX_URL = 2048
 
 
@@ -24,20 +26,29 @@ def check_images(images: list[str], limits: LimitsSettings) -> None:
             if len(image) > _MAX_URL:
                 raise ProtocolError(f"images[{index}]: URL longer than {_MAX_URL} characters")
             continue
-        match = _DATA_URL.fullmatch(image)
+        # Line-wrapped base64 (RFC 2045) is accepted; browsers send it unwrapped.
+        match = _DATA_URL.fullmatch(_WHITESPACE.sub("", image) if "\n" in image else image)
         if match is None:
             raise ProtocolError(f"images[{index}]: expected a base64 data: URL or an http(s) URL")
         if match["mime"] not in ALLOWED_TYPES:
             raise ProtocolError(
                 f"images[{index}]: type {match['mime']} not allowed (png, jpeg, gif, webp)"
             )
-        size = len(match["data"]) * 3 // 4
-        if size > limits.max_image_bytes:
-            raise ProtocolError(
-                f"images[{index}]: larger than {limits.max_image_bytes} bytes",
-                code=ErrorCode.TOO_LARGE,
-            )
+        payload = match["data"]
+        # Refuse the clearly oversized before decoding them (4 characters carry 3 bytes).
+        if len(payload) // 4 * 3 > limits.max_image_bytes + 3:
+            raise _too_large(index, limits)
         try:
-            base64.b64decode(match["data"], validate=False)
+            decoded = base64.b64decode(payload, validate=True)
         except (binascii.Error, ValueError):
             raise ProtocolError(f"images[{index}]: invalid base64") from None
+        if not decoded:
+            raise ProtocolError(f"images[{index}]: empty image")
+        if len(decoded) > limits.max_image_bytes:
+            raise _too_large(index, limits)
+
+
+def _too_large(index: int, limits: LimitsSettings) -> ProtocolError:
+    return ProtocolError(
+        f"images[{index}]: larger than {limits.max_image_bytes} bytes", code=ErrorCode.TOO_LARGE
+    )

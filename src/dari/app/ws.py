@@ -20,14 +20,29 @@ from dari.app.gateway import Gateway
 from dari.app.origin import origin_allowed
 from dari.app.session import ChatSession, RateLimitExceeded, send_snapshots
 from dari.auth.base import Credentials, Principal
-from dari.hub.connection import Connection
+from dari.hub.connection import Connection, Renderer
 from dari.protocol import frames, thread_dialect
+from dari.protocol.codec import encode
 from dari.protocol.errors import CloseCode, DariError, ErrorCode, ProtocolError
 from dari.protocol.ids import is_valid_client_id
 from dari.protocol.resume import plan_resume
 
 log = logging.getLogger("dari.ws")
 router = APIRouter()
+THREAD_PREFIX = "thread."
+
+
+def _visible_render(principal: Principal) -> Renderer:
+    """Encode frames; one the principal may no longer see keeps its seq but not its content."""
+    if principal.unrestricted:
+        return encode
+
+    def render(frame: frames.Frame) -> str:
+        if principal.can_see_frame(frame):
+            return encode(frame)
+        return encode({"type": "redacted", "seq": frame["seq"]})
+
+    return render
 
 
 def _gateway(websocket: WebSocket) -> Gateway:
@@ -96,7 +111,11 @@ async def chat_socket(websocket: WebSocket, client_id: str) -> None:
     principal = await _authenticate(websocket, gateway)
     if principal is None:
         return
-    owner = await gateway.store.claim_client(client_id, principal.user_id)
+    # "thread." ids belong to sockets of the second dialect: never anyone else's to attach to.
+    if client_id.startswith(THREAD_PREFIX):
+        owner = ""
+    else:
+        owner = await gateway.store.claim_client(client_id, principal.user_id)
     if owner != principal.user_id:
         await websocket.accept()
         await websocket.close(code=CloseCode.FORBIDDEN, reason="client_id belongs to another user")
@@ -104,7 +123,11 @@ async def chat_socket(websocket: WebSocket, client_id: str) -> None:
     await websocket.accept()
 
     hub = gateway.hub
-    state = hub.client(client_id, principal.user_id)
+    try:
+        state = hub.client(client_id, principal)
+    except DariError:
+        await websocket.close(code=CloseCode.FORBIDDEN, reason="client_id belongs to another user")
+        return
     position = await gateway.replay.position(client_id)
     plan = plan_resume(
         websocket.query_params.get("last_seq"), websocket.query_params.get("epoch"), position
@@ -117,6 +140,7 @@ async def chat_socket(websocket: WebSocket, client_id: str) -> None:
         position=plan.position,
         send_timeout_s=settings.limits.send_timeout_s,
         max_lag_frames=settings.limits.max_lag_frames,
+        render=_visible_render(state.principal),
     )
     previous = hub.attach(connection)
     if previous is not None:
@@ -171,8 +195,8 @@ async def thread_socket(websocket: WebSocket, thread_id: str) -> None:
     if principal is None:
         return
     await websocket.accept()
-    client_id = f"thread.{uuid.uuid4().hex}"
-    gateway.hub.client(client_id, principal.user_id, ephemeral=True)
+    client_id = f"{THREAD_PREFIX}{uuid.uuid4().hex}"
+    gateway.hub.client(client_id, principal, ephemeral=True)
     connection = Connection(
         websocket,
         client_id,

@@ -36,6 +36,23 @@ class Principal:
         allowed = self.agents.get(project_id, self.agents.get(ALL))
         return allowed is None or ALL in allowed or agent_name in allowed
 
+    @property
+    def unrestricted(self) -> bool:
+        return ALL in self.projects and not self.agents
+
+    def can_see_frame(self, frame: Mapping[str, object]) -> bool:
+        """Whether a frame meant for this client may reach it (fan-out and replay alike).
+
+        A report belongs to the conversation it is saved in (``origin_agent``).
+        """
+        if self.unrestricted:
+            return True
+        project = frame.get("project_id")
+        if not isinstance(project, str):
+            return True  # not tied to a project: pong, welcome, all-hands broadcast
+        agent = frame.get("origin_agent", frame.get("agent_name"))
+        return self.can_use(project, agent if isinstance(agent, str) else None)
+
     def require(self, project_id: str, agent_name: str | None = None) -> None:
         if not self.can_use(project_id, agent_name):
             target = f"{project_id}/{agent_name}" if agent_name else project_id

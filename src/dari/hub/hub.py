@@ -12,8 +12,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from dari.auth.base import ANONYMOUS, Principal
 from dari.hub.connection import Connection
 from dari.hub.replay import MemoryReplayLog, ReplayLog
+from dari.protocol.errors import AccessError, ErrorCode
 from dari.protocol.frames import ConversationKey, Frame
 
 K = TypeVar("K")
@@ -23,6 +25,9 @@ K = TypeVar("K")
 class ClientState:
     client_id: str
     user_id: str
+    # What the client's current (or last) principal may see: frames of a project or agent it
+    # may not use are neither fanned out to it nor replayed to it.
+    principal: Principal = ANONYMOUS
     conversations: set[ConversationKey] = field(default_factory=set)
     projects: set[str] = field(default_factory=set)
     connection: Connection | None = None
@@ -42,10 +47,27 @@ class Hub:
 
     # --- clients and sockets ---------------------------------------------------------------
 
-    def client(self, client_id: str, user_id: str, *, ephemeral: bool = False) -> ClientState:
+    def client(
+        self, client_id: str, principal: Principal, *, ephemeral: bool = False
+    ) -> ClientState:
+        """The client's state, created on first use; its principal is updated to ``principal``.
+
+        Subscriptions the new principal may no longer use are dropped (a narrower token).
+        """
         state = self.clients.get(client_id)
         if state is None:
-            state = self.clients[client_id] = ClientState(client_id, user_id, ephemeral=ephemeral)
+            state = ClientState(client_id, principal.user_id, principal, ephemeral=ephemeral)
+            self.clients[client_id] = state
+            return state
+        if state.user_id != principal.user_id:
+            raise AccessError("client_id belongs to another user", code=ErrorCode.FORBIDDEN)
+        state.principal = principal
+        for key in [
+            k for k in state.conversations if not principal.can_use(k.project_id, k.agent_name)
+        ]:
+            self.unsubscribe(client_id, key)
+        for project in [p for p in state.projects if not principal.can_see_project(p)]:
+            self.unsubscribe_project(client_id, project)
         return state
 
     def attach(self, connection: Connection) -> Connection | None:
@@ -122,12 +144,17 @@ class Hub:
         return set(self._conversation_subs.get(key, ()))
 
     def project_subscribers(self, project_id: str) -> set[str]:
-        """Clients subscribed to the project itself or to any conversation in it."""
+        """Clients subscribed to the project or to any conversation in it, that may see it."""
         members = set(self._project_subs.get(project_id, ()))
         for key, subscribers in self._conversation_subs.items():
             if key.project_id == project_id:
                 members |= subscribers
-        return members
+        clients = self.clients
+        return {
+            cid
+            for cid in members
+            if cid in clients and clients[cid].principal.can_see_project(project_id)
+        }
 
     # --- delivery --------------------------------------------------------------------------
 
@@ -157,7 +184,13 @@ class Hub:
         return await self.send_many(tuple(self._conversation_subs.get(key, ())), frame, merge_key)
 
     async def publish_project(self, project_id: str, frame: Frame) -> int:
-        return await self.send_many(self.project_subscribers(project_id), frame)
+        clients = self.clients
+        subscribers = [
+            cid
+            for cid in self.project_subscribers(project_id)
+            if clients[cid].principal.can_see_frame(frame)
+        ]
+        return await self.send_many(subscribers, frame)
 
     async def broadcast(self, frame: Frame, project_id: str | None = None) -> int:
         if project_id is not None:

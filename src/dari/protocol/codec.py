@@ -24,7 +24,7 @@ def decode_client_frame(data: str | bytes | None, *, max_bytes: int) -> ClientFr
     if isinstance(data, bytes):
         raise ProtocolError("binary frames are not accepted; send JSON text frames")
     # len(str) <= bytes <= 4*len(str): check cheaply before encoding.
-    if len(data) > max_bytes or (len(data) * 4 > max_bytes and len(data.encode()) > max_bytes):
+    if len(data) > max_bytes or (len(data) * 4 > max_bytes and _utf8_size(data) > max_bytes):
         raise ProtocolError(f"frame exceeds {max_bytes} bytes", code=ErrorCode.TOO_LARGE)
     try:
         raw = orjson.loads(data)
@@ -35,16 +35,22 @@ def decode_client_frame(data: str | bytes | None, *, max_bytes: int) -> ClientFr
     kind = raw.get("type")
     model = INBOUND_MODELS.get(kind) if isinstance(kind, str) else None
     if model is None:
+        # The unknown value is not echoed: it is the client's input, unbounded and unescaped.
         raise ProtocolError(
-            f"unknown frame type {kind!r}"
-            if isinstance(kind, str)
-            else "frame has no string 'type'",
+            "unknown frame type" if isinstance(kind, str) else "frame has no string 'type'",
             request_id=_frame_id(raw),
         )
     try:
         return model.model_validate(raw)  # type: ignore[return-value]
     except ValidationError as exc:
         raise ProtocolError(_describe(exc), request_id=_frame_id(raw)) from None
+
+
+def _utf8_size(data: str) -> int:
+    try:
+        return len(data.encode())
+    except UnicodeEncodeError:  # lone surrogates: not text a WebSocket could carry
+        raise ProtocolError("frame is not valid UTF-8 text") from None
 
 
 def _frame_id(raw: dict[str, Any]) -> str | None:

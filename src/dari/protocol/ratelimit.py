@@ -10,14 +10,14 @@ class TokenBucket:
     rate: float  # tokens added per second
     burst: float  # bucket size
     tokens: float = field(init=False)
-    updated: float = field(init=False, default=0.0)
+    updated: float | None = field(init=False, default=None)  # None: never used
     strikes: int = field(init=False, default=0)  # refusals in a row
 
     def __post_init__(self) -> None:
         self.tokens = self.burst
 
     def take(self, now: float, cost: float = 1.0) -> bool:
-        if self.updated:
+        if self.updated is not None:
             self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
         if self.tokens >= cost:
