@@ -71,6 +71,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, help="tokens/s per answer (default 50)")
     p.add_argument("--tokens", type=int, help="words per paced answer (default 100)")
     p.add_argument("--measure", type=float, help="seconds per streaming measurement window")
+    p.add_argument("--burst-clients", type=int, help="clients in the unpaced run (default 100)")
+    p.add_argument("--burst-tokens", type=int, help="words per unpaced answer (default 500)")
     p.add_argument("--idle", type=_ints, help="idle socket counts, e.g. 1000,10000")
     p.add_argument("--load-procs", type=int, help="load worker processes per run (default 1)")
     p.add_argument(
@@ -96,6 +98,8 @@ def build_config(args: argparse.Namespace) -> BenchConfig:
         ("rate", args.rate),
         ("tokens", args.tokens),
         ("measure_s", args.measure),
+        ("burst_clients", args.burst_clients),
+        ("burst_tokens", args.burst_tokens),
         ("idle_counts", args.idle),
         ("load_procs", args.load_procs),
         ("keep_logs", args.keep_logs),

@@ -14,6 +14,8 @@ class BenchConfig:
     levels: tuple[int, ...] = (1, 100, 1000)  # concurrent streaming clients
     warmup_s: float = 1.5
     measure_s: float = 4.0
+    drain_s: float = 5.0  # after the window, time for running answers to end (then give up)
+    fresh_servers: bool = True  # a new server per streaming level (False: one per target)
     burst_clients: int = 100  # unpaced throughput run
     burst_tokens: int = 500
     burst_measure_s: float = 3.0
@@ -32,9 +34,11 @@ class BenchConfig:
             return cls(
                 targets,
                 tokens=50,
-                levels=(1, 100, 1000),
+                levels=(1, 100),
                 warmup_s=1.0,
                 measure_s=1.5,
+                drain_s=1.5,
+                fresh_servers=False,
                 burst_tokens=200,
                 burst_measure_s=1.5,
             )

@@ -129,8 +129,8 @@ class Session:
         )
         self.url = f"ws://127.0.0.1:{self.port}/ws/chat/"
 
-    def client_ids(self, count: int) -> list[str]:
-        return [f"{self.run_id}-{i}" for i in range(count)]
+    def client_ids(self, count: int, prefix: str | None = None) -> list[str]:
+        return [f"{prefix or self.run_id}-{i}" for i in range(count)]
 
     def spec(self, client_ids: list[str], *, budget_s: float, **kwargs: Any) -> LoadSpec:
         return LoadSpec(
@@ -143,8 +143,11 @@ class Session:
             **kwargs,
         )
 
-    def load(self, clients: int, procs: int, *, budget_s: float, **kwargs: Any) -> LoadGroup:
-        ids = self.client_ids(clients)
+    def load(
+        self, clients: int, procs: int, *, budget_s: float, prefix: str | None = None, **kwargs: Any
+    ) -> LoadGroup:
+        """Start worker processes for ``clients`` clients, ids ``<prefix>-<i>``."""
+        ids = self.client_ids(clients, prefix)
         procs = max(1, min(procs, clients))
         slices = [ids[i::procs] for i in range(procs)]
         return LoadGroup([self.spec(part, budget_s=budget_s, **kwargs) for part in slices])

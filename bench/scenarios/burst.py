@@ -45,14 +45,14 @@ def measure(target_name: str, cfg: BenchConfig) -> tuple[dict[str, float | None]
         group = sess.load(
             n,
             cfg.load_procs,
-            budget_s=30 + n / 100 + cfg.burst_measure_s,
+            budget_s=30 + n / 100 + cfg.burst_measure_s + cfg.drain_s,
             tokens=cfg.burst_tokens,
             interval=0.0,
             stagger=0.2,
         )
         try:
             group.wait_ready()
-            go = go_marks(0.2, 1.0, cfg.burst_measure_s, 15)
+            go = go_marks(0.2, 1.0, cfg.burst_measure_s, cfg.drain_s)
             group.send("go", go)
             sample = sess.measure(group, go.w0, go.w1)
             result = stats.merge(group.results())

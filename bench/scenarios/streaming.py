@@ -11,7 +11,7 @@ from __future__ import annotations
 from harness import stats
 from harness.config import BenchConfig
 from harness.report import Metric, Table
-from harness.session import go_marks, session
+from harness.session import Session, go_marks, session
 from harness.targets import TARGETS
 
 NAME = "streaming"
@@ -50,40 +50,49 @@ def measure(target_name: str, cfg: BenchConfig) -> tuple[dict[str, float | None]
     target = TARGETS[target_name]
     values: dict[str, float | None] = {}
     notes: list[str] = []
+    delay_ms = cfg.interval * 1000
+    if cfg.fresh_servers:
+        for n in cfg.levels:
+            with session(target, cfg, delay_ms=delay_ms, run_id=f"s{n}") as sess:
+                _level(sess, n, cfg, values, notes)
+    else:  # --quick: one server for all levels saves its start-up time
+        with session(target, cfg, delay_ms=delay_ms, run_id="s") as sess:
+            for n in cfg.levels:
+                _level(sess, n, cfg, values, notes)
+    return values, notes
+
+
+def _level(
+    sess: Session, n: int, cfg: BenchConfig, values: dict[str, float | None], notes: list[str]
+) -> None:
     answer_s = cfg.tokens * cfg.interval
     stagger = min(1.0, answer_s)
-    for n in cfg.levels:
-        with session(target, cfg, delay_ms=cfg.interval * 1000, run_id=f"s{n}") as sess:
-            connect_budget = 10 + n / 100
-            budget = connect_budget + cfg.warmup_s + cfg.measure_s + 2 * answer_s + 15
-            group = sess.load(
-                n,
-                cfg.load_procs,
-                budget_s=budget,
-                tokens=cfg.tokens,
-                interval=cfg.interval,
-                stagger=stagger,
-            )
-            try:
-                group.wait_ready()
-                go = go_marks(
-                    0.2, max(cfg.warmup_s, stagger + 0.3), cfg.measure_s, answer_s * 2 + 5
-                )
-                group.send("go", go)
-                sample = sess.measure(group, go.w0, go.w1)
-                result = stats.merge(group.results())
-            finally:
-                group.close()
-        secs = go.w1 - go.w0
-        tps = result.tokens / secs
-        values[f"{n}.tps"] = tps
-        values[f"{n}.kept"] = 100 * tps / (result.clients * cfg.rate) if result.clients else None
-        values[f"{n}.p50"] = stats.ms(stats.percentile(result.latencies, 50))
-        values[f"{n}.p99"] = stats.ms(stats.percentile(result.latencies, 99))
-        values[f"{n}.ttft99"] = stats.ms(stats.percentile(result.ttft, 99))
-        values[f"{n}.fps"] = result.frames / secs
-        values[f"{n}.cpu"] = sample.server_cpu_pct
-        for problem in stats.problems(result, n):
-            notes.append(f"{target_name} at {n} clients: {problem}")
-        notes += sample.warnings(f"{target_name} at {n} clients")
-    return values, notes
+    group = sess.load(
+        n,
+        cfg.load_procs,
+        prefix=f"s{n}",
+        budget_s=10 + n / 100 + cfg.warmup_s + cfg.measure_s + cfg.drain_s + 15,
+        tokens=cfg.tokens,
+        interval=cfg.interval,
+        stagger=stagger,
+    )
+    try:
+        group.wait_ready()
+        go = go_marks(0.2, max(cfg.warmup_s, stagger + 0.3), cfg.measure_s, cfg.drain_s)
+        group.send("go", go)
+        sample = sess.measure(group, go.w0, go.w1)
+        result = stats.merge(group.results())
+    finally:
+        group.close()
+    secs = go.w1 - go.w0
+    tps = result.tokens / secs
+    values[f"{n}.tps"] = tps
+    values[f"{n}.kept"] = 100 * tps / (result.clients * cfg.rate) if result.clients else None
+    values[f"{n}.p50"] = stats.ms(stats.percentile(result.latencies, 50))
+    values[f"{n}.p99"] = stats.ms(stats.percentile(result.latencies, 99))
+    values[f"{n}.ttft99"] = stats.ms(stats.percentile(result.ttft, 99))
+    values[f"{n}.fps"] = result.frames / secs
+    values[f"{n}.cpu"] = sample.server_cpu_pct
+    where = f"{sess.target.name} at {n} clients"
+    notes += [f"{where}: {problem}" for problem in stats.problems(result, n)]
+    notes += sample.warnings(where)
