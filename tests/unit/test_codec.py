@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dari.protocol import frames
 from dari.protocol.codec import DEFAULT_MAX_MESSAGE_BYTES, decode_client_frame, encode
@@ -438,3 +441,68 @@ def test_outbound_builders_produce_encodable_frames() -> None:
         "thread_id": "t",
         "content": "안녕",
     }
+
+
+# --- anything in, a model or a ProtocolError out ---------------------------------------------
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+field_names = st.sampled_from(
+    [
+        "message",
+        "agent_name",
+        "project_id",
+        "thread_id",
+        "images",
+        "id",
+        "ts",
+        "request_id",
+        "limit",
+        "before",
+    ]
+)
+frames_of_known_types = st.fixed_dictionaries(
+    {"type": st.sampled_from(["chat", "ping", "cancel", "history", "subscribe", "unsubscribe"])},
+    optional={"extra": json_values},
+).flatmap(
+    lambda base: st.dictionaries(field_names, json_values | st.text(min_size=1, max_size=10)).map(
+        lambda fields: {**fields, **base}
+    )
+)
+
+
+@given(st.one_of(json_values, frames_of_known_types))
+def test_any_json_decodes_to_a_model_or_a_protocol_error(value: Any) -> None:
+    try:
+        decoded = decode(value)
+    except ProtocolError as error:
+        assert error.code in (ErrorCode.BAD_REQUEST, ErrorCode.TOO_LARGE)
+    else:
+        assert decoded.type == value["type"]
+
+
+@given(st.text(max_size=300))
+def test_any_text_decodes_to_a_model_or_a_protocol_error(text: str) -> None:
+    with contextlib.suppress(ProtocolError):
+        decode_client_frame(text, max_bytes=256)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        '{"type": "history", "project_id": "p", "agent_name": "a", "limit": 99999999999999999999999}',
+        '{"type": "ping", "ts": 1e400}',
+    ],
+    ids=["limit beyond 64 bits", "infinite float"],
+)
+def test_out_of_range_numbers_are_bad_request(data: str) -> None:
+    assert refused(data).code == ErrorCode.BAD_REQUEST

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -363,6 +363,28 @@ def coalesce(items: Any) -> list[tuple[str, str | None, str]]:
 
 
 ReplayLogMachine.TestCase.settings = settings(
-    max_examples=150, stateful_step_count=40, deadline=None
+    max_examples=80, stateful_step_count=30, deadline=None
 )
 test_replay_log_model = ReplayLogMachine.TestCase
+
+
+@given(
+    keys=st.lists(st.sampled_from([None, "r-1", "r-2"]), max_size=40),
+    max_frames=st.integers(min_value=1, max_value=6),
+)
+async def test_count_trimming_keeps_exactly_the_newest_max_frames(
+    keys: list[str | None], max_frames: int
+) -> None:
+    log = MemoryReplayLog(max_frames=max_frames, max_age_s=1e9)
+    for key in keys:
+        await log.append(C, response("x", key or "r-0"), merge_key=key)
+    position = await log.position(C)
+    head = position.head
+    oldest = max(1, head - max_frames + 1)
+    assert position.first_seq == (oldest if head else 1)
+    for after in range(head + 1):
+        frames = await log.read(C, after, 100)
+        if after + 1 < oldest:
+            assert frames is None
+        else:
+            assert seqs(frames) == list(range(after + 1, head + 1))

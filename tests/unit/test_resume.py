@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dari.protocol.resume import (
     LogPosition,
@@ -123,3 +125,33 @@ def test_a_resumed_plan_replays_only_frames_the_log_still_holds(case: Case) -> N
 )
 def test_parse_last_seq(raw: str | None, parsed: int | None) -> None:
     assert parse_last_seq(raw) == parsed
+
+
+@st.composite
+def log_positions(draw: st.DrawFn) -> LogPosition:
+    head = draw(st.integers(min_value=0, max_value=10**6))
+    first_seq = draw(st.integers(min_value=1, max_value=head + 1))
+    return LogPosition(exists=True, epoch=EPOCH, first_seq=first_seq, head=head)
+
+
+@given(log=log_positions(), last_seq=st.integers(min_value=0, max_value=2 * 10**6))
+def test_resumed_exactly_when_the_log_holds_every_frame_after_last_seq(
+    log: LogPosition, last_seq: int
+) -> None:
+    plan = plan_resume(str(last_seq), EPOCH, log)
+    holds_the_rest = log.first_seq - 1 <= last_seq <= log.head
+    assert plan.resumed is holds_the_rest
+    assert plan.position == (last_seq if holds_the_rest else log.head)
+    assert (plan.reason is None) is holds_the_rest
+
+
+@given(log=log_positions(), raw=st.text(max_size=30), epoch=st.none() | st.text(max_size=5))
+def test_any_query_string_gives_a_plan_and_never_an_error(
+    log: LogPosition, raw: str, epoch: str | None
+) -> None:
+    plan = plan_resume(raw, epoch, log)
+    if plan.resumed:
+        assert raw.isascii() and raw.isdigit()
+        assert plan.position == int(raw)
+    else:
+        assert plan.position == log.head
