@@ -72,9 +72,8 @@ class ChatPage:
         **context_options: Any,
     ) -> ChatPage:
         if isinstance(target, Browser):
-            target = await target.new_context(
-                locale=locale, viewport={"width": 1200, "height": 820}, **context_options
-            )
+            context_options.setdefault("viewport", {"width": 1200, "height": 820})
+            target = await target.new_context(locale=locale, **context_options)
         chat = cls(await target.new_page())
         await chat.page.goto(f"{base_url}/#/c/project_001/{quote(agent)}/{quote(thread)}")
         if connected:

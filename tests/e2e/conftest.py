@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,6 +170,16 @@ def dari_jwt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DariServer]:
     stop_dari(server)
 
 
+@pytest.fixture(scope="module")
+def dari_short_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DariServer]:
+    """A server that keeps replayable frames for half a second: resume soon fails."""
+    server = start_dari(
+        tmp_path_factory.mktemp("dari-short-log"), extra_top_toml="[replay]\nmax_age_s = 0.5\n"
+    )
+    yield server
+    stop_dari(server)
+
+
 async def mint_token(server: DariServer, sub: str = "alice") -> str:
     result = await asyncio.to_thread(
         subprocess.run,
@@ -253,11 +263,26 @@ class CuttableProxy:
 
 
 @pytest.fixture
-async def proxy(dari: DariServer) -> AsyncIterator[CuttableProxy]:
-    proxy = CuttableProxy(dari.port)
-    await proxy.start()
-    yield proxy
-    await proxy.stop()
+async def proxy_to() -> AsyncIterator[Callable[[DariServer], Awaitable[CuttableProxy]]]:
+    """Put a cuttable proxy in front of a server."""
+    proxies: list[CuttableProxy] = []
+
+    async def start(server: DariServer) -> CuttableProxy:
+        proxy = CuttableProxy(server.port)
+        await proxy.start()
+        proxies.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in proxies:
+        await proxy.stop()
+
+
+@pytest.fixture
+async def proxy(
+    dari: DariServer, proxy_to: Callable[[DariServer], Awaitable[CuttableProxy]]
+) -> CuttableProxy:
+    return await proxy_to(dari)
 
 
 def chromium_path() -> str | None:

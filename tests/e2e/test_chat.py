@@ -195,3 +195,34 @@ async def test_queued_chats_show_their_place_and_answers_follow_their_questions(
     await chat.page.reload()
     await expect(chat.page.locator('.msg-assistant[data-status="complete"]')).to_have_count(3)
     assert await transcript() == expected, "history shows each answer after its question"
+
+
+async def test_the_chat_works_on_a_phone_sized_screen(browser, dari, thread):
+    chat = await ChatPage.open(
+        browser,
+        dari.http,
+        "집사",
+        thread,
+        viewport={"width": 390, "height": 780},
+        is_mobile=True,
+        has_touch=True,
+        device_scale_factor=2,
+    )
+    page = chat.page
+    sidebar = page.locator("#sidebar")
+    await expect(sidebar).not_to_be_in_viewport()
+    await page.locator("#nav-open").click()
+    await expect(sidebar).to_be_in_viewport()
+    await expect(page.locator("#nav-open")).to_have_attribute("aria-expanded", "true")
+    await chat.screenshot("19-phone-menu")
+    await page.locator('.agent[href*="/echo/"]').click()
+    await expect(sidebar).not_to_be_in_viewport()
+    await expect(page.locator("#agent-title")).to_have_text("echo")
+
+    await chat.send("hello from a phone")
+    answer = chat.last_answer()
+    await expect(answer.locator(".content")).to_have_attribute("aria-busy", "false")
+    await expect(answer.locator(".content")).to_have_text("hello from a phone")
+    width = await page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, "nothing overflows sideways"
+    await chat.screenshot("20-phone-chat")

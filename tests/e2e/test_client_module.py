@@ -46,7 +46,7 @@ async () => {
 @pytest.fixture
 async def page(browser, dari):
     page = await (await browser.new_context()).new_page()
-    await page.goto(f"{dari.http}/favicon.svg")
+    await page.goto(f"{dari.http}/healthz")  # any page of the origin, to import its modules
     await page.evaluate(HARNESS)
     return page
 

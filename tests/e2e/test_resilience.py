@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -43,6 +44,41 @@ async def test_a_cut_mid_answer_reconnects_and_completes_with_exactly_the_saved_
     assert await chat.answer_source() == saved[1]["content"] == text, "no piece lost or doubled"
     assert await chat.answer_text() == text
     assert await chat.questions.count() == 1, "the chat was not sent twice"
+
+
+async def test_when_the_server_cannot_resume_a_snapshot_restores_the_answer_in_progress(
+    browser, dari_short_log, proxy_to, thread
+):
+    proxy = await proxy_to(dari_short_log)
+    chat = await ChatPage.open(browser, proxy.http, "slow", thread)
+    # Frames of the sockets opened from now on, i.e. of the reconnection (the first is already open).
+    received: list[dict] = []
+    chat.page.on(
+        "websocket",
+        lambda ws: ws.on("framereceived", lambda payload: received.append(json.loads(payload))),
+    )
+    text = " ".join(f"part{n}" for n in range(30))
+    await chat.send(text)
+    answer = chat.last_answer()
+    await expect(answer.locator(".content")).to_contain_text("part2")
+
+    proxy.cut()
+    await chat.expect_connection(re.compile("reconnecting|offline"))
+    # Stay away until the server has moved on well past what the log keeps (half a second).
+    await eventually(
+        lambda: dari_short_log.saved_messages("slow", thread),
+        lambda m: len(m) == 2 and "part12" in m[1]["content"],
+    )
+    proxy.restore()
+    await chat.expect_connection("connected")
+    await expect(answer).to_have_attribute("data-status", "complete")
+
+    welcome = next(f for f in received if f["type"] == "welcome")
+    assert welcome["resumed"] is False and welcome["reason"] == "expired"
+    assert any(f["type"] == "snapshot" and "part12" in f["content"] for f in received)
+    saved = await dari_short_log.saved_messages("slow", thread)
+    assert await chat.answer_source() == saved[1]["content"] == text, "nothing lost or doubled"
+    assert await chat.questions.count() == 1
 
 
 async def test_another_connection_with_the_same_client_id_replaces_this_one_and_it_says_so(

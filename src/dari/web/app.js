@@ -17,6 +17,24 @@ const $ = (id) => document.getElementById(id);
 const HISTORY_LIMIT = 50;
 const LAST_OPENED_KEY = 'dari.last_conversation';
 
+// Remembering the last conversation is a convenience; storage may be blocked by the browser.
+const remember = {
+  get: () => {
+    try {
+      return sessionStorage.getItem(LAST_OPENED_KEY);
+    } catch {
+      return null;
+    }
+  },
+  set: (value) => {
+    try {
+      sessionStorage.setItem(LAST_OPENED_KEY, value);
+    } catch {
+      /* not remembered */
+    }
+  },
+};
+
 const app = {
   config: null,
   projects: [],
@@ -136,7 +154,7 @@ function defaultTarget() {
 function openFromAddress() {
   let target = parseConversationHash(location.hash);
   if (!target || !findAgent(target).agent) {
-    const remembered = parseConversationHash(sessionStorage.getItem(LAST_OPENED_KEY));
+    const remembered = parseConversationHash(remember.get());
     target = remembered && findAgent(remembered).agent ? remembered : defaultTarget();
     if (!target) return;
     history.replaceState(null, '', conversationHash(target));
@@ -163,7 +181,7 @@ function openConversation(target) {
   const conversation = conversationFor(target);
   if (conversation === app.current) return;
   app.current = conversation;
-  sessionStorage.setItem(LAST_OPENED_KEY, conversationHash(target));
+  remember.set(conversationHash(target));
   app.unread.delete(`${target.projectId}\u0000${target.agentName}`);
   view.show(conversation, { loading: !conversation.historyLoaded });
   showHeader(conversation);

@@ -143,9 +143,9 @@ function readList(lines, start, out) {
     }
     const item = el('li');
     const blocks = renderBlocks(body);
-    // A single short paragraph stays inline so lists look compact.
-    if (blocks.length === 1 && blocks[0].tagName === 'P') item.append(...blocks[0].childNodes);
-    else item.append(...blocks);
+    // A tight item (no blank line inside) keeps its text inline so lists look compact.
+    if (blocks[0]?.tagName === 'P' && !body.includes('')) item.append(...blocks.shift().childNodes);
+    item.append(...blocks);
     list.append(item);
     // Blank lines between items of the same list.
     let j = i;
