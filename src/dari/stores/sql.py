@@ -23,7 +23,8 @@ from dari.stores.base import (
     TaskRecord,
     TaskStatus,
 )
-from dari.stores.schema import chat_requests, clients, conversations, messages, metadata, tasks
+from dari.stores.migrations import upgrade_to_head
+from dari.stores.schema import chat_requests, clients, conversations, messages, tasks
 
 
 def _now() -> datetime:
@@ -68,8 +69,9 @@ class SqlStore(Store):
         else:
             engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
         self._engine = engine
-        async with engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
+        # Alembic on both engines, not create_all: create_all never alters an existing table,
+        # so a later schema change would silently miss databases made by an older dari.
+        await upgrade_to_head(engine)
 
     async def close(self) -> None:
         if self._engine is not None:
