@@ -235,7 +235,7 @@ async def test_rest_keeps_projects_and_admin_actions_apart(server_factory: Serve
     assert all(secret not in r.text for r in responses)
 
 
-# --- gaps: each test flips when the change in its reason lands --------------------------------
+# --- gaps this suite found, fixed since: they stay as regression tests -------------------------
 
 
 async def test_agent_restricted_user_gets_no_report_of_another_agent(
