@@ -339,21 +339,6 @@ async def test_non_ascii_names_are_conversation_keys(store: SqlStore) -> None:
     assert await contents(store, key) == ["hi"]
 
 
-async def test_text_with_a_nul_character_round_trips(
-    store: SqlStore, engine: str, request: pytest.FixtureRequest
-) -> None:
-    if engine == "postgresql":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="bug: PostgreSQL text cannot hold U+0000; a chat or answer containing "
-                "it raises (CharacterNotInRepertoireError) instead of being stored",
-            )
-        )
-    await chat(store, "before\x00after")
-    assert await contents(store) == ["before\x00after"]
-
-
 async def test_created_at_is_timezone_aware_utc(store: SqlStore) -> None:
     started = datetime.now(UTC)
     await chat(store)
@@ -562,15 +547,6 @@ def fail_clock_read(monkeypatch: pytest.MonkeyPatch) -> Any:
 async def test_a_chat_that_failed_leaves_no_idempotency_key_behind(
     store: SqlStore, engine: str, request: pytest.FixtureRequest, fail_clock_read: Any
 ) -> None:
-    if engine == "sqlite":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="bug: on SQLite (pysqlite/aiosqlite) RELEASE of the first SAVEPOINT "
-                "commits, so accept_chat is not atomic: the chat_requests row survives a "
-                "failure and the client's resend is answered duplicate although nothing ran",
-            )
-        )
     await chat(store, "earlier")  # the conversation exists
     fail_clock_read(2)  # 1: the idempotency key row, 2: the message row
     with pytest.raises(InjectedFailure):
@@ -583,16 +559,6 @@ async def test_a_chat_that_failed_leaves_no_idempotency_key_behind(
 async def test_a_conversation_whose_creation_was_rolled_back_is_created_again(
     store: SqlStore, engine: str, request: pytest.FixtureRequest, fail_clock_read: Any
 ) -> None:
-    if engine == "postgresql":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="bug: SqlStore._conversation_id caches the id of a conversation row "
-                "before its transaction commits; after a rollback every later write to that "
-                "conversation on this node fails with a foreign-key violation "
-                "(SQLite passes only because of the SAVEPOINT bug above)",
-            )
-        )
     fresh = ConversationKey("p-rollback", "echo", "main")
     fail_clock_read(2)  # 1: the conversation row, 2: the message row
     with pytest.raises(InjectedFailure):

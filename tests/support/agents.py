@@ -37,3 +37,9 @@ async def delegator(request: AgentRequest, ctx: AgentContext) -> AsyncIterator[s
     agent, task = request.message.split(maxsplit=1)
     task_id = await ctx.delegate(agent, task)
     yield f"delegated {task_id}"
+
+
+async def nul_writer(request: AgentRequest, ctx: AgentContext) -> AsyncIterator[str]:
+    """Yields text with U+0000, which PostgreSQL text cannot hold."""
+    yield "before\x00"
+    yield "after"

@@ -14,7 +14,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from starlette.websockets import WebSocket, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from dari.hub.replay import ReplayLog
 from dari.metrics import BYTES_OUT, FRAMES_OUT
@@ -62,8 +62,13 @@ class Connection:
     async def send_direct(self, frame: Frame) -> None:
         """Send a frame outside the log (``welcome``): only before the writer starts."""
         text = self.render(frame)
-        if text is not None:
+        if text is None:
+            return
+        try:
             await self.websocket.send_text(text)
+        except RuntimeError:
+            # The peer vanished during the handshake: the server never completed the accept.
+            raise WebSocketDisconnect(1006) from None
 
     async def run_writer(self) -> None:
         try:

@@ -10,15 +10,32 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from dari.protocol.errors import ErrorCode
 
 Frame = dict[str, Any]
 
+
+def _no_nul(value: str) -> str:
+    # U+0000 cannot be stored in PostgreSQL text; refuse it at the edge, for every engine.
+    if "\x00" in value:
+        raise ValueError("text must not contain U+0000")
+    return value
+
+
+NoNul = AfterValidator(_no_nul)
 # Names are free text (agents are often named in the user's language, e.g. "집사"), bounded.
-Name = Annotated[str, StringConstraints(min_length=1, max_length=128)]
-MessageId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=128), NoNul]
+MessageId = Annotated[str, StringConstraints(min_length=1, max_length=128), NoNul]
+Text = Annotated[str, NoNul]
 DEFAULT_THREAD = "main"
 
 
@@ -28,7 +45,7 @@ class _Inbound(BaseModel):
 
 class ChatIn(_Inbound):
     type: Literal["chat"]
-    message: str
+    message: Text
     agent_name: Name
     project_id: Name
     images: list[str] = Field(default_factory=list)

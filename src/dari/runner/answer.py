@@ -130,6 +130,8 @@ class AnswerRun:
                     if isinstance(event, str):
                         if not event:
                             continue
+                        if "\x00" in event:  # unstorable in PostgreSQL: same text everywhere
+                            event = event.replace("\x00", "\ufffd")
                         if not pieces:
                             FIRST_TOKEN.labels(key.agent_name).observe(time.monotonic() - started)
                         pieces.append(event)

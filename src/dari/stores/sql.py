@@ -26,6 +26,8 @@ from dari.stores.base import (
 from dari.stores.migrations import upgrade_to_head
 from dari.stores.schema import chat_requests, clients, conversations, messages, tasks
 
+_SQLITE_BEGIN = "dari_sqlite_begin"
+
 
 def _now() -> datetime:
     return datetime.now(UTC)
@@ -60,12 +62,22 @@ class SqlStore(Store):
 
             @event.listens_for(engine.sync_engine, "connect")
             def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+                # The driver's own transaction handling breaks SAVEPOINT (a nested block would
+                # commit at once); SQLAlchemy's documented recipe: autocommit driver + our BEGIN.
+                dbapi_connection.isolation_level = None
                 cursor = dbapi_connection.cursor()
                 cursor.execute("PRAGMA journal_mode=WAL")
                 cursor.execute("PRAGMA synchronous=NORMAL")
                 cursor.execute("PRAGMA foreign_keys=ON")
                 cursor.execute("PRAGMA busy_timeout=30000")
                 cursor.close()
+
+            @event.listens_for(engine.sync_engine, "begin")
+            def _begin(conn: Any) -> None:
+                # Writers take the write lock up front (IMMEDIATE): a deferred transaction that
+                # reads, then writes, can hit SQLite's lock-upgrade deadlock across processes.
+                mode = conn.get_execution_options().get(_SQLITE_BEGIN, "")
+                conn.exec_driver_sql(f"BEGIN {mode}".strip())
         else:
             engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
         self._engine = engine
@@ -88,8 +100,10 @@ class SqlStore(Store):
             async with self.engine.begin() as conn:
                 yield conn
             return
-        async with self._write_lock, self.engine.begin() as conn:
-            yield conn
+        async with self._write_lock, self.engine.connect() as conn:
+            await conn.execution_options(**{_SQLITE_BEGIN: "IMMEDIATE"})
+            async with conn.begin():
+                yield conn
 
     async def _conversation_id(self, conn: AsyncConnection, key: ConversationKey) -> int:
         cached = self._conversation_ids.get(key)
@@ -101,7 +115,11 @@ class SqlStore(Store):
             & (conversations.c.thread_id == key.thread_id)
         )
         found = (await conn.execute(select(conversations.c.id).where(where))).scalar()
-        if found is None:
+        if found is not None:
+            # Committed by someone: safe to remember. A row this transaction inserts is not
+            # remembered, since a rollback would leave the cache pointing at nothing.
+            self._conversation_ids[key] = int(found)
+        else:
             try:
                 async with conn.begin_nested():
                     result = await conn.execute(
@@ -110,7 +128,6 @@ class SqlStore(Store):
                     found = cast(int, result.inserted_primary_key[0])  # type: ignore[index]
             except IntegrityError:  # another node created it first
                 found = (await conn.execute(select(conversations.c.id).where(where))).scalar_one()
-        self._conversation_ids[key] = int(found)
         return int(found)
 
     async def claim_client(self, client_id: str, user_id: str) -> str:
