@@ -81,8 +81,16 @@ HS_REFUSED: dict[str, Callable[[], str | None]] = {
     "not_a_jwt": lambda: "not-a-token",
     "two_segments": lambda: ".".join(token().split(".")[:2]),
     "non_ascii": lambda: token() + "é",
+    "deeply_nested_header": lambda: raw_token({"alg": "HS256", "x": _nested(600)}, claims()),
     "json_payload_not_object": lambda: _signed_raw({"alg": "HS256", "typ": "JWT"}, b"[1,2,3]"),
 }
+
+
+def _nested(depth: int) -> Any:
+    value: Any = []
+    for _ in range(depth):
+        value = [value]
+    return value
 
 
 def _hs(**extra: Any) -> str:

@@ -297,7 +297,7 @@ class JwtAuthenticator(Authenticator):
             _denied("token algorithm not accepted")
         except jwt.InvalidSignatureError:
             _denied("token signature invalid")
-        except (jwt.PyJWTError, ValueError, TypeError, KeyError):
+        except (jwt.PyJWTError, ValueError, TypeError, KeyError, RecursionError):
             # Never echo the token or PyJWT's text, which may quote parts of it.
             _denied("malformed token")
         # Exact comparisons again, independent of the library's matching rules.
