@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -51,6 +52,13 @@ def _schema_diff(conn: Connection) -> list[Any]:
     return list(compare_metadata(context, metadata))
 
 
+def _baseline_without_version(conn: Connection) -> None:
+    config = make_config()
+    config.attributes["connection"] = conn
+    command.upgrade(config, "0001")
+    conn.execute(text("DROP TABLE alembic_version"))
+
+
 def _version(conn: Connection) -> list[str]:
     return [row[0] for row in conn.execute(text("SELECT version_num FROM alembic_version"))]
 
@@ -64,7 +72,7 @@ async def _started(url: str) -> SqlStore:
 async def test_a_fresh_database_upgraded_to_head_has_exactly_the_schema(database_url: str) -> None:
     store = await _started(database_url)
     await store.close()
-    assert HEAD == "0001"
+    assert HEAD == "0002"
     assert await _with_engine(database_url, _version) == [HEAD]
     # Autogenerate's comparison of the migrated database with schema.py finds nothing to do.
     assert await _with_engine(database_url, _schema_diff) == []
@@ -105,8 +113,9 @@ async def test_nodes_starting_together_on_one_fresh_postgresql_all_start() -> No
 
 
 async def test_a_create_all_database_is_stamped_and_keeps_its_data(database_url: str) -> None:
-    # What dari did before migrations: create_all, no alembic_version table.
-    await _with_engine(database_url, metadata.create_all)
+    # What dari did before migrations: create_all of the baseline schema (what revision 0001
+    # creates), with no alembic_version table.
+    await _with_engine(database_url, _baseline_without_version)
     old = SqlStore(database_url)
     old._engine = create_async_engine(database_url)  # the store without start(): no migration
     accepted = await old.accept_chat(

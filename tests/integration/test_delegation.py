@@ -87,6 +87,14 @@ async def test_delegation_reports_once_to_every_subscriber_and_into_history(
     history = await server.gateway.store.history(ConversationKey("p1", "boss"), 10)
     assert [(m.role, m.content) for m in history if m.role == "report"] == [("report", task_words)]
     async with httpx.AsyncClient(base_url=server.http) as http:
+        reloaded = (await http.get("/api/projects/p1/agents/boss/threads/main/messages")).json()
+        (row,) = [m for m in reloaded["messages"] if m["role"] == "report"]
+        # A reload shows what the live frame showed: who did the work, for which task.
+        assert (row["agent_name"], row["task_id"], row["content"]) == (
+            "worker",
+            task_id,
+            task_words,
+        )
         status = (await http.get(f"/api/projects/p1/tasks/{task_id}")).json()
         assert status["status"] == "complete" and status["result"] == task_words
         assert (await http.get("/api/projects/p2/tasks/" + task_id)).status_code == 404

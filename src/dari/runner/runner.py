@@ -218,7 +218,7 @@ class Runner:
         self, origin: ConversationKey, content: str, task_id: str, agent_name: str
     ) -> None:
         """Save a report in ``origin``'s history, then tell every client of the project."""
-        record = await self.store.add_report(origin, content, task_id)
+        record = await self.store.add_report(origin, content, task_id, agent_name)
         frame = {
             "type": "auto_report",
             "content": content,

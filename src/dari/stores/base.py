@@ -27,9 +27,10 @@ class MessageRecord:
     request_id: str | None
     created_at: datetime
     steps: list[dict[str, Any]] = field(default_factory=list)
+    author: str | None = None  # reports: the agent that did the work
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        wire = {
             "id": self.id,
             "role": self.role,
             "content": self.content,
@@ -39,6 +40,11 @@ class MessageRecord:
             "status": self.status,
             "steps": self.steps,
         }
+        if self.role == "report":
+            # The same fields as the live auto_report frame, so a reload shows the same thing.
+            wire["task_id"] = self.request_id
+            wire["agent_name"] = self.author
+        return wire
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +118,7 @@ class Store(ABC):
 
     @abstractmethod
     async def add_report(
-        self, key: ConversationKey, content: str, task_id: str
+        self, key: ConversationKey, content: str, task_id: str, author: str | None = None
     ) -> MessageRecord: ...
 
     @abstractmethod

@@ -47,6 +47,7 @@ messages = Table(
     Column("node_id", String(200)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("author", String(128)),  # reports: the agent that did the work (revision 0002)
     Index("ix_messages_conversation", "conversation_id", "id"),
     Index("ix_messages_streaming", "status", "node_id"),
 )

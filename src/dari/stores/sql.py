@@ -235,7 +235,9 @@ class SqlStore(Store):
                 .values(content=content, status=status, steps=steps, updated_at=_now())
             )
 
-    async def add_report(self, key: ConversationKey, content: str, task_id: str) -> MessageRecord:
+    async def add_report(
+        self, key: ConversationKey, content: str, task_id: str, author: str | None = None
+    ) -> MessageRecord:
         async with self._writing() as conn:
             conversation_id = await self._conversation_id(conn, key)
             now = _now()
@@ -248,6 +250,7 @@ class SqlStore(Store):
                     steps=[],
                     status="complete",
                     request_id=task_id,
+                    author=author,
                     created_at=now,
                     updated_at=now,
                 )
@@ -261,6 +264,7 @@ class SqlStore(Store):
             status="complete",
             request_id=task_id,
             created_at=now,
+            author=author,
         )
 
     async def history(
@@ -294,6 +298,7 @@ class SqlStore(Store):
                 request_id=row.request_id,
                 created_at=_aware(row.created_at),
                 steps=list(row.steps or []),
+                author=row.author,
             )
             for row in reversed(rows)
         ]
