@@ -25,7 +25,7 @@ from pathlib import Path
 from harness import machine
 from harness.config import BenchConfig
 from harness.procs import LOAD_CPU, can_pin, cpu_busy_seconds, pin, raise_nofile
-from harness.report import Table, render
+from harness.report import Measured, Table, render
 from harness.targets import (
     BASELINE_NAMES,
     REPO_DIR,
@@ -146,11 +146,10 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.monotonic()
             print(f"... {name}: {target}", end="", flush=True)
             try:
-                values, notes = scenario.measure(target, cfg)
+                measured: Measured = scenario.measure(target, cfg)
             except Exception as exc:  # one broken target must not hide the others' figures
-                values, notes = {}, [f"{target}: run failed: {type(exc).__name__}: {exc}"]
-            table.values[target] = values
-            table.notes += notes
+                measured = Measured(notes=[f"{target}: run failed: {type(exc).__name__}: {exc}"])
+            table.results[target] = measured
             print(f" {time.monotonic() - t0:.1f} s", flush=True)
         tables.append(table)
         print("\n" + render(table, cfg.targets) + "\n", flush=True)
@@ -170,7 +169,16 @@ def main(argv: list[str] | None = None) -> int:
         ]
         args.out.write_text("\n".join(body))
     if args.json:
-        raw = {"header": header, "tables": {t.title: t.values for t in tables}}
+        raw = {
+            "header": header,
+            "tables": {
+                t.title: {
+                    target: {"values": m.values, "noisy": sorted(m.noisy), "notes": m.notes}
+                    for target, m in t.results.items()
+                }
+                for t in tables
+            },
+        }
         args.json.write_text(json.dumps(raw, indent=2))
     return 0
 

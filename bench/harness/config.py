@@ -16,6 +16,7 @@ class BenchConfig:
     measure_s: float = 4.0
     drain_s: float = 5.0  # after the window, time for running answers to end (then give up)
     fresh_servers: bool = True  # a new server per streaming level (False: one per target)
+    quiet_wait_s: float = 15.0  # wait up to this long for other processes to leave CPU 0
     burst_clients: int = 100  # unpaced throughput run
     burst_tokens: int = 500
     burst_measure_s: float = 3.0
@@ -39,6 +40,7 @@ class BenchConfig:
                 measure_s=1.5,
                 drain_s=1.5,
                 fresh_servers=False,
+                quiet_wait_s=3.0,
                 burst_tokens=200,
                 burst_measure_s=1.5,
             )

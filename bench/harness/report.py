@@ -14,12 +14,33 @@ class Metric:
 
 
 @dataclass
+class Measured:
+    """What a scenario measured for one target."""
+
+    values: dict[str, float | None] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    noisy: set[str] = field(default_factory=set)  # keys measured while the machine was busy
+
+    def put(self, key: str, value: float | None, *, noisy: bool = False) -> None:
+        self.values[key] = value
+        if noisy:
+            self.noisy.add(key)
+
+
+@dataclass
 class Table:
     title: str
     method: str
     metrics: list[Metric]
-    values: dict[str, dict[str, float | None]] = field(default_factory=dict)  # target -> key
-    notes: list[str] = field(default_factory=list)
+    results: dict[str, Measured] = field(default_factory=dict)  # by target
+
+    def value(self, target: str, key: str) -> float | None:
+        found = self.results.get(target)
+        return found.values.get(key) if found else None
+
+    def is_noisy(self, target: str, key: str) -> bool:
+        found = self.results.get(target)
+        return found is not None and key in found.noisy
 
 
 def _fmt(value: float | None, digits: int) -> str:
@@ -39,20 +60,27 @@ def _ratio(dari: float | None, base: float | None) -> str:
 def render(table: Table, targets: list[str]) -> str:
     """A Markdown table that also reads well as plain text."""
     baselines = [t for t in targets if t != "dari"]
-    has_dari = "dari" in targets and "dari" in table.values
+    has_dari = "dari" in targets and "dari" in table.results
     head = ["metric", *targets]
     if has_dari:
         head += [f"dari÷{b}" for b in baselines]
     rows = [head]
+    flagged = False
     for m in table.metrics:
         arrow = {"higher": " ↑", "lower": " ↓"}.get(m.better, "")
         row = [m.label + arrow]
         for t in targets:
-            row.append(_fmt(table.values.get(t, {}).get(m.key), m.digits))
+            mark = "*" if table.is_noisy(t, m.key) else ""
+            flagged = flagged or bool(mark)
+            row.append(_fmt(table.value(t, m.key), m.digits) + mark)
         if has_dari:
-            dari = table.values["dari"].get(m.key)
+            dari = table.value("dari", m.key)
             for b in baselines:
-                row.append(_ratio(dari, table.values.get(b, {}).get(m.key)) if m.better else "")
+                if not m.better:
+                    row.append("")
+                    continue
+                mark = "*" if table.is_noisy("dari", m.key) or table.is_noisy(b, m.key) else ""
+                row.append(_ratio(dari, table.value(b, m.key)) + mark)
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
 
@@ -63,13 +91,17 @@ def render(table: Table, targets: list[str]) -> str:
         ]
         return "| " + " | ".join(padded) + " |"
 
-    sep = (
-        "|"
-        + "|".join(("-" * (w + 1) + ":") if i else ("-" * (w + 2)) for i, w in enumerate(widths))
-        + "|"
+    sep = "|" + "|".join(
+        ("-" * (w + 1) + ":") if i else ("-" * (w + 2)) for i, w in enumerate(widths)
     )
-    out = [f"### {table.title}", "", table.method, "", line(rows[0]), sep]
+    out = [f"### {table.title}", "", table.method, "", line(rows[0]), sep + "|"]
     out += [line(r) for r in rows[1:]]
-    if table.notes:
-        out += ["", *[f"- {n}" for n in table.notes]]
+    notes = [n for t in targets if t in table.results for n in table.results[t].notes]
+    if flagged:
+        notes.append(
+            "(*) measured while other processes used more than 10 % of the server's core"
+            " (shared machine); treat with care"
+        )
+    if notes:
+        out += ["", *[f"- {n}" for n in notes]]
     return "\n".join(out)

@@ -28,6 +28,17 @@ from harness.targets import Target
 _CTX = mp.get_context("spawn")  # a clean interpreter per worker: no inherited loop or sockets
 
 
+NOISY_PCT = 10.0  # other processes' share of the server's core above which a figure is flagged
+
+
+@dataclass
+class Mark:
+    at: float
+    server_cpu: float
+    load_cpu: float
+    core_busy: float
+
+
 @dataclass
 class Sample:
     """Server and load-generator resource use between two instants."""
@@ -43,12 +54,16 @@ class Sample:
         other = max(0.0, self.server_core_busy_s - self.server_cpu_s)
         return 100 * other / self.seconds if self.seconds else 0.0
 
+    @property
+    def noisy(self) -> bool:
+        return self.foreign_pct > NOISY_PCT
+
     def warnings(self, where: str) -> list[str]:
         """Reasons to distrust a figure measured during this sample."""
         found = []
         if self.load_cpu_pct > 80:
             found.append(f"{where}: load generator at {self.load_cpu_pct:.0f}% CPU (may cap it)")
-        if self.foreign_pct > 10:
+        if self.noisy:
             found.append(
                 f"{where}: other processes took {self.foreign_pct:.0f}% of the server's core"
             )
@@ -152,15 +167,44 @@ class Session:
         slices = [ids[i::procs] for i in range(procs)]
         return LoadGroup([self.spec(part, budget_s=budget_s, **kwargs) for part in slices])
 
+    def mark(self, group: LoadGroup | None = None) -> Mark:
+        """Current CPU counters; ``since(mark)`` turns two of them into a Sample."""
+        return Mark(
+            time.monotonic(),
+            self.server.cpu_seconds(),
+            group.cpu_seconds() if group else 0.0,
+            cpu_busy_seconds().get(SERVER_CPU, 0.0),
+        )
+
+    def since(self, start: Mark, group: LoadGroup | None = None) -> Sample:
+        end = self.mark(group)
+        return Sample(
+            end.at - start.at,
+            end.server_cpu - start.server_cpu,
+            end.load_cpu - start.load_cpu,
+            end.core_busy - start.core_busy,
+        )
+
     def measure(self, group: LoadGroup, t0: float, t1: float) -> Sample:
         """Sleep until t0, then until t1, sampling server and load CPU time at both."""
         time.sleep(max(0.0, t0 - time.monotonic()))
-        s0, l0, m0 = self.server.cpu_seconds(), group.cpu_seconds(), time.monotonic()
-        c0 = cpu_busy_seconds().get(SERVER_CPU, 0.0)
+        start = self.mark(group)
         time.sleep(max(0.0, t1 - time.monotonic()))
-        s1, l1, m1 = self.server.cpu_seconds(), group.cpu_seconds(), time.monotonic()
-        c1 = cpu_busy_seconds().get(SERVER_CPU, 0.0)
-        return Sample(m1 - m0, s1 - s0, l1 - l0, c1 - c0)
+        return self.since(start, group)
+
+    def wait_quiet(self, max_s: float, threshold_pct: float = NOISY_PCT) -> float:
+        """Wait (at most ``max_s``) until other processes leave the server's core alone.
+
+        The harness cannot stop other work on a shared machine, but it can avoid starting a
+        measurement in the middle of it. Returns the seconds waited.
+        """
+        began = time.monotonic()
+        while time.monotonic() - began < max_s:
+            start = self.mark()
+            time.sleep(0.5)
+            if self.since(start).foreign_pct < threshold_pct:
+                break
+        return time.monotonic() - began
 
 
 @contextmanager

@@ -1,7 +1,8 @@
 """Scenarios: each module measures one thing for one target and describes its table.
 
 A scenario module exposes ``NAME``, ``table(cfg) -> Table`` (title, method, metrics) and
-``measure(target, cfg) -> (values, notes)``. Register it in ``SCENARIOS`` below.
+``measure(target, cfg) -> Measured`` (values, notes, and which values were noisy).
+Register it in ``SCENARIOS`` below.
 """
 
 from __future__ import annotations

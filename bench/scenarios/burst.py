@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from harness import stats
 from harness.config import BenchConfig
-from harness.report import Metric, Table
+from harness.report import Measured, Metric, Table
 from harness.session import go_marks, session
 from harness.targets import TARGETS
 
@@ -37,21 +37,21 @@ def table(cfg: BenchConfig) -> Table:
     )
 
 
-def measure(target_name: str, cfg: BenchConfig) -> tuple[dict[str, float | None], list[str]]:
+def measure(target_name: str, cfg: BenchConfig) -> Measured:
     target = TARGETS[target_name]
     n = cfg.burst_clients
-    notes: list[str] = []
     with session(target, cfg, delay_ms=0, run_id="b") as sess:
         group = sess.load(
             n,
             cfg.load_procs,
-            budget_s=30 + n / 100 + cfg.burst_measure_s + cfg.drain_s,
+            budget_s=30 + n / 100 + cfg.quiet_wait_s + cfg.burst_measure_s + cfg.drain_s,
             tokens=cfg.burst_tokens,
             interval=0.0,
             stagger=0.2,
         )
         try:
             group.wait_ready()
+            sess.wait_quiet(cfg.quiet_wait_s)
             go = go_marks(0.2, 1.0, cfg.burst_measure_s, cfg.drain_s)
             group.send("go", go)
             sample = sess.measure(group, go.w0, go.w1)
@@ -59,16 +59,17 @@ def measure(target_name: str, cfg: BenchConfig) -> tuple[dict[str, float | None]
         finally:
             group.close()
     secs = go.w1 - go.w0
-    values: dict[str, float | None] = {
-        "tps": result.tokens / secs,
-        "fps": result.frames / secs,
-        "tpf": result.tokens / result.frames if result.frames else None,
-        "us": 1e6 * sample.server_cpu_s / result.tokens if result.tokens else None,
-        "ttft50": stats.ms(stats.percentile(result.ttft, 50)),
-        "ttft99": stats.ms(stats.percentile(result.ttft, 99)),
-        "cpu": sample.server_cpu_pct,
-        "load": sample.load_cpu_pct,
-    }
-    notes += [f"{target_name}: {p}" for p in stats.problems(result, n)]
-    notes += sample.warnings(target_name)
-    return values, notes
+    out = Measured()
+    noisy = sample.noisy
+    out.put("tps", result.tokens / secs, noisy=noisy)
+    out.put("fps", result.frames / secs, noisy=noisy)
+    out.put("tpf", result.tokens / result.frames if result.frames else None)
+    us = 1e6 * sample.server_cpu_s / result.tokens if result.tokens else None
+    out.put("us", us, noisy=noisy)
+    out.put("ttft50", stats.ms(stats.percentile(result.ttft, 50)), noisy=noisy)
+    out.put("ttft99", stats.ms(stats.percentile(result.ttft, 99)), noisy=noisy)
+    out.put("cpu", sample.server_cpu_pct, noisy=noisy)
+    out.put("load", sample.load_cpu_pct, noisy=noisy)
+    out.notes += [f"{target_name}: {p}" for p in stats.problems(result, n)]
+    out.notes += sample.warnings(target_name)
+    return out

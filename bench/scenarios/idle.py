@@ -12,7 +12,7 @@ import time
 
 from harness import stats
 from harness.config import BenchConfig
-from harness.report import Metric, Table
+from harness.report import Measured, Metric, Table
 from harness.session import session
 from harness.targets import TARGETS
 
@@ -37,37 +37,41 @@ def table(cfg: BenchConfig) -> Table:
     )
 
 
-def measure(target_name: str, cfg: BenchConfig) -> tuple[dict[str, float | None], list[str]]:
+def measure(target_name: str, cfg: BenchConfig) -> Measured:
     target = TARGETS[target_name]
-    values: dict[str, float | None] = {}
-    notes: list[str] = []
+    out = Measured()
     for n in cfg.idle_counts:
         with session(target, cfg, delay_ms=20, run_id=f"i{n}") as sess:
             time.sleep(0.5)  # let the warm-up chat's objects settle
+            sess.wait_quiet(cfg.quiet_wait_s)
             rss0 = sess.server.rss_bytes()
             procs = max(cfg.load_procs, math.ceil(n / PER_WORKER))
             group = sess.load(n, procs, budget_s=30 + n / 100)
             try:
+                start = sess.mark(group)
                 result = stats.merge(group.wait_ready())
-                now = time.monotonic()
-                sample = sess.measure(group, now + 0.5, now + 1.5)
+                connecting = sess.since(start, group)
+                start = sess.mark(group)
+                time.sleep(1.5)
+                idle = sess.since(start, group)
                 rss1 = sess.server.rss_bytes()
                 group.send("stop")
                 final = stats.merge(group.results())
             finally:
                 group.close()
-        values[f"{n}.kb"] = (rss1 - rss0) / 1024 / result.clients if result.clients else None
-        values[f"{n}.mb"] = rss1 / 2**20
-        values[f"{n}.secs"] = result.connect_s
-        values[f"{n}.p99"] = stats.ms(stats.percentile(result.connect_lat, 99))
-        values[f"{n}.cpu"] = sample.server_cpu_pct
-        notes += [f"{target_name} at {n:,} idle: {p}" for p in stats.problems(result, n)]
+        where = f"{target_name} at {n:,} idle"
+        kb = (rss1 - rss0) / 1024 / result.clients if result.clients else None
+        out.put(f"{n}.kb", kb)
+        out.put(f"{n}.mb", rss1 / 2**20)
+        out.put(f"{n}.secs", result.connect_s, noisy=connecting.noisy)
+        p99 = stats.ms(stats.percentile(result.connect_lat, 99))
+        out.put(f"{n}.p99", p99, noisy=connecting.noisy)
+        out.put(f"{n}.cpu", idle.server_cpu_pct, noisy=idle.noisy)
+        out.notes += [f"{where}: {p}" for p in stats.problems(result, n)]
         if final.alive < result.clients:
-            notes.append(
-                f"{target_name} at {n:,} idle: {result.clients - final.alive} sockets were closed"
-                " while idle"
-            )
-        notes += sample.warnings(f"{target_name} at {n:,} idle")
+            closed = result.clients - final.alive
+            out.notes.append(f"{where}: {closed} sockets were closed while idle")
+        out.notes += connecting.warnings(f"{where} (connecting)")
         if final.errors:
-            notes.append(f"{target_name} at {n:,} idle: {final.errors}")
-    return values, notes
+            out.notes.append(f"{where}: {final.errors}")
+    return out

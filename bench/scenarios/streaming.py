@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from harness import stats
 from harness.config import BenchConfig
-from harness.report import Metric, Table
+from harness.report import Measured, Metric, Table
 from harness.session import Session, go_marks, session
 from harness.targets import TARGETS
 
@@ -46,38 +46,36 @@ def table(cfg: BenchConfig) -> Table:
     )
 
 
-def measure(target_name: str, cfg: BenchConfig) -> tuple[dict[str, float | None], list[str]]:
+def measure(target_name: str, cfg: BenchConfig) -> Measured:
     target = TARGETS[target_name]
-    values: dict[str, float | None] = {}
-    notes: list[str] = []
+    out = Measured()
     delay_ms = cfg.interval * 1000
     if cfg.fresh_servers:
         for n in cfg.levels:
             with session(target, cfg, delay_ms=delay_ms, run_id=f"s{n}") as sess:
-                _level(sess, n, cfg, values, notes)
+                _level(sess, n, cfg, out)
     else:  # --quick: one server for all levels saves its start-up time
         with session(target, cfg, delay_ms=delay_ms, run_id="s") as sess:
             for n in cfg.levels:
-                _level(sess, n, cfg, values, notes)
-    return values, notes
+                _level(sess, n, cfg, out)
+    return out
 
 
-def _level(
-    sess: Session, n: int, cfg: BenchConfig, values: dict[str, float | None], notes: list[str]
-) -> None:
+def _level(sess: Session, n: int, cfg: BenchConfig, out: Measured) -> None:
     answer_s = cfg.tokens * cfg.interval
     stagger = min(1.0, answer_s)
     group = sess.load(
         n,
         cfg.load_procs,
         prefix=f"s{n}",
-        budget_s=10 + n / 100 + cfg.warmup_s + cfg.measure_s + cfg.drain_s + 15,
+        budget_s=10 + n / 100 + cfg.quiet_wait_s + cfg.warmup_s + cfg.measure_s + cfg.drain_s + 15,
         tokens=cfg.tokens,
         interval=cfg.interval,
         stagger=stagger,
     )
     try:
         group.wait_ready()
+        sess.wait_quiet(cfg.quiet_wait_s)
         go = go_marks(0.2, max(cfg.warmup_s, stagger + 0.3), cfg.measure_s, cfg.drain_s)
         group.send("go", go)
         sample = sess.measure(group, go.w0, go.w1)
@@ -86,13 +84,18 @@ def _level(
         group.close()
     secs = go.w1 - go.w0
     tps = result.tokens / secs
-    values[f"{n}.tps"] = tps
-    values[f"{n}.kept"] = 100 * tps / (result.clients * cfg.rate) if result.clients else None
-    values[f"{n}.p50"] = stats.ms(stats.percentile(result.latencies, 50))
-    values[f"{n}.p99"] = stats.ms(stats.percentile(result.latencies, 99))
-    values[f"{n}.ttft99"] = stats.ms(stats.percentile(result.ttft, 99))
-    values[f"{n}.fps"] = result.frames / secs
-    values[f"{n}.cpu"] = sample.server_cpu_pct
+    noisy = sample.noisy
+    out.put(f"{n}.tps", tps, noisy=noisy)
+    out.put(
+        f"{n}.kept",
+        100 * tps / (result.clients * cfg.rate) if result.clients else None,
+        noisy=noisy,
+    )
+    out.put(f"{n}.p50", stats.ms(stats.percentile(result.latencies, 50)), noisy=noisy)
+    out.put(f"{n}.p99", stats.ms(stats.percentile(result.latencies, 99)), noisy=noisy)
+    out.put(f"{n}.ttft99", stats.ms(stats.percentile(result.ttft, 99)), noisy=noisy)
+    out.put(f"{n}.fps", result.frames / secs, noisy=noisy)
+    out.put(f"{n}.cpu", sample.server_cpu_pct, noisy=noisy)
     where = f"{sess.target.name} at {n} clients"
-    notes += [f"{where}: {problem}" for problem in stats.problems(result, n)]
-    notes += sample.warnings(where)
+    out.notes += [f"{where}: {problem}" for problem in stats.problems(result, n)]
+    out.notes += sample.warnings(where)
