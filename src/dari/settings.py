@@ -142,7 +142,9 @@ class LimitsSettings(BaseModel):
     rate_strikes_before_close: int = Field(default=20, ge=1)
     max_connections_per_user: int = Field(default=64, ge=1)
     answer_timeout_s: float = Field(default=300.0, gt=0)
-    yield_every_piece: bool = True  # let other answers run between pieces (see PERF notes)
+    # Yield to other answers after this many pieces in a row (0: never). A backend that never
+    # awaits (a cache, a fake) would otherwise starve every other client while it streams.
+    yield_every_pieces: int = Field(default=8, ge=0)
 
 
 class AuthSettings(BaseModel):

@@ -79,6 +79,8 @@ async def test_openai_agent_streams_and_saves_what_it_streamed(
     server: RunningServer, upstream: FakeOpenAI
 ) -> None:
     client = await primary(server, "oa")
+    # Spaced pieces go out one frame each; pieces that arrive together may share a frame.
+    upstream.script(Reply(pieces=["hello ", "there ", "world"], delay_s=0.02))
     await client.chat("hello there world", agent="gpt", project="p1", id="m1")
     text, end = await client.answer("m1")
     await client.chat("and again", agent="gpt", project="p1", id="m2")
@@ -248,7 +250,10 @@ async def thread_chat(server: RunningServer, thread: str, frame: dict[str, Any])
     return client.frames
 
 
-async def test_second_dialect_openai_tokens_then_done(server: RunningServer) -> None:
+async def test_second_dialect_openai_tokens_then_done(
+    server: RunningServer, upstream: FakeOpenAI
+) -> None:
+    upstream.script(Reply(pieces=["tokens ", "from ", "a ", "model"], delay_s=0.02))
     events = await thread_chat(server, "th-1", {"message": "tokens from a model"})
 
     tokens = [e["data"]["token"] for e in events if e["event_type"] == "token"]

@@ -7,6 +7,7 @@ import json
 
 import httpx
 
+from dari.protocol.frames import ConversationKey
 from tests.conftest import ServerFactory
 from tests.support.client import WsClient, seqs
 from tests.support.server import RunningServer
@@ -129,9 +130,7 @@ async def test_cancel_mid_answer_saves_partial_text(server_factory: ServerFactor
     assert end["finish_reason"] == "cancelled"
     assert 0 < len(text) < len(words) and words.startswith(text)
     history = await server.gateway.store.history(
-        __import__("dari.protocol.frames", fromlist=["ConversationKey"]).ConversationKey(
-            "p1", "slow"
-        ),
+        ConversationKey("p1", "slow"),
         10,
     )
     assert history[-1].status == "cancelled" and history[-1].content == text
@@ -254,20 +253,19 @@ async def test_interrupt_policy_cancels_the_running_answer(server_factory: Serve
     await client.close()
 
 
-async def test_second_dialect_streams_tokens_then_done(server: RunningServer) -> None:
+async def test_second_dialect_streams_tokens_then_done(server_factory: ServerFactory) -> None:
+    server = await server_factory(**SLOW_ECHO, default_project="p1")
     client = await WsClient.open(server.ws("/api/chat/ws/thread-7"))
-    await client.send({"message": "tokens in order", "agent_name": "echo"})
+    await client.send({"message": "tokens in order", "agent_name": "slow"})
     done = await client.until(lambda f: f.get("event_type") == "done")
     tokens = [f["data"]["token"] for f in client.frames if f.get("event_type") == "token"]
-    assert "".join(tokens) == "tokens in order" and len(tokens) == 3
+    assert tokens == ["tokens ", "in ", "order"]  # paced pieces: one event each
     assert done["data"]["finish_reason"] == "stop"
     await client.send("{broken")
     error = await client.until(lambda f: f.get("event_type") == "error")
     assert error["data"]["code"] == "bad_request"
     history = await server.gateway.store.history(
-        __import__("dari.protocol.frames", fromlist=["ConversationKey"]).ConversationKey(
-            "project_001", "echo", "thread-7"
-        ),
+        ConversationKey("p1", "slow", "thread-7"),
         10,
     )
     assert [m.content for m in history] == ["tokens in order", "tokens in order"]

@@ -12,12 +12,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 if TYPE_CHECKING:
     from dari.settings import AgentConfig, Settings
 
 StepState = Literal["started", "finished"]
+OptionsT = TypeVar("OptionsT", bound=BaseModel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +80,15 @@ class AgentBackend(ABC):
     def __init__(self, config: AgentConfig, settings: Settings) -> None:
         self.config = config
         self.settings = settings
+
+    def parse_options(self, model: type[OptionsT]) -> OptionsT:
+        """``config.options`` validated as ``model``; a clear start-up error otherwise."""
+        try:
+            return model.model_validate(self.config.options)
+        except ValidationError as exc:
+            raise ValueError(
+                f"agent {self.config.name!r}: invalid options for backend {self.kind!r}: {exc}"
+            ) from None
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Prepare clients or graphs; raise with a clear message if misconfigured."""

@@ -17,13 +17,13 @@ from __future__ import annotations
 import contextlib
 import inspect
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.schema import StreamEvent
 from langgraph.constants import START, TAG_NOSTREAM
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from dari.agents.base import (
     AgentBackend,
@@ -34,9 +34,9 @@ from dari.agents.base import (
     Step,
     StepState,
 )
+from dari.agents.messages import content_parts, report_text
 from dari.agents.python import load_entrypoint
 
-REPORT_PREFIX = "[Report from a delegated task]\n"
 NS_SEP = "|"  # joins checkpoint namespaces: a subgraph's nodes have one in theirs
 NO_STREAM_TAGS = frozenset({TAG_NOSTREAM, "langsmith:nostream"})
 STEP_EVENTS = frozenset({"on_chain_start", "on_chain_end", "on_tool_start", "on_tool_end"})
@@ -86,12 +86,7 @@ class LangGraphBackend(AgentBackend):
     takes_images = True
 
     async def start(self) -> None:
-        try:
-            self.options = LangGraphOptions.model_validate(self.config.options)
-        except ValidationError as exc:
-            raise ValueError(
-                f"agent {self.config.name!r}: invalid options for backend 'langgraph': {exc}"
-            ) from None
+        self.options = self.parse_options(LangGraphOptions)
         self.graph = await self._load_graph(self.options.entrypoint)
         nodes = getattr(self.graph, "nodes", None)
         # Without a node table (a plain runnable), any top-level node counts.
@@ -218,12 +213,7 @@ class LangGraphBackend(AgentBackend):
 
 
 def human_content(text: str, images: list[str]) -> str | list[str | dict[str, Any]]:
-    """Plain text, or a text part plus one ``image_url`` part per image (data: or http URL)."""
-    if not images:
-        return text
-    parts: list[str | dict[str, Any]] = [{"type": "text", "text": text}]
-    parts.extend({"type": "image_url", "image_url": {"url": url}} for url in images)
-    return parts
+    return cast("str | list[str | dict[str, Any]]", content_parts(text, images))
 
 
 def to_message(item: HistoryMessage, report_role: Literal["assistant", "system"]) -> BaseMessage:
@@ -231,8 +221,7 @@ def to_message(item: HistoryMessage, report_role: Literal["assistant", "system"]
         return HumanMessage(content=human_content(item.content, item.images))
     if item.role == "assistant":
         return AIMessage(content=item.content)
-    # A report was not written by this graph; the prefix keeps it from taking it as its own.
-    content = REPORT_PREFIX + item.content
+    content = report_text(item.content)
     return SystemMessage(content=content) if report_role == "system" else AIMessage(content=content)
 
 

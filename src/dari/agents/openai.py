@@ -20,7 +20,7 @@ import os
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import openai
 from openai.types.chat import (
@@ -29,7 +29,7 @@ from openai.types.chat import (
     ChatCompletionMessageParam,
     ChatCompletionToolParam,
 )
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from dari.agents.base import (
     AgentBackend,
@@ -39,12 +39,12 @@ from dari.agents.base import (
     HistoryMessage,
     Step,
 )
+from dari.agents.messages import content_parts, report_text
 from dari.protocol.errors import AgentFailed, DariError
 from dari.settings import AgentConfig, Settings
 
 MAX_TOOL_ROUNDS = 4
 DELEGATE_TOOL = "delegate_task"
-REPORT_PREFIX = "[Report from a delegated task]\n"
 NO_KEY = "not-needed"  # local servers ignore the key, but the client wants one
 _DETAIL_STATUSES = frozenset({400, 404, 413, 422})  # their message helps and holds no secret
 
@@ -77,12 +77,7 @@ class OpenAIBackend(AgentBackend):
         self._tools: list[ChatCompletionToolParam] = []
 
     async def start(self) -> None:
-        try:
-            self.options = OpenAIOptions.model_validate(self.config.options)
-        except ValidationError as exc:
-            raise ValueError(
-                f"agent {self.config.name!r}: invalid options for backend 'openai': {exc}"
-            ) from None
+        self.options = self.parse_options(OpenAIOptions)
         self._client = openai.AsyncOpenAI(
             api_key=self._api_key(),
             base_url=self.options.base_url,
@@ -232,12 +227,7 @@ def build_messages(
 
 
 def user_content(text: str, images: list[str]) -> str | list[ChatCompletionContentPartParam]:
-    """Plain text, or a text part plus one ``image_url`` part per image (data: or http URL)."""
-    if not images:
-        return text
-    parts: list[ChatCompletionContentPartParam] = [{"type": "text", "text": text}]
-    parts.extend({"type": "image_url", "image_url": {"url": url}} for url in images)
-    return parts
+    return cast("str | list[ChatCompletionContentPartParam]", content_parts(text, images))
 
 
 def _history_message(
@@ -247,8 +237,7 @@ def _history_message(
         return {"role": "user", "content": user_content(item.content, item.images)}
     if item.role == "assistant":
         return {"role": "assistant", "content": item.content}
-    # A report was not written by this model; the prefix keeps it from taking it as its own.
-    content = REPORT_PREFIX + item.content
+    content = report_text(item.content)
     if report_role == "system":
         return {"role": "system", "content": content}
     return {"role": "assistant", "content": content}

@@ -74,6 +74,9 @@ class Connection:
         try:
             while not self.closed.is_set():
                 await self.wake.wait()
+                # Let producers that are ready run first: pieces they add now merge into the
+                # unsent tail, so a busy server sends fewer, fuller frames (no timed delay).
+                await asyncio.sleep(0)
                 self.wake.clear()
                 if not await self._drain():
                     return

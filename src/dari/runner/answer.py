@@ -123,7 +123,7 @@ class AnswerRun:
         pieces = self.progress.pieces
         tokens = TOKENS.labels(key.agent_name)
         started = time.monotonic()
-        yield_every_piece = self.runner.settings.limits.yield_every_piece
+        yield_every = self.runner.settings.limits.yield_every_pieces
         try:
             async with asyncio.timeout(self.runner.settings.limits.answer_timeout_s):
                 async for event in events:
@@ -139,7 +139,7 @@ class AnswerRun:
                         await hub.publish(
                             key, frames.answer_frame("response", key, rid, content=event), rid
                         )
-                        if yield_every_piece:
+                        if yield_every and len(pieces) % yield_every == 0:
                             # A backend that never really awaits would otherwise hog the loop.
                             await asyncio.sleep(0)
                     else:

@@ -18,6 +18,7 @@ from dari.protocol.frames import ConversationKey
 from dari.stores.base import (
     AcceptedChat,
     MessageRecord,
+    Role,
     Status,
     Store,
     TaskRecord,
@@ -130,6 +131,39 @@ class SqlStore(Store):
                 found = (await conn.execute(select(conversations.c.id).where(where))).scalar_one()
         return int(found)
 
+    async def _insert_message(
+        self,
+        conn: AsyncConnection,
+        key: ConversationKey,
+        role: Role,
+        content: str,
+        *,
+        images: list[str] | None = None,
+        status: Status = "complete",
+        request_id: str | None = None,
+        node_id: str | None = None,
+        author: str | None = None,
+    ) -> tuple[int, datetime]:
+        """Add a message to ``key``'s conversation; returns its id and creation time."""
+        conversation_id = await self._conversation_id(conn, key)
+        now = _now()
+        result = await conn.execute(
+            messages.insert().values(
+                conversation_id=conversation_id,
+                role=role,
+                content=content,
+                images=images or [],
+                steps=[],
+                status=status,
+                request_id=request_id,
+                node_id=node_id,
+                author=author,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        return int(result.inserted_primary_key[0]), now  # type: ignore[index]
+
     async def claim_client(self, client_id: str, user_id: str) -> str:
         async with self._writing() as conn:
             owner = (
@@ -187,43 +221,23 @@ class SqlStore(Store):
                         )
                     ).scalar_one()
                     return AcceptedChat(request_id=str(original), duplicate=True, message_id=None)
-            conversation_id = await self._conversation_id(conn, key)
-            now = _now()
-            result = await conn.execute(
-                messages.insert().values(
-                    conversation_id=conversation_id,
-                    role="user",
-                    content=message,
-                    images=images,
-                    steps=[],
-                    status="complete",
-                    request_id=request_id,
-                    created_at=now,
-                    updated_at=now,
-                )
+            message_id, _ = await self._insert_message(
+                conn, key, "user", message, images=images, request_id=request_id
             )
-            message_id = int(result.inserted_primary_key[0])  # type: ignore[index]
         return AcceptedChat(request_id=request_id, duplicate=False, message_id=message_id)
 
     async def begin_answer(self, key: ConversationKey, request_id: str, node_id: str) -> int:
         async with self._writing() as conn:
-            conversation_id = await self._conversation_id(conn, key)
-            now = _now()
-            result = await conn.execute(
-                messages.insert().values(
-                    conversation_id=conversation_id,
-                    role="assistant",
-                    content="",
-                    images=[],
-                    steps=[],
-                    status="streaming",
-                    request_id=request_id,
-                    node_id=node_id,
-                    created_at=now,
-                    updated_at=now,
-                )
+            message_id, _ = await self._insert_message(
+                conn,
+                key,
+                "assistant",
+                "",
+                status="streaming",
+                request_id=request_id,
+                node_id=node_id,
             )
-            return int(result.inserted_primary_key[0])  # type: ignore[index]
+            return message_id
 
     async def save_answer(
         self, message_id: int, content: str, status: Status, steps: list[dict[str, Any]]
@@ -239,23 +253,9 @@ class SqlStore(Store):
         self, key: ConversationKey, content: str, task_id: str, author: str | None = None
     ) -> MessageRecord:
         async with self._writing() as conn:
-            conversation_id = await self._conversation_id(conn, key)
-            now = _now()
-            result = await conn.execute(
-                messages.insert().values(
-                    conversation_id=conversation_id,
-                    role="report",
-                    content=content,
-                    images=[],
-                    steps=[],
-                    status="complete",
-                    request_id=task_id,
-                    author=author,
-                    created_at=now,
-                    updated_at=now,
-                )
+            message_id, now = await self._insert_message(
+                conn, key, "report", content, request_id=task_id, author=author
             )
-            message_id = int(result.inserted_primary_key[0])  # type: ignore[index]
         return MessageRecord(
             id=message_id,
             role="report",
