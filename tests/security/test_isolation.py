@@ -286,3 +286,31 @@ async def test_second_dialect_client_id_cannot_be_taken_over(server_factory: Ser
         server.ws(f"/ws/chat/{thread_id}"), bearer(token("mallory", projects=["p1"]))
     )
     assert outcome.close_code == 4403
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs: request ids namespaced per user in the runner (src/dari/runner/runner.py "
+    "find/cancel_request/in_progress keyed by (user_id, request_id), or server-made ids): a "
+    "client-chosen `id` is the request_id, and another user's job with the same id is found "
+    "first, so the owner's cancel answers not_found",
+)
+async def test_same_request_id_from_two_users_does_not_collide(
+    server_factory: ServerFactory,
+) -> None:
+    server = await server_factory(**SETTINGS)
+    long = " ".join(["word"] * 60)  # the slow agent streams it for about 2.4 s
+    bob = await open_as(server, "bob-same", "bob", projects=["p1"])
+    await bob.chat(long, project="p1", agent="slow", id="same")
+    await bob.until_type("start", request_id="same")
+    alice = await open_as(server, "alice-same", "alice", projects=["p2"])
+    await alice.chat(long, project="p2", agent="slow", id="same")
+    await alice.until_type("start", request_id="same")
+
+    await alice.send({"type": "cancel", "request_id": "same"})
+    outcome = await alice.until(
+        lambda f: f["type"] in ("end", "error") and f.get("request_id") == "same"
+    )
+    assert (outcome["type"], outcome.get("finish_reason")) == ("end", "cancelled")
+    text, end = await bob.answer("same", timeout=30)  # Bob's answer is untouched
+    assert (text, end["finish_reason"]) == (long, "stop")

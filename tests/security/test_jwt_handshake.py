@@ -6,22 +6,20 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 import jwt
 import pytest
+import pytest_asyncio
 
-from tests.conftest import ServerFactory
 from tests.security.conftest import (
     AUDIENCE,
     DROP,
     HS_AUTH,
     ISSUER,
     SECRET,
-    KeyPair,
     bearer,
     claims,
     handshake,
@@ -29,9 +27,12 @@ from tests.security.conftest import (
     refused,
     token,
 )
-from tests.security.test_jwt_settings import jwks_file
+from tests.support.server import RunningServer, make_settings, start_server
 
 PATH = "/ws/chat/sec-client"
+# One server for every case here: they only handshake, and starting one per case is most of
+# the time (each case is still its own test).
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 NOW = int(time.time())
 
 # Each case builds a token the HS256 server (audience and issuer set) must refuse.
@@ -113,15 +114,22 @@ def _signed_raw(header: dict[str, Any], payload: bytes, key: bytes = SECRET.enco
     return (signing_input + b"." + b64(signature)).decode()
 
 
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def hs_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningServer]:
+    server = await start_server(make_settings(tmp_path_factory.mktemp("hs"), auth=HS_AUTH))
+    yield server
+    await server.stop()
+
+
 def _leaks(value: str | None, text: str) -> bool:
     return value is not None and any(p in text for p in value.split(".") if len(p) > 6)
 
 
 @pytest.mark.parametrize("make", HS_REFUSED.values(), ids=HS_REFUSED.keys())
 async def test_refused_token_closes_4401(
-    server_factory: ServerFactory, make: Callable[[], str | None]
+    hs_server: RunningServer, make: Callable[[], str | None]
 ) -> None:
-    server = await server_factory(auth=HS_AUTH)
+    server = hs_server
     value = make()
     headers = None if value is None else {"Authorization": f"Bearer {value}"}
     outcome = await refused(server.ws(PATH), headers)
@@ -129,20 +137,20 @@ async def test_refused_token_closes_4401(
     assert not _leaks(value, outcome.close_reason)
 
 
-async def test_valid_token_by_bearer_gets_welcome(server_factory: ServerFactory) -> None:
-    server = await server_factory(auth=HS_AUTH)
+async def test_valid_token_by_bearer_gets_welcome(hs_server: RunningServer) -> None:
+    server = hs_server
     outcome = await handshake(server.ws(PATH), bearer(token()))
     assert outcome.welcome is not None and outcome.welcome["type"] == "welcome"
 
 
-async def test_token_within_leeway_is_accepted(server_factory: ServerFactory) -> None:
-    server = await server_factory(auth=HS_AUTH)  # leeway 5 s
+async def test_token_within_leeway_is_accepted(hs_server: RunningServer) -> None:
+    server = hs_server  # leeway 5 s
     outcome = await handshake(server.ws(PATH), bearer(token(ttl=-2)))
     assert outcome.welcome is not None
 
 
-async def test_token_at_the_size_limit_is_accepted(server_factory: ServerFactory) -> None:
-    server = await server_factory(auth=HS_AUTH)
+async def test_token_at_the_size_limit_is_accepted(hs_server: RunningServer) -> None:
+    server = hs_server
     limit = HS_AUTH["max_token_bytes"]
     pad = max(n for n in range(0, limit, 3) if len(token(pad="x" * n)) <= limit)
     assert len(token(pad="x" * pad)) > limit - 8
@@ -150,21 +158,21 @@ async def test_token_at_the_size_limit_is_accepted(server_factory: ServerFactory
     assert (await refused(server.ws(PATH), bearer(token(pad="x" * (pad + 8))))).close_code == 4401
 
 
-async def test_aud_list_containing_ours_is_accepted(server_factory: ServerFactory) -> None:
-    server = await server_factory(auth=HS_AUTH)
+async def test_aud_list_containing_ours_is_accepted(hs_server: RunningServer) -> None:
+    server = hs_server
     outcome = await handshake(server.ws(PATH), bearer(token(aud=["other", AUDIENCE])))
     assert outcome.welcome is not None
 
 
-async def test_valid_token_by_query_parameter(server_factory: ServerFactory) -> None:
-    server = await server_factory(auth=HS_AUTH)
+async def test_valid_token_by_query_parameter(hs_server: RunningServer) -> None:
+    server = hs_server
     assert (await handshake(server.ws(f"{PATH}?token={token()}"))).welcome is not None
     bad = await refused(server.ws(f"{PATH}?token={token(ttl=-3600)}"))
     assert bad.close_code == 4401
 
 
-async def test_valid_token_by_session_cookie(server_factory: ServerFactory) -> None:
-    server = await server_factory(auth=HS_AUTH)
+async def test_valid_token_by_session_cookie(hs_server: RunningServer) -> None:
+    server = hs_server
     value = token()
     async with httpx.AsyncClient(base_url=server.http) as http:
         response = await http.post("/api/auth/session", json={"token": value})
@@ -179,8 +187,8 @@ async def test_valid_token_by_session_cookie(server_factory: ServerFactory) -> N
     assert outcome.welcome is not None
 
 
-async def test_session_refuses_bad_token_and_sets_no_cookie(server_factory: ServerFactory) -> None:
-    server = await server_factory(auth=HS_AUTH)
+async def test_session_refuses_bad_token_and_sets_no_cookie(hs_server: RunningServer) -> None:
+    server = hs_server
     value = token(key="another-secret-that-is-long-enough-000")
     async with httpx.AsyncClient(base_url=server.http) as http:
         response = await http.post("/api/auth/session", json={"token": value})
@@ -189,95 +197,15 @@ async def test_session_refuses_bad_token_and_sets_no_cookie(server_factory: Serv
     assert not _leaks(value, response.text)
 
 
-async def test_bad_cookie_closes_4401(server_factory: ServerFactory) -> None:
-    server = await server_factory(auth=HS_AUTH)
+async def test_bad_cookie_closes_4401(hs_server: RunningServer) -> None:
+    server = hs_server
     outcome = await refused(server.ws(PATH), {"Cookie": f"dari_session={token(ttl=-3600)}"})
     assert outcome.close_code == 4401
 
 
-async def test_rest_refuses_bad_token_401(server_factory: ServerFactory) -> None:
-    server = await server_factory(auth=HS_AUTH)
+async def test_rest_refuses_bad_token_401(hs_server: RunningServer) -> None:
+    server = hs_server
     async with httpx.AsyncClient(base_url=server.http) as http:
         assert (await http.get("/api/projects")).status_code == 401
         assert (await http.get("/api/projects", headers=bearer(token(aud="x")))).status_code == 401
         assert (await http.get("/api/projects", headers=bearer(token()))).status_code == 200
-
-
-# --- public keys ---------------------------------------------------------------------------
-
-
-def rs_auth(keys: dict[str, KeyPair]) -> dict[str, Any]:
-    return {
-        **HS_AUTH,
-        "secret": None,
-        "algorithms": ["RS256"],
-        "public_key_file": str(keys["rsa"].public_file),
-    }
-
-
-async def test_rs256_valid_token_accepted(
-    server_factory: ServerFactory, keys: dict[str, KeyPair]
-) -> None:
-    server = await server_factory(auth=rs_auth(keys))
-    value = token(key=keys["rsa"].private_pem, algorithm="RS256")
-    assert (await handshake(server.ws(PATH), bearer(value))).welcome is not None
-
-
-async def test_algorithm_confusion_hs256_with_public_key_refused(
-    server_factory: ServerFactory, keys: dict[str, KeyPair]
-) -> None:
-    server = await server_factory(auth=rs_auth(keys))
-    # PyJWT refuses to sign this, so build it by hand: HMAC keyed with the public key's PEM.
-    forged = _signed_raw(
-        {"alg": "HS256", "typ": "JWT"}, json.dumps(claims()).encode(), key=keys["rsa"].public_pem
-    )
-    assert (await refused(server.ws(PATH), bearer(forged))).close_code == 4401
-
-
-@pytest.mark.parametrize(
-    "case", ["other_rsa_key", "alg_none", "es256_not_configured", "rs512_not_configured"]
-)
-async def test_rs256_server_refuses(
-    server_factory: ServerFactory, keys: dict[str, KeyPair], case: str
-) -> None:
-    server = await server_factory(auth=rs_auth(keys))
-    value = {
-        "other_rsa_key": lambda: token(key=keys["rsa_other"].private_pem, algorithm="RS256"),
-        "alg_none": lambda: raw_token({"alg": "none"}, claims()),
-        "es256_not_configured": lambda: token(key=keys["ec"].private_pem, algorithm="ES256"),
-        "rs512_not_configured": lambda: token(key=keys["rsa"].private_pem, algorithm="RS512"),
-    }[case]()
-    assert (await refused(server.ws(PATH), bearer(value))).close_code == 4401
-
-
-async def test_es256_public_key(server_factory: ServerFactory, keys: dict[str, KeyPair]) -> None:
-    auth = {
-        **HS_AUTH,
-        "secret": None,
-        "algorithms": ["ES256"],
-        "public_key_file": str(keys["ec"].public_file),
-    }
-    server = await server_factory(auth=auth)
-    good = token(key=keys["ec"].private_pem, algorithm="ES256")
-    assert (await handshake(server.ws(PATH), bearer(good))).welcome is not None
-    forged = _signed_raw({"alg": "HS256"}, json.dumps(claims()).encode(), key=keys["ec"].public_pem)
-    assert (await refused(server.ws(PATH), bearer(forged))).close_code == 4401
-
-
-async def test_jwks_picks_the_key_by_kid(
-    server_factory: ServerFactory, keys: dict[str, KeyPair], tmp_path: Path
-) -> None:
-    path = jwks_file(tmp_path, ("k1", keys["rsa"], "RS256"), ("k2", keys["rsa_other"], "RS256"))
-    auth = {**HS_AUTH, "secret": None, "algorithms": ["RS256"], "jwks_file": str(path)}
-    server = await server_factory(auth=auth)
-    url = server.ws(PATH)
-
-    def signed(pair: str, kid: str | None) -> str:
-        headers = None if kid is None else {"kid": kid}
-        return token(key=keys[pair].private_pem, algorithm="RS256", headers=headers)
-
-    assert (await handshake(url, bearer(signed("rsa", "k1")))).welcome is not None
-    assert (await handshake(url, bearer(signed("rsa_other", "k2")))).welcome is not None
-    # Right key, wrong kid; unknown kid; no kid: all refused.
-    for value in (signed("rsa", "k2"), signed("rsa", "k3"), signed("rsa", None)):
-        assert (await refused(url, bearer(value))).close_code == 4401

@@ -114,36 +114,51 @@ async def test_flood_gets_rate_limited_then_1008_and_others_are_unaffected(
     )
     await flooder.recv()
 
-    async def flood() -> None:
-        try:
-            for i in range(200):
-                await flooder.send({"type": "ping", "ts": i})
-        except ConnectionClosed:
-            pass
-
-    async def collect() -> list[dict[str, Any]]:
+    async def flood() -> list[dict[str, Any]]:
+        """Ping as fast as the answers come back (lockstep: each reply is seen before the close)."""
         received: list[dict[str, Any]] = []
-        try:
-            while True:
+        with contextlib.suppress(ConnectionClosed):
+            for i in range(1000):
+                await flooder.send({"type": "ping", "ts": i})
                 received.append(await flooder.recv())
-        except ConnectionClosed:
-            return received
+        return received
 
     flooding = asyncio.create_task(flood())
     # The victim chats while the flood goes on.
     await victim.chat("still here and fine", project="p1", id="v1")
-    received, _ = await asyncio.gather(collect(), flooding)
+    received = await flooding
     text, end = await victim.answer("v1")
     assert text == "still here and fine" and end["finish_reason"] == "stop"
 
     codes = [f.get("code") for f in received if f["type"] == "error"]
-    assert "rate_limited" in codes
-    assert flooder.connection.close_code == 1008
+    assert codes and set(codes) == {"rate_limited"}
+    assert await flooder.closed_with() == 1008
     # The victim's socket was never limited.
     assert all(f.get("code") != "rate_limited" for f in victim.frames)
     await victim.chat("and after", project="p2", id="v2")
     assert (await victim.answer("v2"))[0] == "and after"
     assert errors.records == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs: on RateLimitExceeded, send a last `rate_limited` error and let the writer "
+    "drain it before closing 1008 (src/dari/app/ws.py _receive_loop): today the close can "
+    "overtake the errors still in the log, and with rate_strikes_before_close = 1 none is sent",
+)
+async def test_a_client_is_told_rate_limited_before_the_1008_close(
+    server_factory: ServerFactory,
+) -> None:
+    limits = {"rate_per_s": 1, "rate_burst": 2, "rate_strikes_before_close": 1}
+    server = await server_factory(limits=limits)
+    client = await WsClient.open(server.ws("/ws/chat/strikes"))
+    await client.recv()
+    with contextlib.suppress(ConnectionClosed):
+        for i in range(10):
+            await client.send({"type": "ping", "ts": i})
+            await client.recv()
+    assert await client.closed_with() == 1008
+    assert [f.get("code") for f in client.frames if f["type"] == "error"] == ["rate_limited"]
 
 
 @pytest.mark.xfail(
