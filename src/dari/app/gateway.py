@@ -36,9 +36,17 @@ def build_authenticator(settings: Settings) -> Authenticator:
 
 
 def build_replay(settings: Settings) -> ReplayLog:
-    if settings.replay.url == "memory://":
-        return MemoryReplayLog(settings.replay.max_frames, settings.replay.max_age_s)
-    raise ConfigError(f"replay.url {settings.replay.url!r}: only memory:// is supported so far")
+    replay = settings.replay
+    if replay.url == "memory://":
+        return MemoryReplayLog(replay.max_frames, replay.max_age_s)
+    if replay.url.startswith(("redis://", "rediss://", "unix://")):
+        from dari.hub.replay_redis import RedisReplayLog
+
+        # Shared by every node: a client resumes on any of them with seq going on at +1.
+        return RedisReplayLog(replay.url, replay.max_frames, replay.max_age_s)
+    raise ConfigError(
+        f"replay.url {replay.url!r}: use memory:// (one node) or redis://host:port/db (several)"
+    )
 
 
 class Gateway:
