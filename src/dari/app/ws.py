@@ -21,6 +21,7 @@ from dari.app.origin import origin_allowed
 from dari.app.session import ChatSession, RateLimitExceeded, send_snapshots
 from dari.auth.base import Credentials, Principal
 from dari.hub.connection import Connection, Renderer
+from dari.hub.hub import StaleConnection
 from dari.protocol import frames, thread_dialect
 from dari.protocol.codec import encode
 from dari.protocol.errors import CloseCode, DariError, ErrorCode, ProtocolError
@@ -105,6 +106,7 @@ async def _receive_loop(
 async def chat_socket(websocket: WebSocket, client_id: str) -> None:
     gateway = _gateway(websocket)
     settings = gateway.settings
+    generation = gateway.hub.next_generation()  # before any await: the arrival order
     if not is_valid_client_id(client_id):
         await websocket.close(code=CloseCode.POLICY_VIOLATION)  # before any state exists
         return
@@ -141,8 +143,13 @@ async def chat_socket(websocket: WebSocket, client_id: str) -> None:
         send_timeout_s=settings.limits.send_timeout_s,
         max_lag_frames=settings.limits.max_lag_frames,
         render=_visible_render(state.principal),
+        generation=generation,
     )
-    previous = hub.attach(connection)
+    try:
+        previous = hub.attach(connection)
+    except StaleConnection:
+        await websocket.close(CloseCode.REPLACED, "a newer connection of this client_id exists")
+        return
     if previous is not None:
         await previous.close(CloseCode.REPLACED, "replaced by a newer connection")
     if websocket.query_params.get("last_seq") is not None:

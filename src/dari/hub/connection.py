@@ -42,6 +42,7 @@ class Connection:
         send_timeout_s: float,
         max_lag_frames: int,
         render: Renderer = encode,
+        generation: int = 0,
     ) -> None:
         self.websocket = websocket
         self.client_id = client_id
@@ -55,6 +56,7 @@ class Connection:
         self.closed = asyncio.Event()
         self.close_code: int | None = None
         self.frames_sent = 0
+        self.generation = generation  # arrival order of the handshake (Hub.next_generation)
 
     def notify(self) -> None:
         self.wake.set()

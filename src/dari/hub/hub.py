@@ -21,6 +21,10 @@ from dari.protocol.frames import ConversationKey, Frame
 K = TypeVar("K")
 
 
+class StaleConnection(Exception):
+    """A newer connection of the same client_id is already attached."""
+
+
 @dataclass(slots=True)
 class ClientState:
     client_id: str
@@ -40,6 +44,7 @@ class Hub:
         self.replay = replay
         self.idle_client_ttl_s = idle_client_ttl_s
         self.clients: dict[str, ClientState] = {}
+        self._generation = 0
         self._conversation_subs: dict[ConversationKey, set[str]] = {}
         self._project_subs: dict[str, set[str]] = {}
         # The memory log appends without awaiting, which keeps a fan-out atomic.
@@ -70,10 +75,22 @@ class Hub:
             self.unsubscribe_project(client_id, project)
         return state
 
+    def next_generation(self) -> int:
+        """A number for a handshake as it arrives; later handshakes get larger numbers."""
+        self._generation += 1
+        return self._generation
+
     def attach(self, connection: Connection) -> Connection | None:
-        """Make ``connection`` the client's socket; return the one it replaces, if any."""
+        """Make ``connection`` the client's socket; return the one it replaces, if any.
+
+        Handshakes take turns at awaits, so an older one (a socket the client already gave up
+        on) can reach this point after a newer one: it must not displace the newer socket.
+        Raises :class:`StaleConnection` then.
+        """
         state = self.clients[connection.client_id]
         previous = state.connection
+        if previous is not None and previous.generation > connection.generation:
+            raise StaleConnection(connection.client_id)
         state.connection = connection
         state.last_seen = time.monotonic()
         return previous
