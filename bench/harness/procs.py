@@ -19,6 +19,7 @@ _TICK = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 # Read once at import, before the harness pins itself; forked children inherit this value.
 _USABLE = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+_NICE = 0  # set by set_nice(); servers apply it to their own session's autogroup
 
 
 def can_pin() -> bool:
@@ -34,6 +35,32 @@ def pin(cpu: int) -> None:
     """
     if can_pin():
         os.sched_setaffinity(0, {cpu})
+
+
+def set_nice(value: int) -> str:
+    """Give this process and everything it starts later the nice ``value``.
+
+    On a shared machine a negative value keeps other work from taking the server's core in the
+    middle of a window. With autogroup scheduling (Linux default) nice only ranks processes of
+    one session, so the session's autogroup gets the value too; servers, which run in sessions
+    of their own, apply it again when they start. Returns a description for the report header.
+    """
+    global _NICE
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, value)
+    except OSError as exc:
+        return f"nice {value} refused ({exc.strerror})"
+    _NICE = value
+    grouped = _autogroup_nice(value)
+    return f"nice {value}{' (and its autogroup)' if grouped else ''} for all benchmark processes"
+
+
+def _autogroup_nice(value: int) -> bool:
+    try:
+        Path("/proc/self/autogroup").write_text(str(value))
+    except OSError:
+        return False
+    return True
 
 
 def raise_nofile() -> int:
@@ -55,6 +82,8 @@ def _server_preexec() -> None:
     # SERVER_CPU, and it gets its own process group so that stopping it stops its children.
     pin(SERVER_CPU)
     raise_nofile()
+    if _NICE:
+        _autogroup_nice(_NICE)  # start_new_session made a new autogroup at nice 0
 
 
 @dataclass
