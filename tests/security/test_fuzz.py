@@ -82,9 +82,9 @@ non_strings = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.lists(leaves, max_size=3),
 )
-json_values = st.one_of(
-    leaves, st.lists(leaves, max_size=3), st.dictionaries(st.text(max_size=6), leaves, max_size=3)
-)
+# Optional fixed keys instead of st.dictionaries: no rejection sampling for unique keys.
+small_objects = st.fixed_dictionaries({}, optional={"k": leaves, "type": leaves, "": leaves})
+json_values = st.one_of(leaves, st.lists(leaves, max_size=3), small_objects)
 FIELDS = [
     "message",
     "project_id",
@@ -101,17 +101,17 @@ FIELDS = [
 wrong_types = st.builds(
     lambda kind, fields: dumps({"type": kind, **fields}),
     st.sampled_from(sorted(INBOUND_MODELS)),
-    st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=6),
+    st.fixed_dictionaries({}, optional=dict.fromkeys(FIELDS, json_values)),
 )
 unknown_types = st.builds(
     lambda kind, extra: dumps({**extra, "type": kind}),
     st.text(max_size=40).filter(lambda kind: kind not in INBOUND_MODELS),
-    st.dictionaries(st.text(max_size=8), json_values, max_size=3),
+    small_objects,
 )
 no_string_type = st.builds(
     lambda kind, extra: dumps({**extra, "type": kind}),
     non_strings,
-    st.dictionaries(st.text(max_size=8), json_values, max_size=3),
+    st.fixed_dictionaries({}, optional={"message": json_values, "id": json_values}),
 )
 not_objects = st.one_of(leaves, non_strings).map(dumps)
 garbage = st.text(max_size=300)
@@ -177,7 +177,7 @@ closing = st.one_of(
     # Past the hard cap: 1009 before the message is buffered whole.
     st.integers(HARD + 1, HARD + 16_384).map(lambda n: Hostile(" " * n, text=True, closes=1009)),
 )
-hostile = st.one_of(
+frames_kept_open = st.one_of(
     st.one_of(
         wrong_types,
         unknown_types,
@@ -191,8 +191,10 @@ hostile = st.one_of(
     semantic,
     binary,
     invalid_utf8_binary,
-    closing,
 )
+# A frame that closes the socket costs a reconnect: about one in twenty is enough. (A middle
+# value: Hypothesis favours the ends of a range.)
+hostile = st.integers(0, 19).flatmap(lambda i: closing if i == 7 else frames_kept_open)
 
 
 # --- the hostile client --------------------------------------------------------------------
@@ -234,12 +236,16 @@ class Fuzzer:
         self.stack.close()
 
 
-async def well_behaved(url: str, stop: asyncio.Event) -> int:
-    """Chat with the echo agent until told to stop; every answer must be exact."""
+async def well_behaved(url: str, batch_done: asyncio.Event, stop: asyncio.Event) -> int:
+    """One echo chat per fuzzed batch until told to stop; every answer must be exact."""
     client = await WsClient.open(url)
     await client.recv()
     answers = 0
-    while not stop.is_set():
+    while True:
+        await batch_done.wait()
+        batch_done.clear()
+        if stop.is_set():
+            break
         message = f"side {answers}: hello,  안녕 world"
         await client.chat(message, agent="echo", id=f"side-{answers}")
         text, end = await client.answer(f"side-{answers}", timeout=30)
@@ -250,6 +256,9 @@ async def well_behaved(url: str, stop: asyncio.Event) -> int:
     return answers
 
 
+# The event loop's thread (server, well-behaved client, WebSocket masks) uses `random` while
+# Hypothesis draws in the worker thread; Hypothesis would take that for a strategy using it.
+@pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
 async def test_ten_thousand_hostile_frames_get_errors_or_closes(
     server_factory: ServerFactory, errors: ErrorWatch
 ) -> None:
@@ -267,14 +276,17 @@ async def test_ten_thousand_hostile_frames_get_errors_or_closes(
     def fuzz(frames: list[Hostile]) -> None:
         for frame in frames:
             fuzzer.send(frame)
+        loop.call_soon_threadsafe(batch_done.set)
 
+    loop = asyncio.get_running_loop()
     began = time.monotonic()
-    stop = asyncio.Event()
-    side = asyncio.create_task(well_behaved(server.ws("/ws/chat/well-behaved"), stop))
+    batch_done, stop = asyncio.Event(), asyncio.Event()
+    side = asyncio.create_task(well_behaved(server.ws("/ws/chat/well-behaved"), batch_done, stop))
     try:
         await asyncio.to_thread(fuzz)
     finally:
         stop.set()
+        batch_done.set()
         answers = await side
         await asyncio.to_thread(fuzzer.close)
 
@@ -282,7 +294,7 @@ async def test_ten_thousand_hostile_frames_get_errors_or_closes(
         f"{fuzzer.sent} frames in {time.monotonic() - began:.1f}s: {dict(fuzzer.outcomes)}; {answers} side answers"
     )
     assert fuzzer.sent >= FRAMES_WANTED, fuzzer.outcomes
-    assert answers >= 20 and not side.cancelled()
+    assert answers >= 100
     assert (
         fuzzer.outcomes["close 1007"]
         and fuzzer.outcomes["close 1009"]
