@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from dari.protocol.frames import ConversationKey
 from dari.stores.migrations import MigrationError, make_config
 from dari.stores.migrations.__main__ import main as migrations_cli
-from dari.stores.schema import conversations, metadata
+from dari.stores.schema import chat_requests, conversations, messages, metadata
 from dari.stores.sql import SqlStore
 from tests.cluster.services import fresh_pg_database, pg_url
 
@@ -57,6 +58,36 @@ def _baseline_without_version(conn: Connection) -> None:
     config.attributes["connection"] = conn
     command.upgrade(config, "0001")
     conn.execute(text("DROP TABLE alembic_version"))
+
+
+def _legacy_rows(conn: Connection) -> int:
+    """A chat and its answer written with the baseline's columns; returns the answer's id."""
+    now = datetime.now(UTC)
+    conversation = conn.execute(
+        conversations.insert().values(**KEY.fields(), created_at=now)
+    ).inserted_primary_key[0]
+    ids = []
+    for role, content, request_id in (("user", "old", "r-1"), ("assistant", "old answer", "r-1")):
+        row = conn.execute(
+            messages.insert().values(
+                conversation_id=conversation,
+                role=role,
+                content=content,
+                images=[],
+                steps=[],
+                status="complete",
+                request_id=request_id,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        ids.append(int(row.inserted_primary_key[0]))
+    conn.execute(
+        chat_requests.insert().values(
+            user_id="alice", client_message_id="m1", request_id="r-1", created_at=now
+        )
+    )
+    return ids[-1]
 
 
 def _version(conn: Connection) -> list[str]:
@@ -116,14 +147,9 @@ async def test_a_create_all_database_is_stamped_and_keeps_its_data(database_url:
     # What dari did before migrations: create_all of the baseline schema (what revision 0001
     # creates), with no alembic_version table.
     await _with_engine(database_url, _baseline_without_version)
-    old = SqlStore(database_url)
-    old._engine = create_async_engine(database_url)  # the store without start(): no migration
-    accepted = await old.accept_chat(
-        user_id="alice", client_message_id="m1", request_id="r-1", key=KEY, message="old", images=[]
-    )
-    answer_id = await old.begin_answer(KEY, "r-1", "node-a")
-    await old.save_answer(answer_id, "old answer", "complete", [])
-    await old.close()
+    # Rows as that older dari wrote them: only the baseline's columns (today's store code
+    # would write columns of later revisions).
+    answer_id = await _with_engine(database_url, _legacy_rows)
     assert "alembic_version" not in await _with_engine(
         database_url, lambda conn: inspect(conn).get_table_names()
     )
@@ -135,7 +161,17 @@ async def test_a_create_all_database_is_stamped_and_keeps_its_data(database_url:
             ("old", "complete"),
             ("old answer", "complete"),
         ]
-        assert history[0].id == accepted.message_id
+        assert history[0].id == answer_id - 1
+        # The idempotency key written before the upgrade still holds.
+        resent = await store.accept_chat(
+            user_id="alice",
+            client_message_id="m1",
+            request_id="r-9",
+            key=KEY,
+            message="old",
+            images=[],
+        )
+        assert resent.duplicate and resent.request_id == "r-1"
         # Ids keep counting from where they were (the sequences were not recreated).
         newer = await store.begin_answer(KEY, "r-2", "node-a")
         assert newer > answer_id

@@ -66,11 +66,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz() -> Response:
-        try:
-            await gateway.store.ping()
-        except Exception:
-            return JSONResponse({"status": "not ready", "store": "unreachable"}, status_code=503)
-        return JSONResponse({"status": "ready"})
+        # Not ready while the store, the bus or a shared replay log is unreachable; a load
+        # balancer then sends new connections elsewhere until the node recovers by itself.
+        checks = await gateway.ready()
+        if all(state == "ok" for state in checks.values()):
+            return JSONResponse({"status": "ready", **checks})
+        return JSONResponse({"status": "not ready", **checks}, status_code=503)
 
     from dari.app.metrics import router as metrics_router
 

@@ -5,16 +5,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Protocol, runtime_checkable
 
 from dari.agents.directory import AgentDirectory
 from dari.auth.base import Authenticator, NoAuth
+from dari.buses import Bus, open_bus
 from dari.hub.hub import Hub
 from dari.hub.replay import MemoryReplayLog, ReplayLog
+from dari.protocol.errors import DariError
 from dari.runner.runner import Runner
 from dari.settings import Settings
 from dari.stores.base import Store, open_store
 
 log = logging.getLogger("dari")
+_READY_TIMEOUT_S = 2.0
+
+
+@runtime_checkable
+class _Remote(Protocol):
+    """A replay log on a server (Redis): checked by /readyz, closed at stop."""
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 class ConfigError(Exception):
@@ -52,8 +65,10 @@ def build_replay(settings: Settings) -> ReplayLog:
 class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        if settings.bus.url != "memory://":
-            raise ConfigError(f"bus.url {settings.bus.url!r}: only memory:// is supported so far")
+        try:
+            self.bus: Bus = open_bus(settings.bus.url, settings.effective_node_id)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         self.authenticator = build_authenticator(settings)
         self.store: Store = open_store(settings.store.url)
         self.replay = build_replay(settings)
@@ -64,6 +79,13 @@ class Gateway:
 
     async def start(self) -> None:
         await self.store.start()
+        # Redis may be down at start: the node starts anyway (not ready) and connects later.
+        await self.bus.start()
+        if isinstance(self.replay, _Remote):
+            try:
+                await self.replay.ping()
+            except DariError as exc:
+                log.warning("%s; retrying on use, /readyz says not ready meanwhile", exc.message)
         interrupted = await self.store.fail_interrupted(self.runner.node_id)
         if interrupted:
             log.warning("marked %d answer(s) interrupted by the last stop as failed", interrupted)
@@ -87,4 +109,29 @@ class Gateway:
         for connection in self.hub.connections():
             await connection.close(1001, "server shutting down")
         await self.directory.aclose()
+        await self.bus.close()
+        if isinstance(self.replay, _Remote):
+            await self.replay.close()
         await self.store.close()
+
+    async def ready(self) -> dict[str, str]:
+        """Each shared engine's state, ``"ok"`` or why not; the node is ready when all are ok.
+
+        Checked on every call, so a node turns ready again by itself when Redis comes back.
+        """
+        checks: dict[str, str] = {}
+        try:
+            async with asyncio.timeout(_READY_TIMEOUT_S):
+                await self.store.ping()
+            checks["store"] = "ok"
+        except Exception:
+            checks["store"] = "unreachable"
+        checks["bus"] = "ok" if self.bus.healthy else "unreachable"
+        if isinstance(self.replay, _Remote):
+            try:
+                async with asyncio.timeout(_READY_TIMEOUT_S):
+                    await self.replay.ping()
+                checks["replay"] = "ok"
+            except (DariError, TimeoutError):
+                checks["replay"] = "unreachable"
+        return checks

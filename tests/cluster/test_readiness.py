@@ -1,0 +1,68 @@
+"""/readyz follows the shared engines: not ready (503) while Redis is away, ready again when
+it is back, without a restart; a node may even start while Redis is down."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from tests.cluster.services import redis_stopped, require_redis
+from tests.conftest import ServerFactory
+from tests.support.server import RunningServer
+from tests.support.waiting import eventually
+
+TIMEOUT_S = 15.0
+
+
+async def _readyz(server: RunningServer) -> tuple[int, dict[str, Any]]:
+    async with httpx.AsyncClient(base_url=server.http, timeout=10) as http:
+        response = await http.get("/readyz")
+    return response.status_code, response.json()
+
+
+async def _is(server: RunningServer, status: int) -> bool:
+    return (await _readyz(server))[0] == status
+
+
+async def _redis_settings() -> dict[str, Any]:
+    url = await require_redis()
+    return {"bus": {"url": url}, "replay": {"url": url}}
+
+
+async def test_a_memory_node_is_ready_with_its_store(server: RunningServer) -> None:
+    assert await _readyz(server) == (200, {"status": "ready", "store": "ok", "bus": "ok"})
+
+
+async def test_not_ready_while_redis_is_away_and_ready_again_after(
+    server_factory: ServerFactory,
+) -> None:
+    server = await server_factory(**await _redis_settings())
+    assert await _readyz(server) == (
+        200,
+        {"status": "ready", "store": "ok", "bus": "ok", "replay": "ok"},
+    )
+    async with redis_stopped():
+        await eventually(lambda: _is(server, 503), timeout=TIMEOUT_S)
+        assert await _readyz(server) == (
+            503,
+            {
+                "status": "not ready",
+                "store": "ok",
+                "bus": "unreachable",
+                "replay": "unreachable",
+            },
+        )
+    await eventually(lambda: _is(server, 200), timeout=TIMEOUT_S)
+    assert server.gateway.bus.healthy
+
+
+async def test_a_node_started_while_redis_is_down_becomes_ready_by_itself(
+    server_factory: ServerFactory,
+) -> None:
+    settings = await _redis_settings()
+    async with redis_stopped():
+        server = await server_factory(**settings)
+        status, body = await _readyz(server)
+        assert status == 503 and body["bus"] == body["replay"] == "unreachable"
+    await eventually(lambda: _is(server, 200), timeout=TIMEOUT_S)
