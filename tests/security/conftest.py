@@ -184,7 +184,8 @@ class ErrorWatch(logging.Handler):
         self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
+        if not any(seen is record for seen in self.records):  # uvicorn.error propagates to uvicorn
+            self.records.append(record)
 
     def watch(self) -> None:
         # uvicorn's dictConfig drops handlers when a server starts: (re)attach after starting.
