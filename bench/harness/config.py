@@ -19,8 +19,10 @@ class BenchConfig:
     quiet_wait_s: float = 15.0  # wait up to this long for other processes to leave CPU 0
     burst_clients: int = 100  # unpaced throughput run
     burst_tokens: int = 500
+    burst_warmup_s: float = 1.0
     burst_measure_s: float = 3.0
     idle_counts: tuple[int, ...] = (1000,)
+    idle_settle_s: float = 1.5  # after the last connect, before reading the RSS
     load_procs: int = 1  # load worker processes per run (all on the load CPU)
     keep_logs: Path | None = None
     profile_dir: Path | None = None  # run servers under cProfile, one file per run
@@ -34,15 +36,18 @@ class BenchConfig:
         if name == "quick":
             return cls(
                 targets,
-                tokens=50,
+                tokens=25,
                 levels=(1, 100),
-                warmup_s=1.0,
-                measure_s=1.5,
-                drain_s=1.5,
+                warmup_s=0.8,
+                measure_s=1.2,
+                drain_s=1.0,
                 fresh_servers=False,
                 quiet_wait_s=3.0,
                 burst_tokens=200,
-                burst_measure_s=1.5,
+                burst_warmup_s=0.5,
+                burst_measure_s=1.2,
+                idle_counts=(500,),
+                idle_settle_s=1.0,
             )
         if name == "full":
             return cls(targets, measure_s=8.0, burst_measure_s=5.0, idle_counts=(1000, 10_000))

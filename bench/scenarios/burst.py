@@ -22,7 +22,8 @@ def table(cfg: BenchConfig) -> Table:
         title=f"A'. Unpaced streaming, {n} clients, {cfg.burst_tokens}-word answers",
         method=(
             f"No pacing: the ceiling of one server core. Measured over {cfg.burst_measure_s:g} s "
-            "after 1 s of warm-up. CPU µs per token = server CPU time ÷ words delivered."
+            f"after {cfg.burst_warmup_s:g} s of warm-up. CPU µs per token = server CPU time ÷ "
+            "words delivered."
         ),
         metrics=[
             Metric("tps", "tokens/s", "higher"),
@@ -52,7 +53,7 @@ def measure(target_name: str, cfg: BenchConfig) -> Measured:
         try:
             group.wait_ready()
             sess.wait_quiet(cfg.quiet_wait_s)
-            go = go_marks(0.2, 1.0, cfg.burst_measure_s, cfg.drain_s)
+            go = go_marks(0.2, cfg.burst_warmup_s, cfg.burst_measure_s, cfg.drain_s)
             group.send("go", go)
             sample = sess.measure(group, go.w0, go.w1)
             result = stats.merge(group.results())

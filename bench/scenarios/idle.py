@@ -2,7 +2,7 @@
 
 After a one-chat warm-up, the server's RSS (the process and its children) is read, N clients
 connect (dari: until `welcome` arrives) with at most 64 handshakes in flight per worker, and
-the RSS is read again 1.5 s later. KB per connection = RSS growth ÷ N.
+the RSS is read again 1.5 s later (1 s with --quick). KB per connection = RSS growth ÷ N.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def measure(target_name: str, cfg: BenchConfig) -> Measured:
                 result = stats.merge(group.wait_ready())
                 connecting = sess.since(start, group)
                 start = sess.mark(group)
-                time.sleep(1.5)
+                time.sleep(cfg.idle_settle_s)
                 idle = sess.since(start, group)
                 rss1 = sess.server.rss_bytes()
                 group.send("stop")
