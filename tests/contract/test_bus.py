@@ -163,6 +163,26 @@ async def test_a_failing_handler_does_not_stop_delivery(open_node: NodeFactory) 
     assert [(await inbox.next()).payload for _ in range(2)] == [b"boom", b"after"]
 
 
+async def test_an_unsubscribed_handler_hears_nothing_more(open_node: NodeFactory) -> None:
+    a, b = await open_node("a"), await open_node("b")
+    dropped, kept, marker = unique("dropped"), unique("kept"), Inbox()
+    gone, stays = Inbox(), Inbox()
+    await b.subscribe(dropped, gone)
+    await b.subscribe(dropped, stays)
+    await b.subscribe(kept, marker)
+    await b.unsubscribe(dropped, gone)
+    await a.publish(dropped, b"1")
+    assert (await stays.next()).payload == b"1"  # the channel's other handler still hears
+    await b.unsubscribe(dropped, stays)
+    await a.publish(dropped, b"2")
+    await a.publish(kept, b"after")
+    assert (await marker.next()).payload == b"after"
+    assert gone.queue.empty() and stays.queue.empty()
+    await b.subscribe(dropped, stays)  # and a channel can be taken up again
+    await a.publish(dropped, b"3")
+    assert (await stays.next()).payload == b"3"
+
+
 def test_open_bus_picks_the_engine_by_url() -> None:
     assert isinstance(open_bus("memory://", "n1"), MemoryBus)
     assert isinstance(open_bus("redis://127.0.0.1:6379/0", "n1"), RedisBus)

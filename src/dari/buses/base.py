@@ -67,6 +67,20 @@ class Bus(ABC):
         the subscription is then made on reconnection.
         """
 
+    @abstractmethod
+    async def unsubscribe(self, channel: str, handler: Handler) -> None:
+        """Stop calling ``handler`` for ``channel`` (the channel is dropped with its last one)."""
+
+    def _remove(self, channel: str, handler: Handler) -> bool:
+        """Forget ``handler``; True when ``channel`` has no handler left."""
+        handlers = self._handlers.get(channel)
+        if handlers is not None and handler in handlers:
+            handlers.remove(handler)
+        if handlers is not None and not handlers:
+            del self._handlers[channel]
+            return True
+        return False
+
     def on_reconnect(self, handler: ReconnectHandler) -> None:
         """Call ``handler`` after the bus came back from a disconnection (messages may be lost)."""
         self._reconnect_handlers.append(handler)

@@ -62,6 +62,9 @@ class MemoryBus(Bus):
     async def subscribe(self, channel: str, handler: Handler) -> None:
         self._handlers.setdefault(channel, []).append(handler)
 
+    async def unsubscribe(self, channel: str, handler: Handler) -> None:
+        self._remove(channel, handler)
+
     async def _read(self) -> None:
         while True:
             message = await self._inbox.get()

@@ -145,6 +145,18 @@ class RedisBus(Bus):
         finally:
             self._confirmations.pop(channel, None)
 
+    async def unsubscribe(self, channel: str, handler: Handler) -> None:
+        if not self._remove(channel, handler) or channel not in self._sent:
+            return
+        self._sent.discard(channel)
+        pubsub = self._pubsub
+        if pubsub is not None:
+            try:
+                await pubsub.unsubscribe(channel)
+            except (RedisError, OSError) as exc:
+                # The reader reconnects and subscribes only the channels still wanted.
+                log.info("bus: unsubscribing from %s failed (%s)", channel, exc)
+
     # --- the reader --------------------------------------------------------------------------
 
     async def _supervise(self) -> None:
