@@ -47,6 +47,7 @@ class SqlStore(Store):
         # SQLite has one writer at a time; serialising writes here avoids "database is locked".
         self._write_lock = asyncio.Lock() if self._sqlite else None
         self._conversation_ids: dict[ConversationKey, int] = {}
+        self._owners: dict[str, str] = {}  # client_id -> user_id, once committed
 
     @property
     def engine(self) -> AsyncEngine:
@@ -165,29 +166,28 @@ class SqlStore(Store):
         return int(result.inserted_primary_key[0]), now  # type: ignore[index]
 
     async def claim_client(self, client_id: str, user_id: str) -> str:
-        async with self._writing() as conn:
-            owner = (
-                await conn.execute(
-                    select(clients.c.user_id).where(clients.c.client_id == client_id)
-                )
-            ).scalar()
-            if owner is not None:
-                return str(owner)
+        # An owner never changes once recorded, so reconnects are answered from memory and
+        # never queue behind writes (a reconnect storm would otherwise pile up handshakes).
+        owner = self._owners.get(client_id)
+        if owner is not None:
+            return owner
+        query = select(clients.c.user_id).where(clients.c.client_id == client_id)
+        async with self.engine.connect() as conn:
+            found = (await conn.execute(query)).scalar()
+        if found is None:
             try:
-                async with conn.begin_nested():
+                async with self._writing() as conn:
                     await conn.execute(
                         clients.insert().values(
                             client_id=client_id, user_id=user_id, created_at=_now()
                         )
                     )
-            except IntegrityError:
-                owner = (
-                    await conn.execute(
-                        select(clients.c.user_id).where(clients.c.client_id == client_id)
-                    )
-                ).scalar_one()
-                return str(owner)
-            return user_id
+                found = user_id
+            except IntegrityError:  # another connection or node claimed it first
+                async with self.engine.connect() as conn:
+                    found = (await conn.execute(query)).scalar_one()
+        self._owners[str(client_id)] = str(found)
+        return str(found)
 
     async def accept_chat(
         self,
