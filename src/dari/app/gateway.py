@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from dari.agents.directory import AgentDirectory
 from dari.auth.base import Authenticator, NoAuth
@@ -16,6 +16,9 @@ from dari.protocol.errors import DariError
 from dari.runner.runner import Runner
 from dari.settings import Settings
 from dari.stores.base import Store, open_store
+
+if TYPE_CHECKING:
+    from dari.hub.shared import SharedHub
 
 log = logging.getLogger("dari")
 _READY_TIMEOUT_S = 2.0
@@ -62,6 +65,24 @@ def build_replay(settings: Settings) -> ReplayLog:
     )
 
 
+def build_shared(replay: ReplayLog, bus: Bus, settings: Settings) -> SharedHub | None:
+    """With the replay log in Redis, several nodes may serve the same clients: subscriptions,
+    queues and wakes are shared too. One node on ``memory://`` shares nothing."""
+    if isinstance(replay, MemoryReplayLog):
+        if settings.bus.url != "memory://":
+            raise ConfigError(
+                "bus.url is Redis but replay.url is memory://: several nodes need "
+                "replay.url = redis://… as well (the same Redis is fine)"
+            )
+        return None
+    from dari.hub.replay_redis import RedisReplayLog
+    from dari.hub.shared import SharedHub
+
+    if not isinstance(replay, RedisReplayLog):
+        return None
+    return SharedHub(replay, bus, settings.replay.idle_client_ttl_s)
+
+
 class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -72,7 +93,12 @@ class Gateway:
         self.authenticator = build_authenticator(settings)
         self.store: Store = open_store(settings.store.url)
         self.replay = build_replay(settings)
-        self.hub = Hub(self.replay, settings.replay.idle_client_ttl_s)
+        self.hub = Hub(
+            self.replay,
+            settings.replay.idle_client_ttl_s,
+            build_shared(self.replay, self.bus, settings),
+            settings.effective_node_id,
+        )
         self.directory = AgentDirectory(settings)
         self.runner = Runner(settings, self.hub, self.store, self.directory)
         self._janitor: asyncio.Task[None] | None = None
@@ -90,6 +116,8 @@ class Gateway:
         if interrupted:
             log.warning("marked %d answer(s) interrupted by the last stop as failed", interrupted)
         await self.directory.start()
+        await self.runner.start()
+        self.bus.on_reconnect(self.hub.wake_all)  # wakes sent while cut off were lost
         self._janitor = asyncio.create_task(self._sweep())
 
     async def _sweep(self) -> None:

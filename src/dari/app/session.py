@@ -98,7 +98,7 @@ class ChatSession:
         key = ConversationKey(frame.project_id, frame.agent_name, frame.thread_id)
         self.principal.require(key.project_id, key.agent_name)
         check_images(frame.images, gateway.settings.limits)
-        gateway.runner.admit(key)
+        await gateway.runner.admission(key)
         accepted = await gateway.store.accept_chat(
             user_id=self.principal.user_id,
             client_message_id=frame.id,
@@ -107,7 +107,7 @@ class ChatSession:
             message=frame.message,
             images=frame.images,
         )
-        gateway.hub.subscribe(self.client_id, key)
+        await gateway.hub.join(self.client_id, key)
         if accepted.duplicate:
             await self.reply(
                 frames.ack(
@@ -116,7 +116,7 @@ class ChatSession:
             )
             return
         job = Job(accepted.request_id, key, frame.message, frame.images, self.principal.user_id)
-        queued = gateway.runner.submit(job)
+        queued = await gateway.runner.enqueue(job)
         await self.reply(
             frames.ack(
                 id=frame.id, request_id=accepted.request_id, queued=queued, duplicate=False, key=key
@@ -126,19 +126,22 @@ class ChatSession:
     async def cancel(self, frame: CancelIn) -> None:
         runner = self.gateway.runner
         if frame.request_id is not None:
-            job = runner.find(frame.request_id)
-            if job is None or not self.principal.can_use(job.key.project_id, job.key.agent_name):
+            found = await runner.locate(frame.request_id)
+            if (
+                found is None
+                or not self.principal.can_use(found.project_id, found.agent_name)
+                or not await runner.cancel(frame.request_id)
+            ):
                 # Someone else's request looks exactly like a missing one.
                 raise LookupFailed(
                     f"no running or queued answer {frame.request_id!r}",
                     request_id=frame.request_id,
                 )
-            runner.cancel_request(frame.request_id)
             return
         assert frame.project_id is not None and frame.agent_name is not None
         key = ConversationKey(frame.project_id, frame.agent_name, frame.thread_id)
         self.principal.require(key.project_id, key.agent_name)
-        if not runner.cancel_conversation(key):
+        if not await runner.cancel_in(key):
             raise LookupFailed(f"nothing is running in {key}")
 
     async def history(self, frame: HistoryIn) -> None:
@@ -169,15 +172,15 @@ class ChatSession:
         target = key.fields() if key else {"project_id": frame.project_id}
         if frame.type == "unsubscribe":
             if key is None:
-                hub.unsubscribe_project(self.client_id, frame.project_id)
+                await hub.leave_project(self.client_id, frame.project_id)
             else:
-                hub.unsubscribe(self.client_id, key)
+                await hub.leave(self.client_id, key)
             await self.reply({"type": "unsubscribed", **target})
             return
         if key is None:
-            hub.subscribe_project(self.client_id, frame.project_id)
+            await hub.join_project(self.client_id, frame.project_id)
         else:
-            hub.subscribe(self.client_id, key)
+            await hub.join(self.client_id, key)
         await self.reply({"type": "subscribed", **target})
         if key is not None:
             await send_snapshots(self.gateway, self.client_id, {key})
@@ -185,7 +188,7 @@ class ChatSession:
 
 async def send_snapshots(gateway: Gateway, client_id: str, keys: set[ConversationKey]) -> None:
     """The text so far of every answer in progress in ``keys``; live pieces follow."""
-    for progress in gateway.runner.snapshots(keys):
+    for progress in await gateway.runner.progress_of(keys):
         await gateway.hub.send(
             client_id,
             frames.answer_frame(

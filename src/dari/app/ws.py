@@ -130,6 +130,7 @@ async def chat_socket(websocket: WebSocket, client_id: str) -> None:
     except DariError:
         await websocket.close(code=CloseCode.FORBIDDEN, reason="client_id belongs to another user")
         return
+    await hub.restore(state)  # several nodes: subscriptions made on any of them
     position = await gateway.replay.position(client_id)
     plan = plan_resume(
         websocket.query_params.get("last_seq"), websocket.query_params.get("epoch"), position
@@ -152,6 +153,7 @@ async def chat_socket(websocket: WebSocket, client_id: str) -> None:
         return
     if previous is not None:
         await previous.close(CloseCode.REPLACED, "replaced by a newer connection")
+    await hub.watch(connection)  # several nodes: frames logged elsewhere wake this writer
     if websocket.query_params.get("last_seq") is not None:
         metrics.REPLAY.labels("resumed" if plan.resumed else "not_resumed").inc()
         if plan.resumed:
@@ -215,6 +217,7 @@ async def thread_socket(websocket: WebSocket, thread_id: str) -> None:
         render=thread_dialect.render,
     )
     gateway.hub.attach(connection)
+    await gateway.hub.watch(connection)
     session = ChatSession(gateway, principal, client_id)
 
     async def on_text(data: str | bytes | None) -> None:

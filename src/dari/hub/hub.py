@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from dari.auth.base import ANONYMOUS, Principal
+from dari.buses.base import BusMessage
 from dari.hub.connection import Connection
 from dari.hub.replay import MemoryReplayLog, ReplayLog
-from dari.protocol.errors import AccessError, ErrorCode
+from dari.hub.shared import ATTACHED, SharedHub
+from dari.protocol.errors import AccessError, CloseCode, ErrorCode
 from dari.protocol.frames import ConversationKey, Frame
 
 K = TypeVar("K")
@@ -40,9 +42,19 @@ class ClientState:
 
 
 class Hub:
-    def __init__(self, replay: ReplayLog, idle_client_ttl_s: float = 3600.0) -> None:
+    def __init__(
+        self,
+        replay: ReplayLog,
+        idle_client_ttl_s: float = 3600.0,
+        shared: SharedHub | None = None,
+        node_id: str = "",
+    ) -> None:
         self.replay = replay
         self.idle_client_ttl_s = idle_client_ttl_s
+        # Several nodes: subscriptions and delivery go through Redis (see hub/shared.py).
+        # Without it every path below is the single-node one, unchanged.
+        self.shared = shared
+        self.node_id = node_id
         self.clients: dict[str, ClientState] = {}
         self._generation = 0
         self._conversation_subs: dict[ConversationKey, set[str]] = {}
@@ -75,6 +87,47 @@ class Hub:
             self.unsubscribe_project(client_id, project)
         return state
 
+    async def restore(self, state: ClientState) -> None:
+        """Take up the subscriptions the client made on any node, as far as its principal
+        still allows (several nodes only)."""
+        if self.shared is None:
+            return
+        client_id, principal = state.client_id, state.principal
+        conversations, projects = await self.shared.subscriptions(client_id)
+        for project in projects:
+            if principal.can_see_project(project):
+                self.subscribe_project(client_id, project)
+            else:
+                await self.shared.unsubscribe_project(client_id, project)
+        for key in conversations:
+            if principal.can_use(key.project_id, key.agent_name):
+                self.subscribe(client_id, key)
+            else:
+                await self.shared.unsubscribe(client_id, key)
+
+    async def watch(self, connection: Connection) -> None:
+        """Listen for the wakes of an attached socket's client (several nodes only)."""
+        if self.shared is None:
+            return
+        client_id = connection.client_id
+
+        async def on_message(message: BusMessage) -> None:
+            state = self.clients.get(client_id)
+            current = state.connection if state is not None else None
+            if current is None:
+                return
+            if message.payload == ATTACHED:
+                await current.close(CloseCode.REPLACED, "replaced by a newer connection")
+            else:
+                current.notify()
+
+        await self.shared.attached(client_id, self.node_id, on_message)
+
+    async def wake_all(self) -> None:
+        """Re-read every attached client's log (wakes may have been lost)."""
+        for connection in self.connections():
+            connection.notify()
+
     def next_generation(self) -> int:
         """A number for a handshake as it arrives; later handshakes get larger numbers."""
         self._generation += 1
@@ -101,6 +154,8 @@ class Hub:
             return
         state.connection = None
         state.last_seen = time.monotonic()
+        if self.shared is not None:
+            await self.shared.detached(connection.client_id, self.node_id)
         if state.ephemeral:
             await self.forget(connection.client_id)
 
@@ -111,6 +166,10 @@ class Hub:
                 self._discard(self._conversation_subs, key, client_id)
             for project in state.projects:
                 self._discard(self._project_subs, project, client_id)
+        if self.shared is not None:
+            # Another node may serve this client now: the shared state goes only if not.
+            await self.shared.forget(client_id, force=state is not None and state.ephemeral)
+            return
         await self.replay.forget(client_id)
 
     async def forget_idle(self) -> int:
@@ -123,6 +182,11 @@ class Hub:
         ]
         for client_id in idle:
             await self.forget(client_id)
+        if self.shared is not None:
+            attached = [s for s in self.clients.values() if s.connection is not None]
+            await self.shared.still_attached([s.client_id for s in attached], self.node_id)
+            for state in attached:
+                await self.shared.touch(state.client_id, state.conversations, state.projects)
         return len(idle)
 
     def connections(self) -> list[Connection]:
@@ -148,6 +212,30 @@ class Hub:
         self._discard(self._project_subs, project_id, client_id)
         for key in [k for k in state.conversations if k.project_id == project_id]:
             self.unsubscribe(client_id, key)
+
+    async def join(self, client_id: str, key: ConversationKey) -> None:
+        """Subscribe, on every node."""
+        self.subscribe(client_id, key)
+        if self.shared is not None:
+            await self.shared.subscribe(client_id, key)
+
+    async def leave(self, client_id: str, key: ConversationKey) -> None:
+        self.unsubscribe(client_id, key)
+        if self.shared is not None:
+            await self.shared.unsubscribe(client_id, key)
+
+    async def join_project(self, client_id: str, project_id: str) -> None:
+        self.subscribe_project(client_id, project_id)
+        if self.shared is not None:
+            await self.shared.subscribe_project(client_id, project_id)
+
+    async def leave_project(self, client_id: str, project_id: str) -> None:
+        keys = [k for k in self.clients[client_id].conversations if k.project_id == project_id]
+        self.unsubscribe_project(client_id, project_id)
+        if self.shared is not None:
+            await self.shared.unsubscribe_project(client_id, project_id)
+            for key in keys:
+                await self.shared.unsubscribe(client_id, key)
 
     @staticmethod
     def _discard(index: dict[K, set[str]], key: K, client_id: str) -> None:
@@ -184,11 +272,30 @@ class Hub:
         state = self.clients.get(client_id)
         if state is not None and state.connection is not None:
             state.connection.notify()
+        elif self.shared is not None:
+            await self.shared.wake((client_id,))
         return seq
+
+    async def _fan_out(self, client_ids: Iterable[str], frame: Frame) -> int:
+        """Several nodes: log for every client in one step, then wake each reader."""
+        assert self.shared is not None
+        targets = sorted(client_ids)
+        await self.shared.fan_out(targets, frame)
+        remote = []
+        for client_id in targets:
+            state = self.clients.get(client_id)
+            if state is not None and state.connection is not None:
+                state.connection.notify()
+            else:
+                remote.append(client_id)
+        await self.shared.wake(remote)
+        return len(targets)
 
     async def send_many(
         self, client_ids: Iterable[str], frame: Frame, merge_key: str | None = None
     ) -> int:
+        if self.shared is not None:
+            return await self._fan_out(client_ids, frame)  # no merging in the shared log
         targets = tuple(client_ids)
         for client_id in targets:
             # Each client numbers its own frames, so each gets its own copy.
@@ -198,7 +305,13 @@ class Hub:
     async def publish(
         self, key: ConversationKey, frame: Frame, merge_key: str | None = None
     ) -> int:
-        return await self.send_many(tuple(self._conversation_subs.get(key, ())), frame, merge_key)
+        local = self._conversation_subs.get(key, ())
+        if self.shared is not None:
+            # Even with nobody subscribed: an answer's pieces also record its progress.
+            return await self._fan_out(
+                set(local) | await self.shared.conversation_subscribers(key), frame
+            )
+        return await self.send_many(tuple(local), frame, merge_key)
 
     async def publish_project(self, project_id: str, frame: Frame) -> int:
         clients = self.clients
@@ -207,9 +320,15 @@ class Hub:
             for cid in self.project_subscribers(project_id)
             if clients[cid].principal.can_see_frame(frame)
         ]
+        if self.shared is not None:
+            # Clients held by other nodes are filtered there, when their writer renders.
+            elsewhere = await self.shared.project_subscribers(project_id)
+            subscribers.extend(cid for cid in elsewhere if cid not in clients)
         return await self.send_many(subscribers, frame)
 
     async def broadcast(self, frame: Frame, project_id: str | None = None) -> int:
         if project_id is not None:
             return await self.publish_project(project_id, frame)
+        if self.shared is not None:
+            return await self._fan_out(set(self.clients) | await self.shared.all_clients(), frame)
         return await self.send_many(list(self.clients), frame)

@@ -30,9 +30,11 @@ live in different slots); use one Redis, with Sentinel for failover if needed.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from dari.buses.redis import redis_client
@@ -112,6 +114,37 @@ return {current, head, first, redis.call('XRANGE', KEYS[3], id(after + 1), '+', 
 )
 
 
+# One frame to many clients at once, plus an optional side write (the running answer's text
+# or steps, kept next to the logs so both change together or not at all).
+# KEYS: epoch, side key, then (counter, stream) per client. ARGV: epoch candidate, frame JSON,
+# max frames, max age ms, counter TTL ms, side op ('', 'append', 'rpush'), side value,
+# side TTL ms. Returns {epoch, seq per client...}.
+_APPEND_MANY = (
+    _PRELUDE
+    + """
+local current = epoch()
+local now = now_ms()
+if ARGV[6] == 'append' then
+  redis.call('APPEND', KEYS[2], ARGV[7])
+  redis.call('PEXPIRE', KEYS[2], ARGV[8])
+elseif ARGV[6] == 'rpush' then
+  redis.call('RPUSH', KEYS[2], ARGV[7])
+  redis.call('PEXPIRE', KEYS[2], ARGV[8])
+end
+local out = {current}
+for i = 3, #KEYS, 2 do
+  local seq = redis.call('INCR', KEYS[i])
+  redis.call('XADD', KEYS[i + 1], 'MAXLEN', ARGV[3], id(seq), 't', now, 'f', ARGV[2])
+  trim_age(KEYS[i + 1], seq, now - tonumber(ARGV[4]))
+  redis.call('PEXPIRE', KEYS[i + 1], ARGV[4])
+  redis.call('PEXPIRE', KEYS[i], ARGV[5])
+  out[#out + 1] = seq
+end
+return out
+"""
+)
+
+
 class ReplayUnavailable(DariError):
     """Redis cannot be reached: the frame was not logged, or the log not read."""
 
@@ -144,10 +177,21 @@ class RedisReplayLog(ReplayLog):
         self._redis = redis_client(url, name)
         self._append = self._redis.register_script(_APPEND)
         self._read = self._redis.register_script(_READ)
+        self._append_many = self._redis.register_script(_APPEND_MANY)
         self._epoch_key = f"{prefix}replay:epoch"
         # The epoch each client's reader started in, on this node: a read in another epoch
         # returns None, so a socket attached before Redis lost its data reconnects.
         self._client_epochs: dict[str, str] = {}
+
+    @property
+    def redis(self) -> Redis:
+        """The client this log uses (shared state of a cluster lives in the same Redis)."""
+        return self._redis
+
+    def log_keys(self, client_id: str) -> tuple[str, str]:
+        """The client's counter and stream keys."""
+        base = f"{self.prefix}replay:{client_id}"
+        return f"{base}:seq", f"{base}:log"
 
     def _keys(self, client_id: str) -> list[str]:
         base = f"{self.prefix}replay:{client_id}"
@@ -189,6 +233,41 @@ class RedisReplayLog(ReplayLog):
         self.epoch = epoch.decode()
         frame["seq"] = int(seq)
         return int(seq)
+
+    async def append_many(
+        self,
+        client_ids: Sequence[str],
+        frame: Frame,
+        side: tuple[str, str, bytes | str, float] | None = None,
+    ) -> list[int]:
+        """Append one frame to several clients' logs in one atomic step; their seqs, in order.
+
+        ``side`` = (``"append"`` or ``"rpush"``, key, value, TTL s): a write done in the same
+        step (a running answer's text grows exactly as its pieces are logged).
+        """
+        body = frame if "seq" not in frame else {k: v for k, v in frame.items() if k != "seq"}
+        op, side_key, value, ttl_s = side if side is not None else ("", self._epoch_key, "", 0)
+        keys = [self._epoch_key, side_key]
+        for client_id in client_ids:
+            keys.extend(self._keys(client_id)[1:])
+        try:
+            result = await self._append_many(
+                keys=keys,
+                args=[
+                    _candidate(),
+                    orjson.dumps(body),
+                    self.max_frames,
+                    self.max_age_ms,
+                    self.counter_ttl_ms,
+                    op,
+                    value,
+                    max(1, int(ttl_s * 1000)),
+                ],
+            )
+        except (RedisError, OSError) as exc:
+            raise ReplayUnavailable(f"replay log unreachable: {exc}") from exc
+        self.epoch = result[0].decode()
+        return [int(seq) for seq in result[1:]]
 
     async def _query(
         self, client_id: str, after: int, limit: int

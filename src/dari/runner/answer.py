@@ -60,6 +60,8 @@ class AnswerRun:
         try:
             await hub.publish(key, frames.answer_frame("start", key, rid))
             message_id = await store.begin_answer(key, rid, runner.node_id)
+            if runner.shared is not None:
+                await runner.shared.begun(job, message_id)
             checkpoint = asyncio.create_task(self._checkpoint(message_id))
             agent = runner.directory.get(key.project_id, key.agent_name)
             request = await self._request(agent.config.history_limit)
@@ -171,13 +173,24 @@ class AnswerRun:
             checkpoint.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await checkpoint
+        # Several nodes: a reaper may have ended this answer already (its node seemed dead).
+        owned = True
+        if runner.shared is not None and runner.shared.runs(self.job):
+            try:
+                owned = await runner.shared.claim_end(self.job)
+            except DariError as exc:
+                log.warning("cannot claim the end of %s (%s); ending it here", rid, exc.message)
         try:
-            if message_id is not None:
+            if message_id is not None and owned:
                 await runner.store.save_answer(
                     message_id, self.progress.text(), _STATUS[finish], self.progress.steps
                 )
         finally:
             runner.in_progress.pop(rid, None)
-            await runner.hub.publish(
-                key, frames.answer_frame("end", key, rid, finish_reason=finish)
-            )
+            if owned:
+                await runner.hub.publish(
+                    key, frames.answer_frame("end", key, rid, finish_reason=finish)
+                )
+            if runner.hub.shared is not None:
+                with contextlib.suppress(DariError):
+                    await runner.hub.shared.drop_progress(key, rid)

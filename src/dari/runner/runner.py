@@ -13,7 +13,7 @@ import logging
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dari.agents.directory import AgentDirectory
 from dari.hub.hub import Hub
@@ -25,6 +25,9 @@ from dari.runner.answer import AnswerRun
 from dari.runner.jobs import Job, Outcome, Progress
 from dari.settings import Settings
 from dari.stores.base import Store
+
+if TYPE_CHECKING:
+    from dari.runner.shared import SharedRunner
 
 log = logging.getLogger("dari.runner")
 
@@ -54,6 +57,20 @@ class Runner:
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
         QUEUE_DEPTH.set_function(self.depth)
+        # Several nodes: conversations queue in Redis and run where their lease is held.
+        self.shared: SharedRunner | None = None
+        if hub.shared is not None:
+            from dari.runner.shared import SharedRunner
+
+            self.shared = SharedRunner(self, hub.shared, hub.shared.bus, self.node_id)
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    async def start(self) -> None:
+        if self.shared is not None:
+            await self.shared.start()
 
     def depth(self) -> int:
         """Chats waiting or running, over all conversations."""
@@ -78,6 +95,37 @@ class Runner:
                 f"too many chats waiting in this conversation (max {bound})",
                 code=ErrorCode.QUEUE_FULL,
             )
+
+    async def admission(self, key: ConversationKey) -> None:
+        """``admit``, counting the chats queued and running on every node."""
+        if self.shared is None:
+            self.admit(key)
+            return
+        agent = self.directory.get_running(key.project_id, key.agent_name)
+        depth = await self.shared.depth(key)
+        if agent.config.policy == "reject" and depth:
+            raise Unavailable(
+                "the agent is answering in this conversation; wait or cancel",
+                code=ErrorCode.QUEUE_FULL,
+            )
+        bound = self.settings.limits.queue_size
+        if agent.config.policy == "enqueue" and depth > bound:
+            raise Unavailable(
+                f"too many chats waiting in this conversation (max {bound})",
+                code=ErrorCode.QUEUE_FULL,
+            )
+
+    async def enqueue(self, job: Job) -> int:
+        """``submit``, through the shared queue when there are several nodes."""
+        # Delegated tasks (with a callback) have a conversation of their own: they run here.
+        if self.shared is None or job.on_done is not None:
+            return self.submit(job)
+        if self._closing:
+            raise DariError("the gateway is shutting down", code=ErrorCode.INTERNAL)
+        agent = self.directory.get(job.key.project_id, job.key.agent_name)
+        if agent.config.policy == "interrupt":
+            await self.shared.cancel_conversation(job.key)
+        return await self.shared.enqueue(job)
 
     def submit(self, job: Job) -> int:
         """Queue ``job``; return how many answers are ahead of it (0: it starts now)."""
@@ -121,6 +169,30 @@ class Runner:
                 self._conversations.pop(conversation.key, None)
 
     # --- cancelling ------------------------------------------------------------------------
+
+    def cancel_job(self, job: Job) -> None:
+        self._cancel_job(job)
+
+    async def end_unstarted(self, job: Job) -> None:
+        await self._end_unstarted(job)
+
+    async def locate(self, request_id: str) -> ConversationKey | None:
+        """The conversation of a chat queued or running here or, with several nodes, anywhere."""
+        job = self.find(request_id)
+        if job is not None:
+            return job.key
+        return await self.shared.locate(request_id) if self.shared is not None else None
+
+    async def cancel(self, request_id: str) -> bool:
+        if self.cancel_request(request_id):
+            return True
+        return await self.shared.cancel_request(request_id) if self.shared is not None else False
+
+    async def cancel_in(self, key: ConversationKey) -> int:
+        count = self.cancel_conversation(key)
+        if self.shared is not None:
+            count += await self.shared.cancel_conversation(key)
+        return count
 
     def _cancel_job(self, job: Job) -> None:
         job.cancelled = True
@@ -255,9 +327,25 @@ class Runner:
             if conversation.worker:
                 conversation.worker.cancel()
                 tasks.append(conversation.worker)
+        if self.shared is not None:
+            for job in self.shared.current.values():
+                if job.task is not None:
+                    job.task.cancel()  # saved as failed: the gateway is stopping
+                    tasks.append(job.task)
         tasks.extend(self._background)
         if tasks:
             await asyncio.wait(tasks, timeout=5)
+        if self.shared is not None:
+            await self.shared.close()
 
     def snapshots(self, keys: set[ConversationKey]) -> list[Progress]:
         return [p for p in self.in_progress.values() if p.key in keys]
+
+    async def progress_of(self, keys: set[ConversationKey]) -> list[Progress]:
+        """Answers in progress in ``keys``: here, or on any node when there are several."""
+        local = self.snapshots(keys)
+        if self.shared is None:
+            return local
+        found = await self.shared.progress_of(keys)
+        known = {p.request_id for p in found}
+        return found + [p for p in local if p.request_id not in known]

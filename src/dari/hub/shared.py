@@ -1,0 +1,306 @@
+"""What the hub shares with the other nodes when the replay log is in Redis.
+
+One node holds a client's socket; any node may produce frames for it. So subscriptions live in
+Redis, a frame for a client goes into the client's shared log, and the node holding the socket
+is woken through the bus (channel ``<prefix>wake:<client_id>``, which that node subscribes to
+while the socket is attached). A wake that is lost (bus reconnecting) is repaired by re-reading
+the logs of every local socket when the bus comes back.
+
+Keys (``<prefix>`` defaults to ``dari:``; every member carries an expiry time as its score, so
+clients that vanish with their node are dropped after ``ttl_s`` without anyone's help):
+
+- ``subs:c:<conversation>`` clients subscribed to a conversation (``<conversation>`` is the key
+  as a JSON list), ``subs:p:<project>`` clients subscribed to a project,
+  ``subs:pc:<project>`` conversations of the project that have subscribers;
+- ``client:<id>:c`` / ``client:<id>:p`` the client's conversations / projects, to restore them
+  on whichever node it connects to;
+- ``clients`` every client, for broadcasts to all; ``attached:<id>`` the node holding its socket.
+
+A running answer's text and steps (``progress:<conversation>:<request_id>:text`` / ``:steps``)
+grow in the same atomic step as its frames enter the subscribers' logs, so a snapshot taken on
+any node, or the text saved when the node running it died, is exactly what subscribers got.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import orjson
+from redis.exceptions import RedisError
+
+from dari.buses.base import Bus, BusError, BusMessage
+from dari.hub.replay_redis import RedisReplayLog, ReplayUnavailable
+from dari.protocol.frames import ConversationKey, Frame
+
+log = logging.getLogger("dari.hub")
+
+WAKE = b""
+ATTACHED = b"attached"  # another node attached a newer socket of this client
+PROGRESS_TTL_S = 24 * 3600.0
+_ANSWER_FIELDS = frozenset(
+    {"type", "seq", "request_id", "project_id", "agent_name", "thread_id"}
+)  # leftovers of an answer nobody ended cannot outlive this
+
+# Clients subscribed to the project or to any of its conversations, expired members dropped.
+# KEYS: subs:p:<project>, subs:pc:<project>. ARGV: now ms, key prefix of subs:c:.
+_PROJECT_SUBSCRIBERS = """
+local now = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local out = redis.call('ZRANGE', KEYS[1], 0, -1)
+for _, conversation in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  local key = ARGV[2] .. conversation
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  for _, client in ipairs(redis.call('ZRANGE', key, 0, -1)) do out[#out + 1] = client end
+end
+return out
+"""
+
+# Drop a client's shared state, unless it is attached somewhere or was seen within its TTL.
+# KEYS: clients, attached:<id>, client:<id>:c, client:<id>:p, its log's counter and stream.
+# ARGV: client id, now ms (0: force), key prefix. Returns 1 when dropped.
+_FORGET = """
+local seen = redis.call('ZSCORE', KEYS[1], ARGV[1])
+local now = tonumber(ARGV[2])
+if now > 0 and (redis.call('EXISTS', KEYS[2]) == 1 or (seen and tonumber(seen) > now)) then
+  return 0
+end
+for _, conversation in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+  redis.call('ZREM', ARGV[3] .. 'subs:c:' .. conversation, ARGV[1])
+end
+for _, project in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
+  redis.call('ZREM', ARGV[3] .. 'subs:p:' .. project, ARGV[1])
+end
+redis.call('DEL', KEYS[3], KEYS[4], KEYS[5], KEYS[6])
+redis.call('ZREM', KEYS[1], ARGV[1])
+return 1
+"""
+
+# Delete attached:<id> only if this node still holds it. KEYS: attached:<id>. ARGV: node id.
+_DETACH = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def conversation_name(key: ConversationKey) -> str:
+    return orjson.dumps([key.project_id, key.agent_name, key.thread_id]).decode()
+
+
+def conversation_of(name: str | bytes) -> ConversationKey:
+    project_id, agent_name, thread_id = orjson.loads(name)
+    return ConversationKey(project_id, agent_name, thread_id)
+
+
+def _decode(values: Iterable[bytes | str]) -> set[str]:
+    return {v.decode() if isinstance(v, bytes) else v for v in values}
+
+
+class SharedHub:
+    def __init__(self, log: RedisReplayLog, bus: Bus, ttl_s: float) -> None:
+        self.log = log
+        self.bus = bus
+        self.redis = log.redis
+        self.prefix = log.prefix
+        self.ttl_s = ttl_s
+        self._project_subscribers = self.redis.register_script(_PROJECT_SUBSCRIBERS)
+        self._forget = self.redis.register_script(_FORGET)
+        self._detach = self.redis.register_script(_DETACH)
+        self._watchers: dict[str, Callable[[BusMessage], Awaitable[None]]] = {}
+
+    async def _call(self, work: Awaitable[Any]) -> Any:
+        try:
+            return await work
+        except (RedisError, OSError) as exc:
+            raise ReplayUnavailable(f"shared state unreachable: {exc}") from exc
+
+    def _expiry(self) -> int:
+        return int((time.time() + self.ttl_s) * 1000)
+
+    def _k(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    # --- subscriptions -----------------------------------------------------------------------
+
+    async def subscribe(self, client_id: str, key: ConversationKey) -> None:
+        name, expiry = conversation_name(key), self._expiry()
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(self._k("subs", "c", name), {client_id: expiry})
+            pipe.zadd(self._k("subs", "pc", key.project_id), {name: expiry})
+            pipe.zadd(self._k("client", client_id, "c"), {name: expiry})
+            pipe.zadd(self._k("clients"), {client_id: expiry})
+            await self._call(pipe.execute())
+
+    async def unsubscribe(self, client_id: str, key: ConversationKey) -> None:
+        name = conversation_name(key)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(self._k("subs", "c", name), client_id)
+            pipe.zrem(self._k("client", client_id, "c"), name)
+            await self._call(pipe.execute())
+
+    async def subscribe_project(self, client_id: str, project_id: str) -> None:
+        expiry = self._expiry()
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(self._k("subs", "p", project_id), {client_id: expiry})
+            pipe.zadd(self._k("client", client_id, "p"), {project_id: expiry})
+            pipe.zadd(self._k("clients"), {client_id: expiry})
+            await self._call(pipe.execute())
+
+    async def unsubscribe_project(self, client_id: str, project_id: str) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(self._k("subs", "p", project_id), client_id)
+            pipe.zrem(self._k("client", client_id, "p"), project_id)
+            await self._call(pipe.execute())
+
+    async def subscriptions(self, client_id: str) -> tuple[set[ConversationKey], set[str]]:
+        """The client's conversations and projects, as any node recorded them."""
+        now = int(time.time() * 1000)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrangebyscore(self._k("client", client_id, "c"), now, "+inf")
+            pipe.zrangebyscore(self._k("client", client_id, "p"), now, "+inf")
+            conversations, projects = await self._call(pipe.execute())
+        return {conversation_of(name) for name in conversations}, _decode(projects)
+
+    async def touch(
+        self, client_id: str, conversations: Iterable[ConversationKey], projects: Iterable[str]
+    ) -> None:
+        """Push back the expiry of a client and its subscriptions (it is still around)."""
+        expiry = self._expiry()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(self._k("clients"), {client_id: expiry})
+            for key in conversations:
+                name = conversation_name(key)
+                pipe.zadd(self._k("subs", "c", name), {client_id: expiry})
+                pipe.zadd(self._k("subs", "pc", key.project_id), {name: expiry})
+                pipe.zadd(self._k("client", client_id, "c"), {name: expiry})
+            for project in projects:
+                pipe.zadd(self._k("subs", "p", project), {client_id: expiry})
+                pipe.zadd(self._k("client", client_id, "p"), {project: expiry})
+            await self._call(pipe.execute())
+
+    async def conversation_subscribers(self, key: ConversationKey) -> set[str]:
+        now = int(time.time() * 1000)
+        members = await self._call(
+            self.redis.zrangebyscore(self._k("subs", "c", conversation_name(key)), now, "+inf")
+        )
+        return _decode(members)
+
+    async def project_subscribers(self, project_id: str) -> set[str]:
+        members = await self._call(
+            self._project_subscribers(
+                keys=[self._k("subs", "p", project_id), self._k("subs", "pc", project_id)],
+                args=[int(time.time() * 1000), self._k("subs", "c", "")],
+            )
+        )
+        return _decode(members)
+
+    async def all_clients(self) -> set[str]:
+        now = int(time.time() * 1000)
+        return _decode(await self._call(self.redis.zrangebyscore(self._k("clients"), now, "+inf")))
+
+    async def forget(self, client_id: str, *, force: bool = False) -> bool:
+        """Drop the client's shared state and log, unless another node still serves it
+        (``force``: a socket-bound client id that nobody can come back with)."""
+        counter, stream = self.log.log_keys(client_id)
+        keys = [
+            self._k("clients"),
+            self._k("attached", client_id),
+            self._k("client", client_id, "c"),
+            self._k("client", client_id, "p"),
+            counter,
+            stream,
+        ]
+        now = int(time.time() * 1000)
+        dropped = await self._call(
+            self._forget(keys=keys, args=[client_id, 0 if force else now, self.prefix])
+        )
+        return bool(dropped)
+
+    # --- delivery ----------------------------------------------------------------------------
+
+    async def fan_out(self, client_ids: list[str], frame: Frame) -> None:
+        """Log ``frame`` for every client (atomically, with the answer's progress if it is a
+        piece or a step of one). The caller wakes the readers."""
+        side: tuple[str, str, bytes | str, float] | None = None
+        kind = frame["type"]
+        if kind in ("response", "step") and isinstance(frame.get("request_id"), str):
+            key = ConversationKey(frame["project_id"], frame["agent_name"], frame["thread_id"])
+            text_key, steps_key = self._progress_keys(key, frame["request_id"])
+            if kind == "response":
+                side = ("append", text_key, frame["content"], PROGRESS_TTL_S)
+            else:
+                step = {k: v for k, v in frame.items() if k not in _ANSWER_FIELDS}
+                side = ("rpush", steps_key, orjson.dumps(step), PROGRESS_TTL_S)
+        if len(client_ids) == 1 and side is None:
+            await self.log.append(client_ids[0], frame)
+        elif client_ids or side is not None:
+            await self.log.append_many(client_ids, frame, side)
+
+    def _progress_keys(self, key: ConversationKey, request_id: str) -> tuple[str, str]:
+        # Request ids are unique per user only; one answer runs at a time per conversation.
+        base = self._k("progress", conversation_name(key), request_id)
+        return f"{base}:text", f"{base}:steps"
+
+    async def progress(
+        self, key: ConversationKey, request_id: str
+    ) -> tuple[str, list[dict[str, Any]]]:
+        """The text and steps of a running answer so far (wherever it runs)."""
+        text_key, steps_key = self._progress_keys(key, request_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.get(text_key)
+            pipe.lrange(steps_key, 0, -1)
+            text, steps = await self._call(pipe.execute())
+        return (text or b"").decode(), [orjson.loads(step) for step in steps]
+
+    async def drop_progress(self, key: ConversationKey, request_id: str) -> None:
+        await self._call(self.redis.delete(*self._progress_keys(key, request_id)))
+
+    async def wake(self, client_ids: Iterable[str]) -> None:
+        """Tell whichever node holds these clients' sockets to read their logs."""
+        for client_id in client_ids:
+            try:
+                await self.bus.publish(self._k("wake", client_id), WAKE)
+            except BusError as exc:
+                # The holder re-reads every log when its bus reconnects; nothing is lost.
+                log.warning("waking %s failed: %s", client_id, exc)
+                return
+
+    # --- sockets -----------------------------------------------------------------------------
+
+    async def attached(
+        self, client_id: str, node_id: str, on_message: Callable[[BusMessage], Awaitable[None]]
+    ) -> None:
+        """A socket of ``client_id`` is attached here: listen for its wakes, tell the others."""
+        previous = self._watchers.pop(client_id, None)
+        if previous is not None:
+            await self.bus.unsubscribe(self._k("wake", client_id), previous)
+        self._watchers[client_id] = on_message
+        await self.bus.subscribe(self._k("wake", client_id), on_message)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._k("attached", client_id), node_id, px=int(self.ttl_s * 1000))
+            pipe.zadd(self._k("clients"), {client_id: self._expiry()})
+            await self._call(pipe.execute())
+        try:
+            await self.bus.publish(self._k("wake", client_id), ATTACHED)
+        except BusError as exc:
+            log.warning("announcing %s failed: %s", client_id, exc)
+
+    async def detached(self, client_id: str, node_id: str) -> None:
+        handler = self._watchers.pop(client_id, None)
+        if handler is not None:
+            await self.bus.unsubscribe(self._k("wake", client_id), handler)
+        try:
+            await self._detach(keys=[self._k("attached", client_id)], args=[node_id])
+            await self.redis.zadd(self._k("clients"), {client_id: self._expiry()})
+        except (RedisError, OSError) as exc:
+            log.warning("recording that %s left failed: %s", client_id, exc)
+
+    async def still_attached(self, client_ids: Iterable[str], node_id: str) -> None:
+        """Refresh the attachment records of the sockets this node holds."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for client_id in client_ids:
+                pipe.set(self._k("attached", client_id), node_id, px=int(self.ttl_s * 1000))
+            await self._call(pipe.execute())

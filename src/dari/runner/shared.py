@@ -1,0 +1,464 @@
+"""Ordering across nodes: one queue per conversation in Redis, run by whoever holds its lease.
+
+A chat arriving at any node is pushed onto ``queue:<conversation>``; the node then tries to take
+``lease:<conversation>`` (SET NX PX). The holder pops and runs the chats one at a time, renewing
+the lease every ``RENEW_S``; when the queue is empty it releases the lease in the same atomic
+step that checks the queue (so a chat pushed meanwhile is never stranded). Answers thus run one
+at a time per conversation, in the order the chats were pushed, whichever node took them.
+
+A node that dies stops renewing. Every node's reaper looks for leases past their expiry
+(``leases``, a sorted set of expiry times) and claims each one atomically: the claimer ends the
+answer that was running honestly (``agent_failed``, then ``end`` with ``error``), saves the text
+its subscribers received as ``failed`` (``progress:<request_id>``, see hub/shared.py), and starts
+the next chat of that conversation. The end of an answer is claimed once (``ended:<run>``, SET
+NX): a node that comes back after being reaped neither saves nor ends it a second time. Each
+queued chat gets a run id of its own, because request ids are unique per user only.
+
+Cancel works from any node: a queued chat is removed from the list by the node that got the
+cancel; a running one is cancelled by its node, told over the bus (channel ``<prefix>cancel``).
+
+Delegated tasks run on the node that delegated them (their conversation is new and their own,
+so there is nothing to order) and are not reaped if that node dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from redis.exceptions import RedisError
+
+from dari.buses.base import Bus, BusError, BusMessage
+from dari.hub.shared import SharedHub, conversation_name, conversation_of
+from dari.protocol import frames
+from dari.protocol.errors import ErrorCode, Unavailable
+from dari.protocol.frames import ConversationKey
+from dari.runner.answer import AnswerRun
+from dari.runner.jobs import Job, Progress
+
+if TYPE_CHECKING:
+    from dari.runner.runner import Runner
+
+log = logging.getLogger("dari.runner")
+
+LEASE_S = 10.0  # a dead node's answer is ended at most this long (plus REAP_S) after it died
+RENEW_S = 2.0
+REAP_S = 1.0
+RECORD_TTL_S = 24 * 3600.0  # bookkeeping of one request outlives any answer
+
+# KEYS: lease, leases. ARGV: node, lease ms, conversation, expiry ms, running run id ('' none),
+# ended:<run> key. Take or keep the lease; 0 when another node holds it or the running
+# answer was already ended by a reaper.
+_HOLD = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+if ARGV[5] ~= '' and redis.call('EXISTS', ARGV[6]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
+return 1
+"""
+
+# KEYS: lease, leases. ARGV: node, lease ms, conversation, expiry ms. 1 when taken.
+_ACQUIRE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
+  return 1
+end
+return 0
+"""
+
+# KEYS: queue, lease, leases. ARGV: node, conversation. 1 released, 0 not empty, -1 not ours.
+_RELEASE_IF_EMPTY = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
+if redis.call('LLEN', KEYS[1]) > 0 then return 0 end
+redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[2])
+return 1
+"""
+
+# KEYS: leases, lease, running. ARGV: conversation, now ms. "<run> <request>" running ('' if none)
+# when this node claimed the dead lease; nil when it is alive or another node claimed it.
+_CLAIM_DEAD = """
+local expiry = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not expiry or tonumber(expiry) > tonumber(ARGV[2]) then return false end
+if redis.call('EXISTS', KEYS[2]) == 1 then return false end
+redis.call('ZREM', KEYS[1], ARGV[1])
+local running = redis.call('GET', KEYS[3]) or ''
+redis.call('DEL', KEYS[3])
+return running
+"""
+
+# KEYS: ended:<run>, answer:<run>, running, req:<request>. ARGV: "<run> <request>", TTL ms.
+# The answer's record ({} if none) when this caller ends it; nil when someone already did.
+_CLAIM_END = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[2]) then return false end
+local record = redis.call('HGETALL', KEYS[2])
+redis.call('DEL', KEYS[2], KEYS[4])
+if redis.call('GET', KEYS[3]) == ARGV[1] then redis.call('DEL', KEYS[3]) end
+return record
+"""
+
+# KEYS: queue. Every queued chat, removed.
+_DRAIN = """
+local queued = redis.call('LRANGE', KEYS[1], 0, -1)
+redis.call('DEL', KEYS[1])
+return queued
+"""
+
+
+def _encode(job: Job, run_id: str) -> bytes:
+    key = job.key
+    return orjson.dumps(
+        {
+            "x": run_id,
+            "r": job.request_id,
+            "k": [key.project_id, key.agent_name, key.thread_id],
+            "m": job.message,
+            "i": job.images,
+            "u": job.user_id,
+        }
+    )
+
+
+def _decode(payload: bytes) -> tuple[Job, str]:
+    data = orjson.loads(payload)
+    job = Job(data["r"], ConversationKey(*data["k"]), data["m"], data["i"], data["u"])
+    return job, data["x"]
+
+
+def _text(value: bytes | str | None) -> str:
+    return value.decode() if isinstance(value, bytes) else (value or "")
+
+
+class SharedRunner:
+    def __init__(self, runner: Runner, hub: SharedHub, bus: Bus, node_id: str) -> None:
+        self.runner = runner
+        self.hub = hub
+        self.bus = bus
+        self.node_id = node_id
+        self.redis = hub.redis
+        self.prefix = hub.prefix
+        self._hold = self.redis.register_script(_HOLD)
+        self._acquire = self.redis.register_script(_ACQUIRE)
+        self._release_if_empty = self.redis.register_script(_RELEASE_IF_EMPTY)
+        self._claim_dead = self.redis.register_script(_CLAIM_DEAD)
+        self._claim_end = self.redis.register_script(_CLAIM_END)
+        self._drain = self.redis.register_script(_DRAIN)
+        self.workers: dict[str, asyncio.Task[None]] = {}
+        self.current: dict[str, Job] = {}  # conversation name -> the job running here
+        self._runs: dict[str, str] = {}  # conversation name -> the run id of that job
+        self._reaper: asyncio.Task[None] | None = None
+
+    def _k(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    async def _call(self, work: Any) -> Any:
+        try:
+            return await work
+        except (RedisError, OSError) as exc:
+            raise Unavailable(
+                f"the shared queue is unreachable: {exc}", code=ErrorCode.INTERNAL
+            ) from exc
+
+    @staticmethod
+    def _ms(seconds: float) -> int:
+        return int(seconds * 1000)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.bus.subscribe(self._k("cancel"), self._on_cancel)
+        self._reaper = asyncio.create_task(self._reap_forever(), name="dari-reaper")
+
+    async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        # Running answers are stopped (and saved as failed) by the runner; the leases are left
+        # to expire, so another node's reaper takes up what is still queued.
+        workers = list(self.workers.values())
+        for worker in workers:
+            worker.cancel()
+        if workers:
+            await asyncio.wait(workers, timeout=5)
+
+    # --- submitting --------------------------------------------------------------------------
+
+    async def depth(self, key: ConversationKey) -> int:
+        name = conversation_name(key)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.llen(self._k("queue", name))
+            pipe.exists(self._k("running", name))
+            queued, running = await self._call(pipe.execute())
+        return int(queued) + int(running)
+
+    async def enqueue(self, job: Job) -> int:
+        """Queue ``job`` for its conversation on every node; how many answers are ahead."""
+        name = conversation_name(job.key)
+        payload = _encode(job, uuid.uuid4().hex)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.llen(self._k("queue", name))
+            pipe.exists(self._k("running", name))
+            pipe.rpush(self._k("queue", name), payload)
+            pipe.hset(self._k("req", job.request_id), mapping={"c": name, "p": payload})
+            pipe.pexpire(self._k("req", job.request_id), self._ms(RECORD_TTL_S))
+            queued, running, *_ = await self._call(pipe.execute())
+        await self._start_if_free(job.key)
+        return int(queued) + int(running)
+
+    async def _start_if_free(self, key: ConversationKey) -> None:
+        name = conversation_name(key)
+        taken = await self._call(
+            self._acquire(
+                keys=[self._k("lease", name), self._k("leases")],
+                args=[self.node_id, self._ms(LEASE_S), name, self._expiry()],
+            )
+        )
+        if taken:
+            worker = asyncio.create_task(self._work(key), name=f"dari-queue-{key}")
+            self.workers[name] = worker
+
+    def _expiry(self) -> int:
+        return self._ms(time.time() + LEASE_S)
+
+    # --- running -----------------------------------------------------------------------------
+
+    async def _work(self, key: ConversationKey) -> None:
+        name = conversation_name(key)
+        me = asyncio.current_task()
+        lost = asyncio.Event()
+        keeper = asyncio.create_task(self._keep(key, lost))
+        try:
+            while not lost.is_set():
+                payload = await self._call(self.redis.lpop(self._k("queue", name)))
+                if payload is None:
+                    released = await self._call(
+                        self._release_if_empty(
+                            keys=[
+                                self._k("queue", name),
+                                self._k("lease", name),
+                                self._k("leases"),
+                            ],
+                            args=[self.node_id, name],
+                        )
+                    )
+                    if released != 0:
+                        return
+                    continue
+                await self._run(name, *_decode(payload))
+        except Exception:
+            log.exception("the queue of %s stopped on this node; its lease will expire", key)
+        finally:
+            keeper.cancel()
+            if self.workers.get(name) is me:
+                del self.workers[name]
+
+    async def _run(self, name: str, job: Job, run_id: str) -> None:
+        answer = self._k("answer", run_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(
+                self._k("running", name), f"{run_id} {job.request_id}", px=self._ms(RECORD_TTL_S)
+            )
+            pipe.hset(answer, mapping={"c": name, "n": self.node_id, "r": job.request_id})
+            pipe.pexpire(answer, self._ms(RECORD_TTL_S))
+            await self._call(pipe.execute())
+        self.current[name] = job
+        self._runs[name] = run_id
+        job.task = asyncio.create_task(AnswerRun(self.runner, job).run())
+        try:
+            await job.task
+        except asyncio.CancelledError:
+            if self.runner.closing:
+                raise
+        except Exception:
+            log.exception("answer %s crashed", job.request_id)
+        finally:
+            self.current.pop(name, None)
+            self._runs.pop(name, None)
+
+    async def _keep(self, key: ConversationKey, lost: asyncio.Event) -> None:
+        """Renew the lease while answers run; on losing it, stop the answer running here."""
+        name = conversation_name(key)
+        while True:
+            await asyncio.sleep(RENEW_S)
+            running = self._runs.get(name, "")
+            try:
+                held = await self._hold(
+                    keys=[self._k("lease", name), self._k("leases")],
+                    args=[
+                        self.node_id,
+                        self._ms(LEASE_S),
+                        name,
+                        self._expiry(),
+                        running,
+                        self._k("ended", running),
+                    ],
+                )
+            except (RedisError, OSError) as exc:
+                log.warning("renewing the lease of %s failed: %s", key, exc)
+                continue  # maybe a blip; if it lasts, another node reaps and we find out
+            if not held:
+                log.error("lost the lease of %s; stopping its answer here", key)
+                lost.set()
+                job = self.current.get(name)
+                if job is not None:
+                    self.runner.cancel_job(job)
+                return
+
+    def runs(self, job: Job) -> bool:
+        """Whether ``job`` came through the shared queue (not a delegated task run locally)."""
+        return self.current.get(conversation_name(job.key)) is job
+
+    async def begun(self, job: Job, message_id: int) -> None:
+        """The answer's row exists: a reaper can now save what it streamed."""
+        if not self.runs(job):
+            return
+        run_id = self._runs[conversation_name(job.key)]
+        await self._call(self.redis.hset(self._k("answer", run_id), "m", message_id))
+
+    async def claim_end(self, job: Job) -> bool:
+        """Whether the caller ends the answer (saves it and sends ``end``): only once."""
+        name = conversation_name(job.key)
+        run_id = self._runs.get(name, "")
+        record = await self._call(self._end_record(name, run_id, job.request_id))
+        return record is not None
+
+    async def _end_record(self, name: str, run_id: str, request_id: str) -> dict[str, str] | None:
+        result = await self._claim_end(
+            keys=[
+                self._k("ended", run_id),
+                self._k("answer", run_id),
+                self._k("running", name),
+                self._k("req", request_id),
+            ],
+            args=[f"{run_id} {request_id}", self._ms(RECORD_TTL_S)],
+        )
+        if result is None:
+            return None
+        pairs = [_text(item) for item in result]
+        return dict(zip(pairs[::2], pairs[1::2], strict=True))
+
+    # --- the reaper --------------------------------------------------------------------------
+
+    async def _reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(REAP_S)
+            try:
+                await self.reap()
+            except Exception:
+                log.exception("reaping expired leases failed")
+
+    async def reap(self) -> int:
+        """End the answers of nodes that stopped renewing their leases; restart their queues."""
+        now = self._ms(time.time())
+        expired = await self.redis.zrangebyscore(self._k("leases"), "-inf", now, start=0, num=16)
+        count = 0
+        for raw in expired:
+            name = _text(raw if isinstance(raw, bytes | str) else None)
+            running = await self._claim_dead(
+                keys=[self._k("leases"), self._k("lease", name), self._k("running", name)],
+                args=[name, now],
+            )
+            if running is None:
+                continue  # alive after all, or another node claimed it
+            count += 1
+            key = conversation_of(name)
+            if running:
+                run_id, _, request_id = _text(running).partition(" ")
+                await self._end_dead(key, run_id, request_id)
+            if await self.redis.llen(self._k("queue", name)):
+                await self._start_if_free(key)
+        return count
+
+    async def _end_dead(self, key: ConversationKey, run_id: str, request_id: str) -> None:
+        record = await self._end_record(conversation_name(key), run_id, request_id)
+        if record is None:
+            return  # its node ended it after all
+        node = record.get("n", "?")
+        log.warning("node %s stopped while answering %s in %s: ending it", node, request_id, key)
+        text, steps = await self.hub.progress(key, request_id)
+        if record.get("m"):
+            await self.runner.store.save_answer(int(record["m"]), text, "failed", steps)
+        hub = self.runner.hub
+        message = f"the node answering this ({node}) stopped; the answer is incomplete"
+        await hub.publish(
+            key, {**frames.error(ErrorCode.AGENT_FAILED, message, request_id), **key.fields()}
+        )
+        await hub.publish(key, frames.answer_frame("end", key, request_id, finish_reason="error"))
+        await self.hub.drop_progress(key, request_id)
+
+    # --- cancelling --------------------------------------------------------------------------
+
+    async def _on_cancel(self, message: BusMessage) -> None:
+        request_id = message.payload.decode()
+        for job in list(self.current.values()):
+            if job.request_id == request_id:
+                self.runner.cancel_job(job)
+
+    async def locate(self, request_id: str) -> ConversationKey | None:
+        """The conversation of a chat queued or running on any node."""
+        name = await self._call(self.redis.hget(self._k("req", request_id), "c"))
+        return conversation_of(name) if name else None
+
+    async def cancel_request(self, request_id: str) -> bool:
+        record = await self._call(self.redis.hgetall(self._k("req", request_id)))
+        if not record:
+            return False
+        name, payload = _text(record[b"c"]), record[b"p"]
+        if await self._call(self.redis.lrem(self._k("queue", name), 1, payload)):
+            await self._end_unstarted(_decode(payload)[0])
+            return True
+        return await self._cancel_running(name, request_id)
+
+    async def _cancel_running(self, name: str, request_id: str) -> bool:
+        running = _text(await self._call(self.redis.get(self._k("running", name))))
+        if running.partition(" ")[2] != request_id:
+            return False
+        job = self.current.get(name)
+        if job is not None and job.request_id == request_id:
+            self.runner.cancel_job(job)
+            return True
+        try:
+            await self.bus.publish(self._k("cancel"), request_id.encode())
+        except BusError as exc:
+            raise Unavailable(
+                f"cannot reach the node running it: {exc}", code=ErrorCode.INTERNAL
+            ) from exc
+        return True
+
+    async def cancel_conversation(self, key: ConversationKey) -> int:
+        name = conversation_name(key)
+        queued = await self._call(self._drain(keys=[self._k("queue", name)]))
+        for payload in queued:
+            await self._end_unstarted(_decode(payload)[0])
+        running = _text(await self._call(self.redis.get(self._k("running", name))))
+        cancelled = len(queued)
+        if running and await self._cancel_running(name, running.partition(" ")[2]):
+            cancelled += 1
+        return cancelled
+
+    async def _end_unstarted(self, job: Job) -> None:
+        await self._call(self.redis.delete(self._k("req", job.request_id)))
+        job.cancelled = True
+        await self.runner.end_unstarted(job)
+
+    # --- snapshots ---------------------------------------------------------------------------
+
+    async def progress_of(self, keys: set[ConversationKey]) -> list[Progress]:
+        """The answers running in ``keys`` on any node, with their text and steps so far."""
+        found: list[Progress] = []
+        for key in keys:
+            running = _text(
+                await self._call(self.redis.get(self._k("running", conversation_name(key))))
+            )
+            if running:
+                request_id = running.partition(" ")[2]
+                text, steps = await self.hub.progress(key, request_id)
+                found.append(Progress(request_id, key, [text] if text else [], steps))
+        return found

@@ -1,0 +1,138 @@
+"""Several real ``dari serve`` processes on loopback ports, sharing Redis and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.cluster.services import fresh_pg_database, pg_url, require_redis
+from tests.support.waiting import eventually
+
+ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT_S = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    raise TypeError(value)
+
+
+def config_text(node_id: str, port: int, store_url: str, redis_url: str, delay_ms: int) -> str:
+    return "\n".join(
+        [
+            f"node_id = {_toml(node_id)}",
+            "[server]",
+            'host = "127.0.0.1"',
+            f"port = {port}",
+            "[store]",
+            f"url = {_toml(store_url)}",
+            "[bus]",
+            f"url = {_toml(redis_url)}",
+            "[replay]",
+            f"url = {_toml(redis_url)}",
+            "[[projects]]",
+            'id = "p1"',
+            "[[projects.agents]]",
+            'name = "slow"',
+            'backend = "echo"',
+            f"options = {_toml({'delay_ms': delay_ms})}",
+            "",
+        ]
+    )
+
+
+@dataclass
+class Node:
+    name: str
+    port: int
+    process: asyncio.subprocess.Process
+    log: Path
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ws(self, path: str) -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+    async def ready(self) -> bool:
+        if self.process.returncode is not None:
+            raise RuntimeError(f"node {self.name} exited:\n{self.log.read_text()[-4000:]}")
+        try:
+            async with httpx.AsyncClient(base_url=self.http, timeout=2) as http:
+                return (await http.get("/readyz")).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    async def kill(self) -> None:
+        """``kill -9``: no shutdown code runs."""
+        self.process.kill()
+        await self.process.wait()
+
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.process.wait(), 20)
+            except TimeoutError:
+                await self.kill()
+
+
+@contextlib.asynccontextmanager
+async def cluster(tmp_path: Path, count: int = 3, delay_ms: int = 20) -> AsyncIterator[list[Node]]:
+    """``count`` nodes (node-a, node-b, …) on a fresh PostgreSQL database and the machine's Redis."""
+    redis_url = await require_redis()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DARI_")}
+    env["PYTHONPATH"] = str(ROOT)
+    async with fresh_pg_database("dari_cluster") as database:
+        nodes: list[Node] = []
+        try:
+            for index in range(count):
+                name = f"node-{chr(ord('a') + index)}"
+                port = free_port()
+                config = tmp_path / f"{name}.toml"
+                config.write_text(config_text(name, port, pg_url(database), redis_url, delay_ms))
+                log = tmp_path / f"{name}.log"
+                process = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "dari.cli",
+                    "serve",
+                    "--config",
+                    str(config),
+                    cwd=ROOT,
+                    env=env,
+                    stdout=log.open("wb"),
+                    stderr=asyncio.subprocess.STDOUT,
+                )
+                nodes.append(Node(name, port, process, log))
+            for node in nodes:
+                await eventually(node.ready, timeout=START_TIMEOUT_S)
+            yield nodes
+        finally:
+            await asyncio.gather(*(node.stop() for node in nodes))
