@@ -181,6 +181,14 @@ async def test_unknown_client_with_last_seq_is_told_there_is_no_log(server: Runn
     await client.close()
 
 
+async def test_reconnect_before_any_frame_resumes_from_zero(server: RunningServer) -> None:
+    # Cut right after welcome, before anything was logged: nothing was missed, so it resumes.
+    client = await _reconnect(server, "quiet", "last_seq=0")
+    welcome = await client.recv()
+    assert welcome["resumed"] is True and welcome["seq"] == 0 and "reason" not in welcome
+    await client.close()
+
+
 async def test_server_restart_mid_answer_marks_it_failed(server_factory: ServerFactory) -> None:
     server = await server_factory(**slow_project(30))
     client = await _start_answer(server, "restart", 3)

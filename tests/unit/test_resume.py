@@ -68,7 +68,7 @@ CASES = [
     Case("epoch changed and no log", "5", "e0", NO_LOG, False, 0, R.EPOCH_CHANGED),
     # no log
     Case("no log", "3", None, NO_LOG, False, 0, R.NO_LOG),
-    Case("no log from zero", "0", EPOCH, NO_LOG, False, 0, R.NO_LOG),
+    Case("no log from zero: nothing was ever sent", "0", EPOCH, NO_LOG, True, 0, None),
     # invalid last_seq: never resumed, never an exception
     Case("negative", "-1", None, FULL, False, 10, R.INVALID_LAST_SEQ),
     Case("exponent", "1e3", None, FULL, False, 10, R.INVALID_LAST_SEQ),
@@ -100,7 +100,8 @@ def test_plan_resume(case: Case) -> None:
 def test_a_resumed_plan_replays_only_frames_the_log_still_holds(case: Case) -> None:
     plan = plan_resume(case.last_seq, case.epoch, case.log)
     if plan.resumed:
-        assert case.log.exists
+        # Resumed with no log only from 0, where there is nothing to replay.
+        assert case.log.exists or plan.position == case.log.head == 0
         assert case.log.first_seq <= plan.position + 1 <= case.log.head + 1
     else:
         assert plan.position == case.log.head

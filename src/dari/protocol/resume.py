@@ -56,6 +56,9 @@ def plan_resume(last_seq: str | None, epoch: str | None, log: LogPosition) -> Re
     if epoch is not None and epoch != log.epoch:
         return ResumePlan(False, fresh, NotResumedReason.EPOCH_CHANGED)
     if not log.exists:
+        # Nothing was ever logged for this client: resuming from 0 misses nothing.
+        if requested == 0:
+            return ResumePlan(resumed=True, position=0)
         return ResumePlan(False, fresh, NotResumedReason.NO_LOG)
     if requested > log.head:
         return ResumePlan(False, fresh, NotResumedReason.AHEAD)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import event, select, text, update
+from sqlalchemy import Select, event, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -28,6 +29,7 @@ from dari.stores.migrations import upgrade_to_head
 from dari.stores.schema import chat_requests, clients, conversations, messages, tasks
 
 _SQLITE_BEGIN = "dari_sqlite_begin"
+_REMEMBERED_REQUESTS = 50_000
 
 
 def _now() -> datetime:
@@ -48,6 +50,8 @@ class SqlStore(Store):
         self._write_lock = asyncio.Lock() if self._sqlite else None
         self._conversation_ids: dict[ConversationKey, int] = {}
         self._owners: dict[str, str] = {}  # client_id -> user_id, once committed
+        # (user_id, client message id) -> request_id of committed chats, newest last
+        self._requests: OrderedDict[tuple[str, str], str] = OrderedDict()
 
     @property
     def engine(self) -> AsyncEngine:
@@ -199,6 +203,12 @@ class SqlStore(Store):
         message: str,
         images: list[str],
     ) -> AcceptedChat:
+        if client_message_id is not None:
+            # Clients resend unacknowledged chats after every reconnect: answer the resends
+            # from memory or a read, so they never queue behind real writes.
+            original = await self._known_request(user_id, client_message_id)
+            if original is not None:
+                return AcceptedChat(request_id=original, duplicate=True, message_id=None)
         async with self._writing() as conn:
             if client_message_id is not None:
                 try:
@@ -211,20 +221,40 @@ class SqlStore(Store):
                                 created_at=_now(),
                             )
                         )
-                except IntegrityError:
-                    original = (
-                        await conn.execute(
-                            select(chat_requests.c.request_id).where(
-                                (chat_requests.c.user_id == user_id)
-                                & (chat_requests.c.client_message_id == client_message_id)
-                            )
-                        )
+                except IntegrityError:  # accepted meanwhile, by another socket or node
+                    winner = (
+                        await conn.execute(self._request_query(user_id, client_message_id))
                     ).scalar_one()
-                    return AcceptedChat(request_id=str(original), duplicate=True, message_id=None)
+                    return AcceptedChat(request_id=str(winner), duplicate=True, message_id=None)
             message_id, _ = await self._insert_message(
                 conn, key, "user", message, images=images, request_id=request_id
             )
+        if client_message_id is not None:
+            self._remember_request(user_id, client_message_id, request_id)
         return AcceptedChat(request_id=request_id, duplicate=False, message_id=message_id)
+
+    @staticmethod
+    def _request_query(user_id: str, client_message_id: str) -> Select[str]:
+        return select(chat_requests.c.request_id).where(
+            (chat_requests.c.user_id == user_id)
+            & (chat_requests.c.client_message_id == client_message_id)
+        )
+
+    async def _known_request(self, user_id: str, client_message_id: str) -> str | None:
+        known = self._requests.get((user_id, client_message_id))
+        if known is not None:
+            return known
+        async with self.engine.connect() as conn:
+            found = (await conn.execute(self._request_query(user_id, client_message_id))).scalar()
+        if found is not None:
+            self._remember_request(user_id, client_message_id, str(found))
+        return None if found is None else str(found)
+
+    def _remember_request(self, user_id: str, client_message_id: str, request_id: str) -> None:
+        requests = self._requests
+        requests[(user_id, client_message_id)] = request_id
+        if len(requests) > _REMEMBERED_REQUESTS:
+            requests.popitem(last=False)  # the oldest; it is still found by a read
 
     async def begin_answer(self, key: ConversationKey, request_id: str, node_id: str) -> int:
         async with self._writing() as conn:
