@@ -49,11 +49,16 @@ async def chat(client: WsClient, message: str, thread: str, id: str) -> dict[str
 
 
 def text_of(client: WsClient, request_id: str) -> str:
-    return "".join(
-        f["content"]
-        for f in client.frames
-        if f.get("request_id") == request_id and f.get("type") in ("response", "snapshot")
-    )
+    """The answer's text as a client assembles it: a snapshot replaces the text so far."""
+    text = ""
+    for frame in client.frames:
+        if frame.get("request_id") != request_id:
+            continue
+        if frame.get("type") == "snapshot":
+            text = frame["content"]
+        elif frame.get("type") == "response":
+            text += frame["content"]
+    return text
 
 
 def contiguous(client: WsClient) -> bool:
@@ -191,3 +196,53 @@ async def test_killing_the_node_running_an_answer_ends_it_as_failed_within_the_l
     assert text == "after the loss" and next_end["finish_reason"] == "stop"
     assert contiguous(watcher)
     await watcher.close()
+
+
+async def test_cancel_from_any_node_stops_a_running_answer_and_drops_a_queued_one(
+    nodes: list[Node],
+) -> None:
+    a, b, c = nodes
+    thread = unique("t")
+    asker = await connect(a, unique("asker"))
+    await chat(asker, words("run", 400), thread, "running")  # runs on a
+    queued = await chat(asker, words("wait", 5), thread, "queued")
+    assert queued["queued"] == 1
+    await asker.until_type("response", TIMEOUT_S, request_id="running")
+
+    canceller = await connect(c, unique("canceller"))
+    await canceller.send({"type": "cancel", "request_id": "queued"})
+    await canceller.send({"type": "cancel", "request_id": "running"})
+    ends = {
+        rid: (await asker.until_type("end", TIMEOUT_S, request_id=rid))["finish_reason"]
+        for rid in ("queued", "running")
+    }
+    assert ends == {"queued": "cancelled", "running": "cancelled"}
+    assert not [f for f in asker.frames if f.get("type") == "start" and f["request_id"] == "queued"]
+    saved = {m["request_id"]: m for m in await history(b, thread) if m["role"] == "assistant"}
+    assert saved["running"]["status"] == saved["queued"]["status"] == "cancelled"
+    assert saved["running"]["content"] == text_of(asker, "running")
+    await canceller.send({"type": "cancel", "request_id": "running"})
+    error = await canceller.until_type("error", TIMEOUT_S)
+    assert error["code"] == "not_found"  # nothing left to cancel
+    for client in (asker, canceller):
+        await client.close()
+
+
+async def test_a_client_arriving_mid_answer_on_another_node_gets_the_text_so_far_then_live(
+    nodes: list[Node],
+) -> None:
+    a, b, _ = nodes
+    thread = unique("t")
+    asker = await connect(a, unique("asker"))
+    await chat(asker, words("w", 60), thread, "r1")
+    for _ in range(5):
+        await asker.until_type("response", TIMEOUT_S, request_id="r1")
+    late = await connect(b, unique("late"))
+    await subscribe(late, thread)
+    snapshot = await late.until_type("snapshot", TIMEOUT_S, request_id="r1")
+    assert words("w", 60).startswith(snapshot["content"]) and snapshot["content"]
+    _, end = await late.answer("r1", TIMEOUT_S)
+    assert end["finish_reason"] == "stop"
+    assert text_of(late, "r1") == words("w", 60)  # nothing missing, nothing twice
+    for client in (asker, late):
+        await client.close()

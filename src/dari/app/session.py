@@ -188,7 +188,10 @@ class ChatSession:
 
 async def send_snapshots(gateway: Gateway, client_id: str, keys: set[ConversationKey]) -> None:
     """The text so far of every answer in progress in ``keys``; live pieces follow."""
-    for progress in await gateway.runner.progress_of(keys):
+    if gateway.hub.shared is not None:
+        await gateway.hub.snapshots(client_id, keys)  # answers running on any node
+        return
+    for progress in gateway.runner.snapshots(keys):
         await gateway.hub.send(
             client_id,
             frames.answer_frame(

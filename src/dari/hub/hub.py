@@ -276,11 +276,13 @@ class Hub:
             await self.shared.wake((client_id,))
         return seq
 
-    async def _fan_out(self, client_ids: Iterable[str], frame: Frame) -> int:
-        """Several nodes: log for every client in one step, then wake each reader."""
+    async def _fan_out(
+        self, client_ids: Iterable[str], frame: Frame, conversation: ConversationKey | None = None
+    ) -> int:
+        """Several nodes: log for every client (and the conversation's subscribers) in one
+        step, then wake each reader."""
         assert self.shared is not None
-        targets = sorted(client_ids)
-        await self.shared.fan_out(targets, frame)
+        targets = await self.shared.fan_out(frame, client_ids, conversation)
         remote = []
         for client_id in targets:
             state = self.clients.get(client_id)
@@ -308,10 +310,19 @@ class Hub:
         local = self._conversation_subs.get(key, ())
         if self.shared is not None:
             # Even with nobody subscribed: an answer's pieces also record its progress.
-            return await self._fan_out(
-                set(local) | await self.shared.conversation_subscribers(key), frame
-            )
+            # Subscribers are read in the same step as the logs grow: see snapshots().
+            return await self._fan_out(local, frame, key)
         return await self.send_many(tuple(local), frame, merge_key)
+
+    async def snapshots(self, client_id: str, keys: Iterable[ConversationKey]) -> None:
+        """Several nodes: log for the client a snapshot of each answer running in ``keys``,
+        wherever it runs."""
+        assert self.shared is not None
+        for key in keys:
+            if await self.shared.snapshot(client_id, key):
+                state = self.clients.get(client_id)
+                if state is not None and state.connection is not None:
+                    state.connection.notify()
 
     async def publish_project(self, project_id: str, frame: Frame) -> int:
         clients = self.clients

@@ -30,7 +30,6 @@ live in different slots); use one Redis, with Sentinel for failover if needed.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -44,7 +43,7 @@ from dari.protocol.frames import Frame
 from dari.protocol.resume import LogPosition
 
 # Shared by the scripts: the epoch (made if missing), Redis's clock, and age trimming.
-_PRELUDE = """
+LUA_PRELUDE = """
 local function epoch()
   local current = redis.call('GET', KEYS[1])
   if current then return current end
@@ -78,20 +77,25 @@ local function trim_age(stream, head, horizon)
   redis.call('XTRIM', stream, 'MINID', id(lo))
   return lo
 end
+
+-- Number a frame (JSON without seq) and keep it in a client's log; returns its seq.
+local function log_append(counter, stream, frame, now, max_frames, max_age_ms, counter_ttl_ms)
+  local seq = redis.call('INCR', counter)
+  redis.call('XADD', stream, 'MAXLEN', max_frames, id(seq), 't', now, 'f', frame)
+  trim_age(stream, seq, now - tonumber(max_age_ms))
+  redis.call('PEXPIRE', stream, max_age_ms)
+  redis.call('PEXPIRE', counter, counter_ttl_ms)
+  return seq
+end
 """
 
 # KEYS: epoch, counter, stream. ARGV: epoch candidate, frame JSON, max frames, max age ms,
 # counter TTL ms. Returns {seq, epoch}.
 _APPEND = (
-    _PRELUDE
+    LUA_PRELUDE
     + """
 local current = epoch()
-local seq = redis.call('INCR', KEYS[2])
-local now = now_ms()
-redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[3], id(seq), 't', now, 'f', ARGV[2])
-trim_age(KEYS[3], seq, now - tonumber(ARGV[4]))
-redis.call('PEXPIRE', KEYS[3], ARGV[4])
-redis.call('PEXPIRE', KEYS[2], ARGV[5])
+local seq = log_append(KEYS[2], KEYS[3], ARGV[2], now_ms(), ARGV[3], ARGV[4], ARGV[5])
 return {seq, current}
 """
 )
@@ -99,7 +103,7 @@ return {seq, current}
 # KEYS: epoch, counter, stream. ARGV: epoch candidate, after, limit, max age ms, counter TTL ms.
 # Returns {epoch, head (-1: no log), first seq held, entries after `after` (at most limit)}.
 _READ = (
-    _PRELUDE
+    LUA_PRELUDE
     + """
 local current = epoch()
 local head = redis.call('GET', KEYS[2])
@@ -110,37 +114,6 @@ local first = trim_age(KEYS[3], head, now_ms() - tonumber(ARGV[4]))
 local after, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
 if limit == 0 or after >= head or after + 1 < first then return {current, head, first, {}} end
 return {current, head, first, redis.call('XRANGE', KEYS[3], id(after + 1), '+', 'COUNT', limit)}
-"""
-)
-
-
-# One frame to many clients at once, plus an optional side write (the running answer's text
-# or steps, kept next to the logs so both change together or not at all).
-# KEYS: epoch, side key, then (counter, stream) per client. ARGV: epoch candidate, frame JSON,
-# max frames, max age ms, counter TTL ms, side op ('', 'append', 'rpush'), side value,
-# side TTL ms. Returns {epoch, seq per client...}.
-_APPEND_MANY = (
-    _PRELUDE
-    + """
-local current = epoch()
-local now = now_ms()
-if ARGV[6] == 'append' then
-  redis.call('APPEND', KEYS[2], ARGV[7])
-  redis.call('PEXPIRE', KEYS[2], ARGV[8])
-elseif ARGV[6] == 'rpush' then
-  redis.call('RPUSH', KEYS[2], ARGV[7])
-  redis.call('PEXPIRE', KEYS[2], ARGV[8])
-end
-local out = {current}
-for i = 3, #KEYS, 2 do
-  local seq = redis.call('INCR', KEYS[i])
-  redis.call('XADD', KEYS[i + 1], 'MAXLEN', ARGV[3], id(seq), 't', now, 'f', ARGV[2])
-  trim_age(KEYS[i + 1], seq, now - tonumber(ARGV[4]))
-  redis.call('PEXPIRE', KEYS[i + 1], ARGV[4])
-  redis.call('PEXPIRE', KEYS[i], ARGV[5])
-  out[#out + 1] = seq
-end
-return out
 """
 )
 
@@ -177,8 +150,7 @@ class RedisReplayLog(ReplayLog):
         self._redis = redis_client(url, name)
         self._append = self._redis.register_script(_APPEND)
         self._read = self._redis.register_script(_READ)
-        self._append_many = self._redis.register_script(_APPEND_MANY)
-        self._epoch_key = f"{prefix}replay:epoch"
+        self.epoch_key = f"{prefix}replay:epoch"
         # The epoch each client's reader started in, on this node: a read in another epoch
         # returns None, so a socket attached before Redis lost its data reconnects.
         self._client_epochs: dict[str, str] = {}
@@ -188,14 +160,19 @@ class RedisReplayLog(ReplayLog):
         """The client this log uses (shared state of a cluster lives in the same Redis)."""
         return self._redis
 
+    @property
+    def log_prefix(self) -> str:
+        """Every client's keys start with this, then ``<client_id>:seq`` / ``<client_id>:log``."""
+        return f"{self.prefix}replay:"
+
     def log_keys(self, client_id: str) -> tuple[str, str]:
         """The client's counter and stream keys."""
-        base = f"{self.prefix}replay:{client_id}"
+        base = f"{self.log_prefix}{client_id}"
         return f"{base}:seq", f"{base}:log"
 
     def _keys(self, client_id: str) -> list[str]:
         base = f"{self.prefix}replay:{client_id}"
-        return [self._epoch_key, f"{base}:seq", f"{base}:log"]
+        return [self.epoch_key, f"{base}:seq", f"{base}:log"]
 
     async def start(self) -> None:
         """Learn the epoch (making it if this is the first node). Raises if Redis is down."""
@@ -204,8 +181,8 @@ class RedisReplayLog(ReplayLog):
     async def ping(self) -> None:
         """Raise ``ReplayUnavailable`` unless Redis answers; refresh the epoch."""
         try:
-            await self._redis.set(self._epoch_key, _candidate(), nx=True)
-            value = await self._redis.get(self._epoch_key)
+            await self._redis.set(self.epoch_key, _candidate(), nx=True)
+            value = await self._redis.get(self.epoch_key)
         except (RedisError, OSError) as exc:
             raise ReplayUnavailable(f"replay log unreachable: {exc}") from exc
         if value is not None:
@@ -233,41 +210,6 @@ class RedisReplayLog(ReplayLog):
         self.epoch = epoch.decode()
         frame["seq"] = int(seq)
         return int(seq)
-
-    async def append_many(
-        self,
-        client_ids: Sequence[str],
-        frame: Frame,
-        side: tuple[str, str, bytes | str, float] | None = None,
-    ) -> list[int]:
-        """Append one frame to several clients' logs in one atomic step; their seqs, in order.
-
-        ``side`` = (``"append"`` or ``"rpush"``, key, value, TTL s): a write done in the same
-        step (a running answer's text grows exactly as its pieces are logged).
-        """
-        body = frame if "seq" not in frame else {k: v for k, v in frame.items() if k != "seq"}
-        op, side_key, value, ttl_s = side if side is not None else ("", self._epoch_key, "", 0)
-        keys = [self._epoch_key, side_key]
-        for client_id in client_ids:
-            keys.extend(self._keys(client_id)[1:])
-        try:
-            result = await self._append_many(
-                keys=keys,
-                args=[
-                    _candidate(),
-                    orjson.dumps(body),
-                    self.max_frames,
-                    self.max_age_ms,
-                    self.counter_ttl_ms,
-                    op,
-                    value,
-                    max(1, int(ttl_s * 1000)),
-                ],
-            )
-        except (RedisError, OSError) as exc:
-            raise ReplayUnavailable(f"replay log unreachable: {exc}") from exc
-        self.epoch = result[0].decode()
-        return [int(seq) for seq in result[1:]]
 
     async def _query(
         self, client_id: str, after: int, limit: int

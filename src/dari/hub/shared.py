@@ -24,6 +24,7 @@ any node, or the text saved when the node running it died, is exactly what subsc
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -32,7 +33,7 @@ import orjson
 from redis.exceptions import RedisError
 
 from dari.buses.base import Bus, BusError, BusMessage
-from dari.hub.replay_redis import RedisReplayLog, ReplayUnavailable
+from dari.hub.replay_redis import LUA_PRELUDE, RedisReplayLog, ReplayUnavailable
 from dari.protocol.frames import ConversationKey, Frame
 
 log = logging.getLogger("dari.hub")
@@ -86,6 +87,63 @@ return 0
 """
 
 
+# One frame into many clients' logs, the conversation's subscribers read in the same step.
+# KEYS: epoch, side key, subs:c:<conversation> (any key when not used).
+# ARGV: 1 epoch candidate, 2 frame JSON, 3 max frames, 4 max age ms, 5 counter TTL ms,
+# 6 side op ('', 'append', 'rpush'), 7 side value, 8 side TTL ms, 9 log key prefix,
+# 10 '1' to include the subscribers, 11.. more client ids. Returns {epoch, client ids...}.
+_FAN_OUT = (
+    LUA_PRELUDE
+    + """
+local current = epoch()
+local now = now_ms()
+if ARGV[6] == 'append' then
+  redis.call('APPEND', KEYS[2], ARGV[7])
+  redis.call('PEXPIRE', KEYS[2], ARGV[8])
+elseif ARGV[6] == 'rpush' then
+  redis.call('RPUSH', KEYS[2], ARGV[7])
+  redis.call('PEXPIRE', KEYS[2], ARGV[8])
+end
+local out, seen = {current}, {}
+local function add(client)
+  if seen[client] then return end
+  seen[client] = true
+  log_append(ARGV[9] .. client .. ':seq', ARGV[9] .. client .. ':log', ARGV[2], now,
+    ARGV[3], ARGV[4], ARGV[5])
+  out[#out + 1] = client
+end
+if ARGV[10] == '1' then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+  for _, client in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do add(client) end
+end
+for i = 11, #ARGV do add(ARGV[i]) end
+return out
+"""
+)
+
+# A snapshot of the answer running in a conversation, logged for one client.
+# KEYS: epoch, running:<conversation> ("<run id> <request id>").
+# ARGV: 1 epoch candidate, 2 max frames, 3 max age ms, 4 counter TTL ms, 5 log key prefix,
+# 6 client id, 7 progress:<conversation>: prefix, 8 the conversation's fields as JSON members.
+# Returns {epoch, seq} when there was an answer to show, {epoch} otherwise.
+_SNAPSHOT = (
+    LUA_PRELUDE
+    + """
+local current = epoch()
+local running = redis.call('GET', KEYS[2])
+local request = running and string.match(running, '^%S+ (.*)$')
+if not request then return {current} end
+local text = redis.call('GET', ARGV[7] .. request .. ':text') or ''
+local steps = redis.call('LRANGE', ARGV[7] .. request .. ':steps', 0, -1)
+local frame = '{"type":"snapshot","request_id":' .. cjson.encode(request) .. ',' .. ARGV[8]
+  .. ',"content":' .. cjson.encode(text) .. ',"steps":[' .. table.concat(steps, ',') .. ']}'
+local seq = log_append(ARGV[5] .. ARGV[6] .. ':seq', ARGV[5] .. ARGV[6] .. ':log', frame,
+  now_ms(), ARGV[2], ARGV[3], ARGV[4])
+return {current, seq}
+"""
+)
+
+
 def conversation_name(key: ConversationKey) -> str:
     return orjson.dumps([key.project_id, key.agent_name, key.thread_id]).decode()
 
@@ -109,6 +167,8 @@ class SharedHub:
         self._project_subscribers = self.redis.register_script(_PROJECT_SUBSCRIBERS)
         self._forget = self.redis.register_script(_FORGET)
         self._detach = self.redis.register_script(_DETACH)
+        self._fan_out = self.redis.register_script(_FAN_OUT)
+        self._snapshot = self.redis.register_script(_SNAPSHOT)
         self._watchers: dict[str, Callable[[BusMessage], Awaitable[None]]] = {}
 
     async def _call(self, work: Awaitable[Any]) -> Any:
@@ -181,13 +241,6 @@ class SharedHub:
                 pipe.zadd(self._k("client", client_id, "p"), {project: expiry})
             await self._call(pipe.execute())
 
-    async def conversation_subscribers(self, key: ConversationKey) -> set[str]:
-        now = int(time.time() * 1000)
-        members = await self._call(
-            self.redis.zrangebyscore(self._k("subs", "c", conversation_name(key)), now, "+inf")
-        )
-        return _decode(members)
-
     async def project_subscribers(self, project_id: str) -> set[str]:
         members = await self._call(
             self._project_subscribers(
@@ -221,23 +274,74 @@ class SharedHub:
 
     # --- delivery ----------------------------------------------------------------------------
 
-    async def fan_out(self, client_ids: list[str], frame: Frame) -> None:
-        """Log ``frame`` for every client (atomically, with the answer's progress if it is a
-        piece or a step of one). The caller wakes the readers."""
-        side: tuple[str, str, bytes | str, float] | None = None
+    async def fan_out(
+        self,
+        frame: Frame,
+        client_ids: Iterable[str] = (),
+        conversation: ConversationKey | None = None,
+    ) -> list[str]:
+        """Log ``frame`` for ``client_ids`` and, with ``conversation``, for its subscribers as
+        Redis has them at that very moment; returns the clients it went to. The caller wakes
+        their readers. A piece or step of an answer also grows that answer's progress."""
+        op, side_key, value = "", self._k("none"), b""
         kind = frame["type"]
         if kind in ("response", "step") and isinstance(frame.get("request_id"), str):
             key = ConversationKey(frame["project_id"], frame["agent_name"], frame["thread_id"])
             text_key, steps_key = self._progress_keys(key, frame["request_id"])
             if kind == "response":
-                side = ("append", text_key, frame["content"], PROGRESS_TTL_S)
+                op, side_key, value = "append", text_key, frame["content"].encode()
             else:
                 step = {k: v for k, v in frame.items() if k not in _ANSWER_FIELDS}
-                side = ("rpush", steps_key, orjson.dumps(step), PROGRESS_TTL_S)
-        if len(client_ids) == 1 and side is None:
-            await self.log.append(client_ids[0], frame)
-        elif client_ids or side is not None:
-            await self.log.append_many(client_ids, frame, side)
+                op, side_key, value = "rpush", steps_key, orjson.dumps(step)
+        subscribers = (
+            self._k("subs", "c", conversation_name(conversation)) if conversation else side_key
+        )
+        body = frame if "seq" not in frame else {k: v for k, v in frame.items() if k != "seq"}
+        log = self.log
+        result = await self._call(
+            self._fan_out(
+                keys=[log.epoch_key, side_key, subscribers],
+                args=[
+                    os.urandom(6).hex(),
+                    orjson.dumps(body),
+                    log.max_frames,
+                    log.max_age_ms,
+                    log.counter_ttl_ms,
+                    op,
+                    value,
+                    int(PROGRESS_TTL_S * 1000),
+                    log.log_prefix,
+                    "1" if conversation else "0",
+                    *client_ids,
+                ],
+            )
+        )
+        return sorted(_decode(result[1:]))
+
+    async def snapshot(self, client_id: str, key: ConversationKey) -> bool:
+        """Log a ``snapshot`` of the answer running in ``key`` (on any node) for the client.
+
+        Read and logged in one step, so each piece of that answer is either in the snapshot or
+        logged for the client after it (if it is subscribed): nothing falls in between.
+        """
+        name, log = conversation_name(key), self.log
+        fields = orjson.dumps(key.fields()).decode()[1:-1]
+        result = await self._call(
+            self._snapshot(
+                keys=[log.epoch_key, self._k("running", name)],
+                args=[
+                    os.urandom(6).hex(),
+                    log.max_frames,
+                    log.max_age_ms,
+                    log.counter_ttl_ms,
+                    log.log_prefix,
+                    client_id,
+                    self._k("progress", name, ""),
+                    fields,
+                ],
+            )
+        )
+        return len(result) > 1
 
     def _progress_keys(self, key: ConversationKey, request_id: str) -> tuple[str, str]:
         # Request ids are unique per user only; one answer runs at a time per conversation.

@@ -340,12 +340,3 @@ class Runner:
 
     def snapshots(self, keys: set[ConversationKey]) -> list[Progress]:
         return [p for p in self.in_progress.values() if p.key in keys]
-
-    async def progress_of(self, keys: set[ConversationKey]) -> list[Progress]:
-        """Answers in progress in ``keys``: here, or on any node when there are several."""
-        local = self.snapshots(keys)
-        if self.shared is None:
-            return local
-        found = await self.shared.progress_of(keys)
-        known = {p.request_id for p in found}
-        return found + [p for p in local if p.request_id not in known]

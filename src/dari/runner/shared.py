@@ -39,7 +39,7 @@ from dari.protocol import frames
 from dari.protocol.errors import ErrorCode, Unavailable
 from dari.protocol.frames import ConversationKey
 from dari.runner.answer import AnswerRun
-from dari.runner.jobs import Job, Progress
+from dari.runner.jobs import Job
 
 if TYPE_CHECKING:
     from dari.runner.runner import Runner
@@ -447,18 +447,3 @@ class SharedRunner:
         await self._call(self.redis.delete(self._k("req", job.request_id)))
         job.cancelled = True
         await self.runner.end_unstarted(job)
-
-    # --- snapshots ---------------------------------------------------------------------------
-
-    async def progress_of(self, keys: set[ConversationKey]) -> list[Progress]:
-        """The answers running in ``keys`` on any node, with their text and steps so far."""
-        found: list[Progress] = []
-        for key in keys:
-            running = _text(
-                await self._call(self.redis.get(self._k("running", conversation_name(key))))
-            )
-            if running:
-                request_id = running.partition(" ")[2]
-                text, steps = await self.hub.progress(key, request_id)
-                found.append(Progress(request_id, key, [text] if text else [], steps))
-        return found
