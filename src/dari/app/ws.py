@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -22,6 +25,7 @@ from dari.app.session import ChatSession, RateLimitExceeded, send_snapshots
 from dari.auth.base import Credentials, Principal
 from dari.hub.connection import Connection, Renderer
 from dari.hub.hub import StaleConnection
+from dari.hub.replay_redis import ReplayUnavailable
 from dari.protocol import frames, thread_dialect
 from dari.protocol.codec import encode
 from dari.protocol.errors import CloseCode, DariError, ErrorCode, ProtocolError
@@ -102,7 +106,26 @@ async def _receive_loop(
             return
 
 
+def _closed_while_redis_is_away(
+    handler: Callable[..., Awaitable[None]],
+) -> Callable[..., Awaitable[None]]:
+    """Several nodes: while Redis is unreachable no frame can be logged, so a socket cannot
+    be served; close it with 1013 (try again later) instead of failing the ASGI call."""
+
+    @functools.wraps(handler)
+    async def wrapper(websocket: WebSocket, *args: Any, **kwargs: Any) -> None:
+        try:
+            await handler(websocket, *args, **kwargs)
+        except ReplayUnavailable as exc:
+            log.warning("closing a socket: %s", exc.message)
+            with contextlib.suppress(Exception):
+                await websocket.close(code=CloseCode.TRY_AGAIN_LATER, reason="try again later")
+
+    return wrapper
+
+
 @router.websocket("/ws/chat/{client_id}")
+@_closed_while_redis_is_away
 async def chat_socket(websocket: WebSocket, client_id: str) -> None:
     gateway = _gateway(websocket)
     settings = gateway.settings
@@ -194,6 +217,7 @@ async def chat_socket(websocket: WebSocket, client_id: str) -> None:
 
 
 @router.websocket("/api/chat/ws/{thread_id}")
+@_closed_while_redis_is_away
 async def thread_socket(websocket: WebSocket, thread_id: str) -> None:
     gateway = _gateway(websocket)
     settings = gateway.settings

@@ -243,7 +243,10 @@ class RedisReplayLog(ReplayLog):
 
     async def position(self, client_id: str) -> LogPosition:
         epoch, head, first, _ = await self._query(client_id, 0, 0)
-        self._client_epochs.setdefault(client_id, epoch)
+        # A new socket starts from here, in this epoch. (A writer also asks after each batch;
+        # for that to hide a loss, Redis would have to lose its data and number past the
+        # writer's position within one round trip.)
+        self._client_epochs[client_id] = epoch
         if head < 0:
             return LogPosition(exists=False, epoch=epoch, first_seq=1, head=0)
         return LogPosition(exists=True, epoch=epoch, first_seq=first, head=head)

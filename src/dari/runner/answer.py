@@ -87,7 +87,11 @@ class AnswerRun:
             )
         if error is not None:
             code = error.code if error.code != ErrorCode.INTERNAL else ErrorCode.AGENT_FAILED
-            await hub.publish(key, {**frames.error(code, error.message, rid), **key.fields()})
+            try:
+                await hub.publish(key, {**frames.error(code, error.message, rid), **key.fields()})
+            except DariError as exc:
+                # The shared log is unreachable (Redis away): still save what was said.
+                log.warning("cannot tell %s's subscribers it failed: %s", rid, exc.message)
         outcome = Outcome(finish, self.progress.text(), error.message if error else None)
         ANSWER_DURATION.labels(key.agent_name, finish).observe(time.monotonic() - began)
         await self._finish(message_id, checkpoint, finish)
