@@ -185,12 +185,17 @@ class SharedHub:
 
     # --- subscriptions -----------------------------------------------------------------------
 
+    def _add(self, pipe: Any, key: str, member: str, expiry: int) -> None:
+        # The set itself goes when its newest member would: nothing outlives its TTL.
+        pipe.zadd(key, {member: expiry})
+        pipe.pexpireat(key, expiry)
+
     async def subscribe(self, client_id: str, key: ConversationKey) -> None:
         name, expiry = conversation_name(key), self._expiry()
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zadd(self._k("subs", "c", name), {client_id: expiry})
-            pipe.zadd(self._k("subs", "pc", key.project_id), {name: expiry})
-            pipe.zadd(self._k("client", client_id, "c"), {name: expiry})
+            self._add(pipe, self._k("subs", "c", name), client_id, expiry)
+            self._add(pipe, self._k("subs", "pc", key.project_id), name, expiry)
+            self._add(pipe, self._k("client", client_id, "c"), name, expiry)
             pipe.zadd(self._k("clients"), {client_id: expiry})
             await self._call(pipe.execute())
 
@@ -204,8 +209,8 @@ class SharedHub:
     async def subscribe_project(self, client_id: str, project_id: str) -> None:
         expiry = self._expiry()
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zadd(self._k("subs", "p", project_id), {client_id: expiry})
-            pipe.zadd(self._k("client", client_id, "p"), {project_id: expiry})
+            self._add(pipe, self._k("subs", "p", project_id), client_id, expiry)
+            self._add(pipe, self._k("client", client_id, "p"), project_id, expiry)
             pipe.zadd(self._k("clients"), {client_id: expiry})
             await self._call(pipe.execute())
 
@@ -233,12 +238,12 @@ class SharedHub:
             pipe.zadd(self._k("clients"), {client_id: expiry})
             for key in conversations:
                 name = conversation_name(key)
-                pipe.zadd(self._k("subs", "c", name), {client_id: expiry})
-                pipe.zadd(self._k("subs", "pc", key.project_id), {name: expiry})
-                pipe.zadd(self._k("client", client_id, "c"), {name: expiry})
+                self._add(pipe, self._k("subs", "c", name), client_id, expiry)
+                self._add(pipe, self._k("subs", "pc", key.project_id), name, expiry)
+                self._add(pipe, self._k("client", client_id, "c"), name, expiry)
             for project in projects:
-                pipe.zadd(self._k("subs", "p", project), {client_id: expiry})
-                pipe.zadd(self._k("client", client_id, "p"), {project: expiry})
+                self._add(pipe, self._k("subs", "p", project), client_id, expiry)
+                self._add(pipe, self._k("client", client_id, "p"), project, expiry)
             await self._call(pipe.execute())
 
     async def project_subscribers(self, project_id: str) -> set[str]:
