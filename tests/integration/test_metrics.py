@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import ServerFactory
 from tests.support.client import WsClient
 from tests.support.server import RunningServer
 
@@ -26,43 +27,32 @@ def _value(
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-async def test_counters_move_with_traffic(server: RunningServer) -> None:
+async def test_counters_move_with_traffic(server_factory: ServerFactory) -> None:
+    # The registry is process-wide and other tests' servers may still be closing sockets, so
+    # exact deltas use a label only this test produces (its agent); global counters are bounds.
+    server = await server_factory(
+        projects=[{"id": "pm", "agents": [{"name": "metered", "backend": "echo"}]}]
+    )
     before = await _scrape(server)
     client = await WsClient.open(server.ws("/ws/chat/metrics"))
     await client.recv()
-    await client.chat("one two three four", id="m1")
+    await client.chat("one two three four", agent="metered", project="pm", id="m1")
     await client.answer("m1")
     await client.send("{oops")
     await client.until_type("error")
-    after = await _scrape(server)
-
-    assert _value(after, "dari_connections_total", dialect="chat") == (
-        _value(before, "dari_connections_total", dialect="chat") + 1
-    )
-    assert _value(after, "dari_connections_open", dialect="chat") == (
-        _value(before, "dari_connections_open", dialect="chat") + 1
-    )
-    assert (
-        _value(after, "dari_tokens_streamed_total", agent="echo")
-        - _value(before, "dari_tokens_streamed_total", agent="echo")
-        == 4
-    )
-    assert _value(after, "dari_frames_in_total") - _value(before, "dari_frames_in_total") == 2
-    assert _value(after, "dari_frames_out_total") - _value(before, "dari_frames_out_total") >= 8
-    assert (
-        _value(after, "dari_errors_total", code="bad_request")
-        - _value(before, "dari_errors_total", code="bad_request")
-        == 1
-    )
-    assert (
-        _value(after, "dari_answer_duration_seconds_count", agent="echo", finish_reason="stop")
-        - _value(before, "dari_answer_duration_seconds_count", agent="echo", finish_reason="stop")
-        == 1
-    )
-    assert (
-        _value(after, "dari_time_to_first_token_seconds_count", agent="echo")
-        - _value(before, "dari_time_to_first_token_seconds_count", agent="echo")
-        == 1
-    )
+    during = await _scrape(server)
     await client.close()
-    assert "dari_queue_depth" in {name for name, _ in after}
+
+    def delta(name: str, **labels: str) -> float:
+        return _value(during, name, **labels) - _value(before, name, **labels)
+
+    assert delta("dari_tokens_streamed_total", agent="metered") == 4
+    assert delta("dari_answer_duration_seconds_count", agent="metered", finish_reason="stop") == 1
+    assert delta("dari_time_to_first_token_seconds_count", agent="metered") == 1
+    assert delta("dari_connections_total", dialect="chat") >= 1
+    assert _value(during, "dari_connections_open", dialect="chat") >= 1
+    assert delta("dari_frames_in_total") >= 2
+    assert delta("dari_frames_out_total") >= 5  # ack, start, pieces (maybe merged), end, error
+    assert delta("dari_bytes_out_total") > 0
+    assert delta("dari_errors_total", code="bad_request") >= 1
+    assert "dari_queue_depth" in {name for name, _ in during}

@@ -308,12 +308,6 @@ async def test_ten_thousand_hostile_frames_get_errors_or_closes(
 UVICORN_UTF8 = "Invalid UTF-8 sequence received from client."
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs: a logging.Filter on the 'uvicorn.error' logger (src/dari/app/server.py) that "
-    "drops or downgrades uvicorn's 'Invalid UTF-8 sequence received from client.' record: any "
-    "client can write ERROR tracebacks into the log at will",
-)
 async def test_invalid_utf8_text_is_not_logged_as_an_error(
     server_factory: ServerFactory, errors: ErrorWatch
 ) -> None:

@@ -288,13 +288,6 @@ async def test_second_dialect_client_id_cannot_be_taken_over(server_factory: Ser
     assert outcome.close_code == 4403
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs: request ids namespaced per user in the runner (src/dari/runner/runner.py "
-    "find/cancel_request/in_progress keyed by (user_id, request_id), or server-made ids): a "
-    "client-chosen `id` is the request_id, and another user's job with the same id is found "
-    "first, so the owner's cancel answers not_found",
-)
 async def test_same_request_id_from_two_users_does_not_collide(
     server_factory: ServerFactory,
 ) -> None:

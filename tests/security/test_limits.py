@@ -140,12 +140,6 @@ async def test_flood_gets_rate_limited_then_1008_and_others_are_unaffected(
     assert errors.records == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs: on RateLimitExceeded, send a last `rate_limited` error and let the writer "
-    "drain it before closing 1008 (src/dari/app/ws.py _receive_loop): today the close can "
-    "overtake the errors still in the log, and with rate_strikes_before_close = 1 none is sent",
-)
 async def test_a_client_is_told_rate_limited_before_the_1008_close(
     server_factory: ServerFactory,
 ) -> None:
@@ -161,11 +155,6 @@ async def test_a_client_is_told_rate_limited_before_the_1008_close(
     assert [f.get("code") for f in client.frames if f["type"] == "error"] == ["rate_limited"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs: limits.max_connections_per_user enforced at the handshake (src/dari/app/ws.py: "
-    "count the user's attached connections, close 1008 past the limit); today it is unused",
-)
 async def test_connections_per_user_are_capped(server_factory: ServerFactory) -> None:
     server = await server_factory(auth=HS_AUTH, limits={"max_connections_per_user": 3})
     value = bearer(token("many"))

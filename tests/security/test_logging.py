@@ -40,12 +40,6 @@ def watch_at_info(handler: Everything) -> None:
         logger.setLevel(logging.INFO)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs: a logging.Filter on the 'uvicorn.error' logger (src/dari/app/server.py) that "
-    "redacts the token= query value from uvicorn's '\"WebSocket /path?query\" [accepted]' "
-    "records (record.args), which `dari serve` logs at info",
-)
 async def test_query_token_is_never_logged(
     server_factory: ServerFactory, log_lines: Everything
 ) -> None:

@@ -140,13 +140,6 @@ async def test_dns_rebinding_host_refused_on_rest_when_auth_is_off(
 # --- cookies on REST -----------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs: REST requests authenticated by the session cookie with an unsafe method "
-    "(POST/PUT/PATCH/DELETE) refused with 403 when Origin is present and not allowed "
-    "(src/dari/app/rest.py principal_of: origin_allowed(request, settings)); SameSite=Strict "
-    "does not stop same-site origins such as a sibling subdomain",
-)
 async def test_cookie_authenticated_post_from_a_foreign_origin_is_refused(
     server_factory: ServerFactory,
 ) -> None:

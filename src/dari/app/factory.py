@@ -14,6 +14,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from dari import __version__
 from dari.app import rest, session_cookie, ws
 from dari.app.gateway import Gateway
+from dari.app.logs import install_log_filters
 from dari.protocol.errors import DariError, ErrorCode
 from dari.settings import Settings
 
@@ -36,6 +37,7 @@ _HTTP_STATUS = {
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.load()
+    install_log_filters()
     gateway = Gateway(settings)  # validates the settings now, before anything listens
 
     @asynccontextmanager

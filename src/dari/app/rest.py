@@ -9,11 +9,13 @@ from pydantic import BaseModel, Field
 
 from dari import __version__
 from dari.app.gateway import Gateway
+from dari.app.origin import origin_allowed
 from dari.auth.base import Credentials, Principal
-from dari.protocol.errors import ErrorCode, LookupFailed
+from dari.protocol.errors import AccessError, ErrorCode, LookupFailed
 from dari.protocol.frames import DEFAULT_THREAD, ConversationKey
 
 router = APIRouter(prefix="/api")
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def gateway_of(request: Request) -> Gateway:
@@ -25,6 +27,15 @@ def principal_of(request: Request) -> Principal:
     gateway = gateway_of(request)
     header = request.headers.get("authorization", "")
     bearer = header[7:].strip() if header[:7].lower() == "bearer " else None
+    if (
+        not bearer
+        and request.method not in _SAFE_METHODS
+        and request.cookies.get(gateway.settings.auth.cookie_name)
+        and not origin_allowed(request, gateway.settings)
+    ):
+        # A cookie rides along on cross-site requests (SameSite does not stop a sibling
+        # subdomain): a change made by cookie must come from an allowed origin.
+        raise AccessError("cross-origin request refused", code=ErrorCode.FORBIDDEN)
     return gateway.authenticator.authenticate(
         Credentials(
             bearer=bearer or None, cookie=request.cookies.get(gateway.settings.auth.cookie_name)

@@ -44,10 +44,11 @@ class ChatSession:
         limits = gateway.settings.limits
         self.bucket = TokenBucket(rate=limits.rate_per_s, burst=limits.rate_burst)
 
-    async def reply(self, frame: frames.Frame) -> None:
+    async def reply(self, frame: frames.Frame) -> int:
+        """Send ``frame`` to this client; returns its seq."""
         if frame["type"] == "error":
             metrics.ERRORS.labels(frame["code"]).inc()
-        await self.gateway.hub.send(self.client_id, frame)
+        return await self.gateway.hub.send(self.client_id, frame)
 
     async def handle_raw(self, data: str | bytes | None) -> None:
         """Handle one frame as received; errors become ``error`` frames."""
@@ -126,11 +127,12 @@ class ChatSession:
     async def cancel(self, frame: CancelIn) -> None:
         runner = self.gateway.runner
         if frame.request_id is not None:
-            found = await runner.locate(frame.request_id)
+            user = self.principal.user_id
+            found = await runner.locate(frame.request_id, user)
             if (
                 found is None
                 or not self.principal.can_use(found.project_id, found.agent_name)
-                or not await runner.cancel(frame.request_id)
+                or not await runner.cancel(frame.request_id, user)
             ):
                 # Someone else's request looks exactly like a missing one.
                 raise LookupFailed(

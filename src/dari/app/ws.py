@@ -80,6 +80,12 @@ async def _authenticate(websocket: WebSocket, gateway: Gateway) -> Principal | N
         return None
 
 
+def _over_connection_cap(gateway: Gateway, principal: Principal) -> bool:
+    """Whether one more socket would pass the user's limit (a replacement is not one more)."""
+    limit = gateway.settings.limits.max_connections_per_user
+    return gateway.hub.open_connections(principal.user_id) >= limit
+
+
 async def _receive_loop(
     websocket: WebSocket, connection: Connection, session: ChatSession, on_text: object = None
 ) -> None:
@@ -87,7 +93,10 @@ async def _receive_loop(
     handle = session.handle_raw if on_text is None else on_text
     expires_at = session.principal.expires_at
     while not connection.closed.is_set():
-        timeout = None if expires_at is None else max(0.0, expires_at - time.time())
+        timeout = None if expires_at is None else expires_at - time.time()
+        if timeout is not None and timeout <= 0:  # also under steady traffic
+            await connection.close(CloseCode.UNAUTHORIZED, "token expired")
+            return
         try:
             async with asyncio.timeout(timeout):
                 message = await websocket.receive()
@@ -102,6 +111,11 @@ async def _receive_loop(
         try:
             await handle(data)  # type: ignore[operator]
         except RateLimitExceeded:
+            # Tell the client why before the close, and let that reach it first.
+            seq = await session.reply(
+                frames.error(ErrorCode.RATE_LIMITED, "too many frames; closing the connection")
+            )
+            await connection.flush(seq, timeout=1.0)
             await connection.close(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
             return
 
@@ -152,6 +166,9 @@ async def chat_socket(websocket: WebSocket, client_id: str) -> None:
         state = hub.client(client_id, principal)
     except DariError:
         await websocket.close(code=CloseCode.FORBIDDEN, reason="client_id belongs to another user")
+        return
+    if state.connection is None and _over_connection_cap(gateway, principal):
+        await websocket.close(code=CloseCode.POLICY_VIOLATION, reason="too many connections")
         return
     await hub.restore(state)  # several nodes: subscriptions made on any of them
     position = await gateway.replay.position(client_id)
@@ -228,6 +245,9 @@ async def thread_socket(websocket: WebSocket, thread_id: str) -> None:
     if principal is None:
         return
     await websocket.accept()
+    if _over_connection_cap(gateway, principal):
+        await websocket.close(code=CloseCode.POLICY_VIOLATION, reason="too many connections")
+        return
     client_id = f"{THREAD_PREFIX}{uuid.uuid4().hex}"
     gateway.hub.client(client_id, principal, ephemeral=True)
     connection = Connection(

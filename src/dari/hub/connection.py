@@ -56,6 +56,7 @@ class Connection:
         self.closed = asyncio.Event()
         self.close_code: int | None = None
         self.frames_sent = 0
+        self._progress = asyncio.Event()  # set after each batch the writer sent
         self.generation = generation  # arrival order of the handshake (Hub.next_generation)
 
     def notify(self) -> None:
@@ -110,6 +111,7 @@ class Connection:
                 return False
             finally:
                 # Counted per batch, not per frame: this is the hot path.
+                self._progress.set()
                 self.frames_sent += count
                 FRAMES_OUT.inc(count)
                 BYTES_OUT.inc(size)
@@ -118,6 +120,15 @@ class Connection:
                 await self.close(CloseCode.TRY_AGAIN_LATER, "client too slow")
                 return False
         return False
+
+    async def flush(self, seq: int, timeout: float) -> None:
+        """Wait (at most ``timeout``) until the writer has sent the frame numbered ``seq``."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while self.sent < seq and not self.closed.is_set():
+                    self._progress.clear()
+                    self.notify()
+                    await self._progress.wait()
 
     async def close(self, code: int, reason: str = "") -> None:
         if self.closed.is_set():

@@ -8,6 +8,7 @@ waking the client's writer if a socket is attached here.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -57,6 +58,7 @@ class Hub:
         self.node_id = node_id
         self.clients: dict[str, ClientState] = {}
         self._generation = 0
+        self._open_per_user: Counter[str] = Counter()
         self._conversation_subs: dict[ConversationKey, set[str]] = {}
         self._project_subs: dict[str, set[str]] = {}
         # The memory log appends without awaiting, which keeps a fan-out atomic.
@@ -146,7 +148,13 @@ class Hub:
             raise StaleConnection(connection.client_id)
         state.connection = connection
         state.last_seen = time.monotonic()
+        if previous is None:
+            self._open_per_user[state.user_id] += 1
         return previous
+
+    def open_connections(self, user_id: str) -> int:
+        """Sockets of ``user_id`` attached to this node."""
+        return self._open_per_user[user_id]
 
     async def detach(self, connection: Connection) -> None:
         state = self.clients.get(connection.client_id)
@@ -154,6 +162,9 @@ class Hub:
             return
         state.connection = None
         state.last_seen = time.monotonic()
+        self._open_per_user[state.user_id] -= 1
+        if self._open_per_user[state.user_id] <= 0:
+            del self._open_per_user[state.user_id]
         if self.shared is not None:
             await self.shared.detached(connection.client_id, self.node_id)
         if state.ephemeral:

@@ -52,7 +52,7 @@ class AnswerRun:
         hub, store = runner.hub, runner.store
         rid = job.request_id
         began = time.monotonic()
-        runner.in_progress[rid] = self.progress
+        runner.in_progress[(job.user_id, rid)] = self.progress
         message_id: int | None = None
         checkpoint: asyncio.Task[None] | None = None
         finish: FinishReason = "stop"
@@ -190,7 +190,7 @@ class AnswerRun:
                     message_id, self.progress.text(), _STATUS[finish], self.progress.steps
                 )
         finally:
-            runner.in_progress.pop(rid, None)
+            runner.in_progress.pop((self.job.user_id, rid), None)
             if owned:
                 await runner.hub.publish(
                     key, frames.answer_frame("end", key, rid, finish_reason=finish)

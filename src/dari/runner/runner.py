@@ -52,7 +52,7 @@ class Runner:
         self.store = store
         self.directory = directory
         self.node_id = settings.effective_node_id
-        self.in_progress: dict[str, Progress] = {}
+        self.in_progress: dict[tuple[str, str], Progress] = {}  # by (user_id, request_id)
         self._conversations: dict[ConversationKey, _Conversation] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -176,15 +176,16 @@ class Runner:
     async def end_unstarted(self, job: Job) -> None:
         await self._end_unstarted(job)
 
-    async def locate(self, request_id: str) -> ConversationKey | None:
-        """The conversation of a chat queued or running here or, with several nodes, anywhere."""
-        job = self.find(request_id)
+    async def locate(self, request_id: str, user_id: str) -> ConversationKey | None:
+        """The conversation of a user's chat queued or running here or, with several nodes,
+        anywhere (across nodes request ids are not yet namespaced per user)."""
+        job = self.find(request_id, user_id)
         if job is not None:
             return job.key
         return await self.shared.locate(request_id) if self.shared is not None else None
 
-    async def cancel(self, request_id: str) -> bool:
-        if self.cancel_request(request_id):
+    async def cancel(self, request_id: str, user_id: str) -> bool:
+        if self.cancel_request(request_id, user_id):
             return True
         return await self.shared.cancel_request(request_id) if self.shared is not None else False
 
@@ -219,22 +220,25 @@ class Runner:
             job.key, frames.answer_frame("end", job.key, job.request_id, finish_reason="cancelled")
         )
 
-    def find(self, request_id: str) -> Job | None:
+    def find(self, request_id: str, user_id: str) -> Job | None:
+        """``user_id``'s chat ``request_id``, queued or running (ids are chosen per user)."""
         for conversation in self._conversations.values():
-            if conversation.running and conversation.running.request_id == request_id:
-                return conversation.running
+            running = conversation.running
+            if running and running.request_id == request_id and running.user_id == user_id:
+                return running
             for job in conversation.waiting:
-                if job.request_id == request_id:
+                if job.request_id == request_id and job.user_id == user_id:
                     return job
         return None
 
-    def cancel_request(self, request_id: str) -> bool:
+    def cancel_request(self, request_id: str, user_id: str) -> bool:
         for conversation in self._conversations.values():
-            if conversation.running and conversation.running.request_id == request_id:
-                self._cancel_job(conversation.running)
+            running = conversation.running
+            if running and running.request_id == request_id and running.user_id == user_id:
+                self._cancel_job(running)
                 return True
             for job in conversation.waiting:
-                if job.request_id == request_id:
+                if job.request_id == request_id and job.user_id == user_id:
                     conversation.waiting.remove(job)
                     job.cancelled = True
                     self._spawn(self._end_unstarted(job))

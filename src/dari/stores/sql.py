@@ -32,6 +32,13 @@ _SQLITE_BEGIN = "dari_sqlite_begin"
 _REMEMBERED_REQUESTS = 50_000
 
 
+def _consume_exception(future: asyncio.Future[AcceptedChat]) -> None:
+    # Resends that waited on a failed write get its exception; with none waiting, it is
+    # still retrieved here, so asyncio does not report it as never retrieved.
+    if not future.cancelled():
+        future.exception()
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -50,6 +57,8 @@ class SqlStore(Store):
         self._write_lock = asyncio.Lock() if self._sqlite else None
         self._conversation_ids: dict[ConversationKey, int] = {}
         self._owners: dict[str, str] = {}  # client_id -> user_id, once committed
+        # (user_id, client message id) -> the write saving that chat right now
+        self._saving: dict[tuple[str, str], asyncio.Future[AcceptedChat]] = {}
         # (user_id, client message id) -> request_id of committed chats, newest last
         self._requests: OrderedDict[tuple[str, str], str] = OrderedDict()
 
@@ -203,12 +212,46 @@ class SqlStore(Store):
         message: str,
         images: list[str],
     ) -> AcceptedChat:
-        if client_message_id is not None:
-            # Clients resend unacknowledged chats after every reconnect: answer the resends
-            # from memory or a read, so they never queue behind real writes.
-            original = await self._known_request(user_id, client_message_id)
-            if original is not None:
-                return AcceptedChat(request_id=original, duplicate=True, message_id=None)
+        if client_message_id is None:
+            return await self._accept(user_id, None, request_id, key, message, images)
+        # Clients resend unacknowledged chats after every reconnect: a resend is answered from
+        # memory, a read, or the write already saving it, so each chat costs one write.
+        flight = (user_id, client_message_id)
+        saving = self._saving.get(flight)
+        if saving is not None:
+            first = await asyncio.shield(saving)
+            return AcceptedChat(request_id=first.request_id, duplicate=True, message_id=None)
+        original = await self._known_request(user_id, client_message_id)
+        if original is not None:
+            return AcceptedChat(request_id=original, duplicate=True, message_id=None)
+        saving = self._saving.get(flight)  # another resend may have started while we read
+        if saving is not None:
+            first = await asyncio.shield(saving)
+            return AcceptedChat(request_id=first.request_id, duplicate=True, message_id=None)
+        future: asyncio.Future[AcceptedChat] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_consume_exception)
+        self._saving[flight] = future
+        try:
+            accepted = await self._accept(
+                user_id, client_message_id, request_id, key, message, images
+            )
+        except BaseException as exc:
+            future.set_exception(exc)
+            raise
+        finally:
+            del self._saving[flight]
+        future.set_result(accepted)
+        return accepted
+
+    async def _accept(
+        self,
+        user_id: str,
+        client_message_id: str | None,
+        request_id: str,
+        key: ConversationKey,
+        message: str,
+        images: list[str],
+    ) -> AcceptedChat:
         async with self._writing() as conn:
             if client_message_id is not None:
                 try:
