@@ -76,6 +76,8 @@ class AgentBackend(ABC):
 
     kind: ClassVar[str]
     takes_images: ClassVar[bool] = False
+    # Backends that never look at history (echo) spare every answer a store read.
+    uses_history: ClassVar[bool] = True
 
     def __init__(self, config: AgentConfig, settings: Settings) -> None:
         self.config = config

@@ -64,7 +64,8 @@ class AnswerRun:
                 await runner.shared.begun(job, message_id)
             checkpoint = asyncio.create_task(self._checkpoint(message_id))
             agent = runner.directory.get(key.project_id, key.agent_name)
-            request = await self._request(agent.config.history_limit)
+            history_limit = agent.config.history_limit if agent.backend.uses_history else 0
+            request = await self._request(history_limit)
             await self._stream(agent.backend.stream(request, RunContext(self)))
         except asyncio.CancelledError:
             if not job.cancelled:
