@@ -19,7 +19,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from dari.client.answers import Answer, AnswerBook
 from dari.client.backoff import backoff
@@ -223,6 +223,8 @@ class DariClient:
             except InvalidStatus as exc:
                 code = 4403 if exc.response.status_code == 403 else None
                 reason = f"handshake refused with HTTP {exc.response.status_code}"
+            except InvalidHandshake as exc:  # the connection broke during the handshake
+                log.debug("handshake failed: %r", exc)
             except (OSError, TimeoutError, _Gap) as exc:
                 log.debug("connection lost: %r", exc)
             except asyncio.CancelledError:
