@@ -3,7 +3,7 @@
 Precedence, highest first: explicit arguments (e.g. CLI flags), environment variables
 (``DARI_SERVER__PORT=9000``, nested with ``__``), the TOML file, the defaults below.
 Engines are picked by URL: ``sqlite+aiosqlite:///…`` or ``postgresql+asyncpg://…`` for the
-store, ``memory://`` (or ``redis://…`` later) for the bus and the replay log.
+store, ``memory://`` (one node) or ``redis://…`` (several) for the bus and the replay log.
 """
 
 from __future__ import annotations
