@@ -80,9 +80,12 @@ class Runner:
 
     def admit(self, key: ConversationKey) -> None:
         """Raise if a new chat for ``key`` cannot be taken now (checked before it is stored)."""
-        agent = self.directory.get_running(key.project_id, key.agent_name)
         conversation = self._conversations.get(key)
-        depth = conversation.depth() if conversation else 0
+        self._admit_at_depth(key, conversation.depth() if conversation else 0)
+
+    def _admit_at_depth(self, key: ConversationKey, depth: int) -> None:
+        """The agent's policy against ``depth`` chats queued or running before this one."""
+        agent = self.directory.get_running(key.project_id, key.agent_name)
         if agent.config.policy == "reject" and depth:
             raise Unavailable(
                 "the agent is answering in this conversation; wait or cancel",
@@ -101,19 +104,8 @@ class Runner:
         if self.shared is None:
             self.admit(key)
             return
-        agent = self.directory.get_running(key.project_id, key.agent_name)
-        depth = await self.shared.depth(key)
-        if agent.config.policy == "reject" and depth:
-            raise Unavailable(
-                "the agent is answering in this conversation; wait or cancel",
-                code=ErrorCode.QUEUE_FULL,
-            )
-        bound = self.settings.limits.queue_size
-        if agent.config.policy == "enqueue" and depth > bound:
-            raise Unavailable(
-                f"too many chats waiting in this conversation (max {bound})",
-                code=ErrorCode.QUEUE_FULL,
-            )
+        self.directory.get_running(key.project_id, key.agent_name)  # before asking Redis
+        self._admit_at_depth(key, await self.shared.depth(key))
 
     async def enqueue(self, job: Job) -> int:
         """``submit``, through the shared queue when there are several nodes."""
