@@ -8,9 +8,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
 from dari import __version__
+from dari.app.credentials import credentials_of
 from dari.app.gateway import Gateway
 from dari.app.origin import origin_allowed
-from dari.auth.base import Credentials, Principal
+from dari.auth.base import Principal
 from dari.protocol.errors import AccessError, ErrorCode, LookupFailed
 from dari.protocol.frames import DEFAULT_THREAD, ConversationKey
 
@@ -25,22 +26,19 @@ def gateway_of(request: Request) -> Gateway:
 
 def principal_of(request: Request) -> Principal:
     gateway = gateway_of(request)
-    header = request.headers.get("authorization", "")
-    bearer = header[7:].strip() if header[:7].lower() == "bearer " else None
+    credentials = credentials_of(
+        request, gateway.settings.auth.cookie_name, allow_query_token=False
+    )
     if (
-        not bearer
+        credentials.bearer is None
+        and credentials.cookie is not None
         and request.method not in _SAFE_METHODS
-        and request.cookies.get(gateway.settings.auth.cookie_name)
         and not origin_allowed(request, gateway.settings)
     ):
         # A cookie rides along on cross-site requests (SameSite does not stop a sibling
         # subdomain): a change made by cookie must come from an allowed origin.
         raise AccessError("cross-origin request refused", code=ErrorCode.FORBIDDEN)
-    return gateway.authenticator.authenticate(
-        Credentials(
-            bearer=bearer or None, cookie=request.cookies.get(gateway.settings.auth.cookie_name)
-        )
-    )
+    return gateway.authenticator.authenticate(credentials)
 
 
 GatewayDep = Annotated[Gateway, Depends(gateway_of)]

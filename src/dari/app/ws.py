@@ -19,10 +19,11 @@ import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from dari import __version__, metrics
+from dari.app.credentials import credentials_of
 from dari.app.gateway import Gateway
 from dari.app.origin import origin_allowed
 from dari.app.session import ChatSession, RateLimitExceeded, send_snapshots
-from dari.auth.base import Credentials, Principal
+from dari.auth.base import Principal
 from dari.hub.connection import Connection, Renderer
 from dari.hub.hub import StaleConnection
 from dari.hub.replay_redis import ReplayUnavailable
@@ -55,16 +56,6 @@ def _gateway(websocket: WebSocket) -> Gateway:
     return gateway
 
 
-def credentials_of(websocket: WebSocket, cookie_name: str) -> Credentials:
-    header = websocket.headers.get("authorization", "")
-    bearer = header[7:].strip() if header[:7].lower() == "bearer " else None
-    return Credentials(
-        bearer=bearer or None,
-        query_token=websocket.query_params.get("token") or None,
-        cookie=websocket.cookies.get(cookie_name) or None,
-    )
-
-
 async def _authenticate(websocket: WebSocket, gateway: Gateway) -> Principal | None:
     """The principal, or None after refusing the socket (the close code says why)."""
     if not origin_allowed(websocket, gateway.settings):
@@ -72,7 +63,7 @@ async def _authenticate(websocket: WebSocket, gateway: Gateway) -> Principal | N
         return None
     try:
         return gateway.authenticator.authenticate(
-            credentials_of(websocket, gateway.settings.auth.cookie_name)
+            credentials_of(websocket, gateway.settings.auth.cookie_name, allow_query_token=True)
         )
     except DariError as exc:
         await websocket.accept()

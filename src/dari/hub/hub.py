@@ -260,17 +260,15 @@ class Hub:
         return set(self._conversation_subs.get(key, ()))
 
     def project_subscribers(self, project_id: str) -> set[str]:
-        """Clients subscribed to the project or to any conversation in it, that may see it."""
+        """Clients here subscribed to the project or to any conversation in it.
+
+        Whether each may see a given frame is decided by ``publish_project``.
+        """
         members = set(self._project_subs.get(project_id, ()))
         for key, subscribers in self._conversation_subs.items():
             if key.project_id == project_id:
                 members |= subscribers
-        clients = self.clients
-        return {
-            cid
-            for cid in members
-            if cid in clients and clients[cid].principal.can_see_project(project_id)
-        }
+        return members & self.clients.keys()
 
     # --- delivery --------------------------------------------------------------------------
 
@@ -336,6 +334,8 @@ class Hub:
                     state.connection.notify()
 
     async def publish_project(self, project_id: str, frame: Frame) -> int:
+        # The frame names its project, so can_see_frame checks project (and agent) access.
+        frame.setdefault("project_id", project_id)
         clients = self.clients
         subscribers = [
             cid
