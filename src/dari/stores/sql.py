@@ -1,19 +1,22 @@
-"""The SQL store on SQLAlchemy 2 async: SQLite (WAL) by default, PostgreSQL by URL."""
+"""The SQL store on SQLAlchemy Core: SQLite (WAL) by default, PostgreSQL by URL.
+
+Each operation is one synchronous function over a ``Connection``, run by a worker
+(``dari.stores.workers``): on SQLite a thread of its own with group commit, on PostgreSQL the
+async engine. Statements are built once and executed with parameters, so the per-call cost is
+binding values, not building and compiling SQL.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import OrderedDict
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Select, event, select, text, update
+from sqlalchemy import Connection, Integer, Row, bindparam, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from dari.protocol.frames import ConversationKey
 from dari.stores.base import (
@@ -25,10 +28,10 @@ from dari.stores.base import (
     TaskRecord,
     TaskStatus,
 )
-from dari.stores.migrations import upgrade_to_head
+from dari.stores.migrations import upgrade
 from dari.stores.schema import chat_requests, clients, conversations, messages, tasks
+from dari.stores.workers import Worker, make_worker
 
-_SQLITE_BEGIN = "dari_sqlite_begin"
 _REMEMBERED_REQUESTS = 50_000
 
 
@@ -48,107 +51,142 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+class _Statements:
+    """Every statement the store runs, built once for its dialect."""
+
+    def __init__(self, dialect: str) -> None:
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        # ON CONFLICT DO NOTHING: a row another node (or a resend) inserted first is not an
+        # error, and needs no savepoint; rowcount says whether this call inserted it.
+        self.insert_request = insert(chat_requests).on_conflict_do_nothing()
+        self.insert_client = insert(clients).on_conflict_do_nothing()
+        self.insert_conversation = insert(conversations).on_conflict_do_nothing()
+        self.request_of = select(chat_requests.c.request_id).where(
+            (chat_requests.c.user_id == bindparam("user_id"))
+            & (chat_requests.c.client_message_id == bindparam("client_message_id"))
+        )
+        self.owner_of = select(clients.c.user_id).where(
+            clients.c.client_id == bindparam("client_id")
+        )
+        self.conversation_of = select(conversations.c.id).where(
+            (conversations.c.project_id == bindparam("project_id"))
+            & (conversations.c.agent_name == bindparam("agent_name"))
+            & (conversations.c.thread_id == bindparam("thread_id"))
+        )
+        self.insert_message = messages.insert()
+        self.update_message = update(messages).where(messages.c.id == bindparam("message_id"))
+        newest_first = messages.c.id.desc()
+        limit = bindparam("limit", type_=Integer)
+        self.history = (
+            select(messages)
+            .where(messages.c.conversation_id == bindparam("conversation_id"))
+            .order_by(newest_first)
+            .limit(limit)
+        )
+        self.history_before = (
+            select(messages)
+            .where(
+                (messages.c.conversation_id == bindparam("conversation_id"))
+                & (messages.c.id < bindparam("before"))
+            )
+            .order_by(newest_first)
+            .limit(limit)
+        )
+        self.fail_streaming = (
+            update(messages)
+            .where((messages.c.status == "streaming") & (messages.c.node_id == bindparam("node")))
+            .values(status="failed", updated_at=bindparam("now"))
+        )
+        self.insert_task = tasks.insert()
+        self.update_task = update(tasks).where(tasks.c.id == bindparam("task_id"))
+        self.task_of = select(tasks).where(tasks.c.id == bindparam("task_id"))
+
+
+def _message_record(row: Row[Any]) -> MessageRecord:
+    return MessageRecord(
+        id=int(row.id),
+        role=row.role,
+        content=row.content,
+        images=list(row.images or []),
+        status=row.status,
+        request_id=row.request_id,
+        created_at=_aware(row.created_at),
+        steps=list(row.steps or []),
+        author=row.author,
+    )
+
+
+def _task_record(row: Row[Any]) -> TaskRecord:
+    origin = (
+        ConversationKey(row.project_id, row.origin_agent, row.origin_thread)
+        if row.origin_agent
+        else None
+    )
+    return TaskRecord(
+        id=row.id,
+        project_id=row.project_id,
+        agent_name=row.agent_name,
+        task=row.task,
+        status=row.status,
+        result=row.result,
+        origin=origin,
+        created_at=_aware(row.created_at),
+        finished_at=_aware(row.finished_at) if row.finished_at else None,
+    )
+
+
 class SqlStore(Store):
     def __init__(self, url: str) -> None:
         self.url = url
-        self._sqlite = url.startswith("sqlite")
-        self._engine: AsyncEngine | None = None
-        # SQLite has one writer at a time; serialising writes here avoids "database is locked".
-        self._write_lock = asyncio.Lock() if self._sqlite else None
+        parsed = make_url(url)
+        self._sql = _Statements(parsed.get_backend_name())
+        self._worker: Worker = make_worker(parsed)
+        self._started = False
+        # Caches of facts that never change once committed, so repeats cost no query.
         self._conversation_ids: dict[ConversationKey, int] = {}
-        self._owners: dict[str, str] = {}  # client_id -> user_id, once committed
+        self._owners: dict[str, str] = {}  # client_id -> user_id
         # (user_id, client message id) -> the write saving that chat right now
         self._saving: dict[tuple[str, str], asyncio.Future[AcceptedChat]] = {}
         # (user_id, client message id) -> request_id of committed chats, newest last
         self._requests: OrderedDict[tuple[str, str], str] = OrderedDict()
 
-    @property
-    def engine(self) -> AsyncEngine:
-        if self._engine is None:
-            raise RuntimeError("store not started")
-        return self._engine
-
     async def start(self) -> None:
         url = make_url(self.url)
-        if self._sqlite:
-            if url.database and url.database != ":memory:":
-                Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-            engine = create_async_engine(url, connect_args={"timeout": 30})
-
-            @event.listens_for(engine.sync_engine, "connect")
-            def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-                # The driver's own transaction handling breaks SAVEPOINT (a nested block would
-                # commit at once); SQLAlchemy's documented recipe: autocommit driver + our BEGIN.
-                dbapi_connection.isolation_level = None
-                cursor = dbapi_connection.cursor()
-                cursor.execute("PRAGMA journal_mode=WAL")
-                cursor.execute("PRAGMA synchronous=NORMAL")
-                cursor.execute("PRAGMA foreign_keys=ON")
-                cursor.execute("PRAGMA busy_timeout=30000")
-                cursor.close()
-
-            @event.listens_for(engine.sync_engine, "begin")
-            def _begin(conn: Any) -> None:
-                # Writers take the write lock up front (IMMEDIATE): a deferred transaction that
-                # reads, then writes, can hit SQLite's lock-upgrade deadlock across processes.
-                mode = conn.get_execution_options().get(_SQLITE_BEGIN, "")
-                conn.exec_driver_sql(f"BEGIN {mode}".strip())
-        else:
-            engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
-        self._engine = engine
+        if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        await self._worker.start()
+        self._started = True
         # Alembic on both engines, not create_all: create_all never alters an existing table,
         # so a later schema change would silently miss databases made by an older dari.
-        await upgrade_to_head(engine)
+        await self._worker.run(upgrade)
 
     async def close(self) -> None:
-        if self._engine is not None:
-            await self._engine.dispose()
-            self._engine = None
+        if self._started:
+            self._started = False
+            await self._worker.close()
 
     async def ping(self) -> None:
-        async with self.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        await self._worker.run(lambda conn: conn.execute(text("SELECT 1")).scalar())
 
-    @contextlib.asynccontextmanager
-    async def _writing(self) -> AsyncIterator[AsyncConnection]:
-        if self._write_lock is None:
-            async with self.engine.begin() as conn:
-                yield conn
-            return
-        async with self._write_lock, self.engine.connect() as conn:
-            await conn.execution_options(**{_SQLITE_BEGIN: "IMMEDIATE"})
-            async with conn.begin():
-                yield conn
+    # --- conversations and messages (run on the worker) -----------------------------------
 
-    async def _conversation_id(self, conn: AsyncConnection, key: ConversationKey) -> int:
+    def _conversation_id(self, conn: Connection, key: ConversationKey) -> int:
+        """The conversation's id, created if new. Not cached here: the caller caches it once
+        the transaction has committed (a rolled-back id would point at nothing)."""
         cached = self._conversation_ids.get(key)
         if cached is not None:
             return cached
-        where = (
-            (conversations.c.project_id == key.project_id)
-            & (conversations.c.agent_name == key.agent_name)
-            & (conversations.c.thread_id == key.thread_id)
-        )
-        found = (await conn.execute(select(conversations.c.id).where(where))).scalar()
-        if found is not None:
-            # Committed by someone: safe to remember. A row this transaction inserts is not
-            # remembered, since a rollback would leave the cache pointing at nothing.
-            self._conversation_ids[key] = int(found)
-        else:
-            try:
-                async with conn.begin_nested():
-                    result = await conn.execute(
-                        conversations.insert().values(**key.fields(), created_at=_now())
-                    )
-                    found = cast(int, result.inserted_primary_key[0])  # type: ignore[index]
-            except IntegrityError:  # another node created it first
-                found = (await conn.execute(select(conversations.c.id).where(where))).scalar_one()
+        fields = key.fields()
+        found = conn.execute(self._sql.conversation_of, fields).scalar()
+        if found is None:
+            conn.execute(self._sql.insert_conversation, {**fields, "created_at": _now()})
+            found = conn.execute(self._sql.conversation_of, fields).scalar_one()
         return int(found)
 
-    async def _insert_message(
+    def _insert_message(
         self,
-        conn: AsyncConnection,
-        key: ConversationKey,
+        conn: Connection,
+        conversation_id: int,
         role: Role,
         content: str,
         *,
@@ -158,25 +196,38 @@ class SqlStore(Store):
         node_id: str | None = None,
         author: str | None = None,
     ) -> tuple[int, datetime]:
-        """Add a message to ``key``'s conversation; returns its id and creation time."""
-        conversation_id = await self._conversation_id(conn, key)
         now = _now()
-        result = await conn.execute(
-            messages.insert().values(
-                conversation_id=conversation_id,
-                role=role,
-                content=content,
-                images=images or [],
-                steps=[],
-                status=status,
-                request_id=request_id,
-                node_id=node_id,
-                author=author,
-                created_at=now,
-                updated_at=now,
-            )
+        result = conn.execute(
+            self._sql.insert_message,
+            {
+                "conversation_id": conversation_id,
+                "role": role,
+                "content": content,
+                "images": images or [],
+                "steps": [],
+                "status": status,
+                "request_id": request_id,
+                "node_id": node_id,
+                "author": author,
+                "created_at": now,
+                "updated_at": now,
+            },
         )
         return int(result.inserted_primary_key[0]), now  # type: ignore[index]
+
+    async def _add_message(
+        self, key: ConversationKey, role: Role, content: str, **fields: Any
+    ) -> tuple[int, datetime]:
+        def add(conn: Connection) -> tuple[int, int, datetime]:
+            conversation_id = self._conversation_id(conn, key)
+            message_id, now = self._insert_message(conn, conversation_id, role, content, **fields)
+            return conversation_id, message_id, now
+
+        conversation_id, message_id, now = await self._worker.run(add)
+        self._conversation_ids[key] = conversation_id
+        return message_id, now
+
+    # --- the Store interface ----------------------------------------------------------------
 
     async def claim_client(self, client_id: str, user_id: str) -> str:
         # An owner never changes once recorded, so reconnects are answered from memory and
@@ -184,23 +235,21 @@ class SqlStore(Store):
         owner = self._owners.get(client_id)
         if owner is not None:
             return owner
-        query = select(clients.c.user_id).where(clients.c.client_id == client_id)
-        async with self.engine.connect() as conn:
-            found = (await conn.execute(query)).scalar()
-        if found is None:
-            try:
-                async with self._writing() as conn:
-                    await conn.execute(
-                        clients.insert().values(
-                            client_id=client_id, user_id=user_id, created_at=_now()
-                        )
-                    )
-                found = user_id
-            except IntegrityError:  # another connection or node claimed it first
-                async with self.engine.connect() as conn:
-                    found = (await conn.execute(query)).scalar_one()
-        self._owners[str(client_id)] = str(found)
-        return str(found)
+
+        def claim(conn: Connection) -> str:
+            found = conn.execute(self._sql.owner_of, {"client_id": client_id}).scalar()
+            if found is None:
+                conn.execute(
+                    self._sql.insert_client,
+                    {"client_id": client_id, "user_id": user_id, "created_at": _now()},
+                )
+                # Whoever inserted first (this call, or another node meanwhile) owns it.
+                found = conn.execute(self._sql.owner_of, {"client_id": client_id}).scalar_one()
+            return str(found)
+
+        owner = await self._worker.run(claim)
+        self._owners[str(client_id)] = owner
+        return owner
 
     async def accept_chat(
         self,
@@ -215,16 +264,12 @@ class SqlStore(Store):
         if client_message_id is None:
             return await self._accept(user_id, None, request_id, key, message, images)
         # Clients resend unacknowledged chats after every reconnect: a resend is answered from
-        # memory, a read, or the write already saving it, so each chat costs one write.
+        # memory or by the write already saving it, so each chat costs one operation.
         flight = (user_id, client_message_id)
+        known = self._requests.get(flight)
+        if known is not None:
+            return AcceptedChat(request_id=known, duplicate=True, message_id=None)
         saving = self._saving.get(flight)
-        if saving is not None:
-            first = await asyncio.shield(saving)
-            return AcceptedChat(request_id=first.request_id, duplicate=True, message_id=None)
-        original = await self._known_request(user_id, client_message_id)
-        if original is not None:
-            return AcceptedChat(request_id=original, duplicate=True, message_id=None)
-        saving = self._saving.get(flight)  # another resend may have started while we read
         if saving is not None:
             first = await asyncio.shield(saving)
             return AcceptedChat(request_id=first.request_id, duplicate=True, message_id=None)
@@ -252,83 +297,62 @@ class SqlStore(Store):
         message: str,
         images: list[str],
     ) -> AcceptedChat:
-        async with self._writing() as conn:
+        sql = self._sql
+
+        def accept(conn: Connection) -> tuple[AcceptedChat, int | None]:
             if client_message_id is not None:
-                try:
-                    async with conn.begin_nested():
-                        await conn.execute(
-                            chat_requests.insert().values(
-                                user_id=user_id,
-                                client_message_id=client_message_id,
-                                request_id=request_id,
-                                created_at=_now(),
-                            )
-                        )
-                except IntegrityError:  # accepted meanwhile, by another socket or node
-                    winner = (
-                        await conn.execute(self._request_query(user_id, client_message_id))
-                    ).scalar_one()
-                    return AcceptedChat(request_id=str(winner), duplicate=True, message_id=None)
-            message_id, _ = await self._insert_message(
-                conn, key, "user", message, images=images, request_id=request_id
+                ids = {"user_id": user_id, "client_message_id": client_message_id}
+                inserted = conn.execute(
+                    sql.insert_request, {**ids, "request_id": request_id, "created_at": _now()}
+                ).rowcount
+                if not inserted:  # accepted before: by an earlier connection, or another node
+                    winner = conn.execute(sql.request_of, ids).scalar_one()
+                    return AcceptedChat(str(winner), duplicate=True, message_id=None), None
+            conversation_id = self._conversation_id(conn, key)
+            message_id, _ = self._insert_message(
+                conn, conversation_id, "user", message, images=images, request_id=request_id
             )
+            return AcceptedChat(request_id, duplicate=False, message_id=message_id), (
+                conversation_id
+            )
+
+        accepted, conversation_id = await self._worker.run(accept)
+        if conversation_id is not None:
+            self._conversation_ids[key] = conversation_id
         if client_message_id is not None:
-            self._remember_request(user_id, client_message_id, request_id)
-        return AcceptedChat(request_id=request_id, duplicate=False, message_id=message_id)
-
-    @staticmethod
-    def _request_query(user_id: str, client_message_id: str) -> Select[str]:
-        return select(chat_requests.c.request_id).where(
-            (chat_requests.c.user_id == user_id)
-            & (chat_requests.c.client_message_id == client_message_id)
-        )
-
-    async def _known_request(self, user_id: str, client_message_id: str) -> str | None:
-        known = self._requests.get((user_id, client_message_id))
-        if known is not None:
-            return known
-        async with self.engine.connect() as conn:
-            found = (await conn.execute(self._request_query(user_id, client_message_id))).scalar()
-        if found is not None:
-            self._remember_request(user_id, client_message_id, str(found))
-        return None if found is None else str(found)
+            self._remember_request(user_id, client_message_id, accepted.request_id)
+        return accepted
 
     def _remember_request(self, user_id: str, client_message_id: str, request_id: str) -> None:
         requests = self._requests
         requests[(user_id, client_message_id)] = request_id
         if len(requests) > _REMEMBERED_REQUESTS:
-            requests.popitem(last=False)  # the oldest; it is still found by a read
+            requests.popitem(last=False)  # the oldest; the database still knows it
 
     async def begin_answer(self, key: ConversationKey, request_id: str, node_id: str) -> int:
-        async with self._writing() as conn:
-            message_id, _ = await self._insert_message(
-                conn,
-                key,
-                "assistant",
-                "",
-                status="streaming",
-                request_id=request_id,
-                node_id=node_id,
-            )
-            return message_id
+        message_id, _ = await self._add_message(
+            key, "assistant", "", status="streaming", request_id=request_id, node_id=node_id
+        )
+        return message_id
 
     async def save_answer(
         self, message_id: int, content: str, status: Status, steps: list[dict[str, Any]]
     ) -> None:
-        async with self._writing() as conn:
-            await conn.execute(
-                update(messages)
-                .where(messages.c.id == message_id)
-                .values(content=content, status=status, steps=steps, updated_at=_now())
-            )
+        values = {
+            "message_id": message_id,
+            "content": content,
+            "status": status,
+            "steps": steps,
+            "updated_at": _now(),
+        }
+        await self._worker.run(lambda conn: conn.execute(self._sql.update_message, values))
 
     async def add_report(
         self, key: ConversationKey, content: str, task_id: str, author: str | None = None
     ) -> MessageRecord:
-        async with self._writing() as conn:
-            message_id, now = await self._insert_message(
-                conn, key, "report", content, request_id=task_id, author=author
-            )
+        message_id, now = await self._add_message(
+            key, "report", content, request_id=task_id, author=author
+        )
         return MessageRecord(
             id=message_id,
             role="report",
@@ -345,45 +369,29 @@ class SqlStore(Store):
     ) -> list[MessageRecord]:
         if limit <= 0:
             return []
-        async with self.engine.connect() as conn:
-            conversation_id = (
-                await conn.execute(
-                    select(conversations.c.id).where(
-                        (conversations.c.project_id == key.project_id)
-                        & (conversations.c.agent_name == key.agent_name)
-                        & (conversations.c.thread_id == key.thread_id)
-                    )
-                )
-            ).scalar()
+        sql = self._sql
+
+        def read(conn: Connection) -> list[Row[Any]]:
+            conversation_id = self._conversation_ids.get(key)
             if conversation_id is None:
-                return []
-            query = select(messages).where(messages.c.conversation_id == conversation_id)
-            if before is not None:
-                query = query.where(messages.c.id < before)
-            rows = (await conn.execute(query.order_by(messages.c.id.desc()).limit(limit))).all()
-        return [
-            MessageRecord(
-                id=int(row.id),
-                role=row.role,
-                content=row.content,
-                images=list(row.images or []),
-                status=row.status,
-                request_id=row.request_id,
-                created_at=_aware(row.created_at),
-                steps=list(row.steps or []),
-                author=row.author,
-            )
-            for row in reversed(rows)
-        ]
+                conversation_id = conn.execute(sql.conversation_of, key.fields()).scalar()
+                if conversation_id is None:
+                    return []
+            params = {"conversation_id": conversation_id, "limit": limit}
+            if before is None:
+                return list(conn.execute(sql.history, params).all())
+            return list(conn.execute(sql.history_before, {**params, "before": before}).all())
+
+        rows = await self._worker.run(read)
+        return [_message_record(row) for row in reversed(rows)]
 
     async def fail_interrupted(self, node_id: str) -> int:
-        async with self._writing() as conn:
-            result = await conn.execute(
-                update(messages)
-                .where((messages.c.status == "streaming") & (messages.c.node_id == node_id))
-                .values(status="failed", updated_at=_now())
+        def fail(conn: Connection) -> int:
+            return int(
+                conn.execute(self._sql.fail_streaming, {"node": node_id, "now": _now()}).rowcount
             )
-            return int(result.rowcount)
+
+        return await self._worker.run(fail)
 
     async def create_task(
         self,
@@ -394,51 +402,38 @@ class SqlStore(Store):
         origin: ConversationKey | None,
     ) -> TaskRecord:
         now = _now()
-        async with self._writing() as conn:
-            await conn.execute(
-                tasks.insert().values(
-                    id=task_id,
-                    project_id=project_id,
-                    agent_name=agent_name,
-                    task=task,
-                    status="running",
-                    origin_agent=origin.agent_name if origin else None,
-                    origin_thread=origin.thread_id if origin else None,
-                    created_at=now,
-                )
-            )
+        values = {
+            "id": task_id,
+            "project_id": project_id,
+            "agent_name": agent_name,
+            "task": task,
+            "status": "running",
+            "result": None,
+            "origin_agent": origin.agent_name if origin else None,
+            "origin_thread": origin.thread_id if origin else None,
+            "created_at": now,
+            "finished_at": None,
+        }
+        await self._worker.run(lambda conn: conn.execute(self._sql.insert_task, values))
         return TaskRecord(task_id, project_id, agent_name, task, "running", None, origin, now, None)
 
     async def finish_task(self, task_id: str, status: TaskStatus, result: str) -> TaskRecord:
-        async with self._writing() as conn:
-            await conn.execute(
-                update(tasks)
-                .where(tasks.c.id == task_id)
-                .values(status=status, result=result, finished_at=_now())
+        sql = self._sql
+
+        def finish(conn: Connection) -> Row[Any] | None:
+            conn.execute(
+                sql.update_task,
+                {"task_id": task_id, "status": status, "result": result, "finished_at": _now()},
             )
-        record = await self.get_task(task_id)
-        if record is None:
+            return conn.execute(sql.task_of, {"task_id": task_id}).first()
+
+        row = await self._worker.run(finish)
+        if row is None:
             raise KeyError(task_id)
-        return record
+        return _task_record(row)
 
     async def get_task(self, task_id: str) -> TaskRecord | None:
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(select(tasks).where(tasks.c.id == task_id))).first()
-        if row is None:
-            return None
-        origin = (
-            ConversationKey(row.project_id, row.origin_agent, row.origin_thread)
-            if row.origin_agent
-            else None
+        row = await self._worker.run(
+            lambda conn: conn.execute(self._sql.task_of, {"task_id": task_id}).first()
         )
-        return TaskRecord(
-            id=row.id,
-            project_id=row.project_id,
-            agent_name=row.agent_name,
-            task=row.task,
-            status=row.status,
-            result=row.result,
-            origin=origin,
-            created_at=_aware(row.created_at),
-            finished_at=_aware(row.finished_at) if row.finished_at else None,
-        )
+        return None if row is None else _task_record(row)

@@ -1,0 +1,265 @@
+"""Where the store's SQL runs: a thread of its own for SQLite, the event loop for PostgreSQL.
+
+Every store operation is a plain function over a synchronous SQLAlchemy ``Connection``, so it
+is written once for both engines.
+
+- SQLite has one writer at a time and no network: the cost of a query through an async driver
+  is all hand-offs (a thread hop and a future per statement). ``SqliteWorker`` runs whole
+  operations on one thread with the stdlib driver instead, and commits every operation that
+  queued up while the previous batch ran in one transaction (group commit): one hop and a
+  fraction of a commit per operation.
+- PostgreSQL: ``AsyncEngineWorker`` runs a few batching loops on the event loop, each taking
+  what queued up into one transaction through ``AsyncConnection.run_sync``; a slow statement
+  holds up one loop, not the store.
+
+Within a batch, operations run in the order they were submitted. If one fails, the batch is
+rolled back and each operation is run again alone, so only the failing one reports an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, create_engine, event
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+T = TypeVar("T")
+Operation = Callable[[Connection], T]
+
+log = logging.getLogger("dari.store")
+
+# One transaction never holds more than this many operations, so one slow batch cannot keep
+# the callers of the next ones waiting long.
+MAX_BATCH = 256
+
+
+_Job = tuple[Operation[Any], "asyncio.Future[Any]"]
+_Result = tuple["asyncio.Future[Any] | None", Any, BaseException | None]
+_STOP = object()
+
+
+def _run_all(conn: Connection, batch: list[_Job]) -> list[_Result]:
+    return [(future, operation(conn), None) for operation, future in batch]
+
+
+class Worker(ABC):
+    @abstractmethod
+    async def start(self) -> None: ...
+
+    @abstractmethod
+    async def run(self, operation: Operation[T]) -> T:
+        """Run ``operation`` in a transaction; return once it is committed."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+
+class AsyncEngineWorker(Worker):
+    """PostgreSQL: a few loops on the event loop, each committing what queued up in one go."""
+
+    def __init__(self, url: URL, loops: int = 4) -> None:
+        self.url = url
+        self.loops = loops
+        self._engine: AsyncEngine | None = None
+        self._jobs: asyncio.Queue[_Job] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self._engine = create_async_engine(
+            self.url, pool_size=self.loops, max_overflow=self.loops, pool_pre_ping=True
+        )
+        self._tasks = [
+            asyncio.create_task(self._serve(), name=f"dari-store-{n}") for n in range(self.loops)
+        ]
+
+    async def run(self, operation: Operation[T]) -> T:
+        if self._engine is None:
+            raise RuntimeError("store not started")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._jobs.put_nowait((operation, future))
+        return await future
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        while not self._jobs.empty():
+            _operation, future = self._jobs.get_nowait()
+            if not future.done():
+                future.set_exception(RuntimeError("store closed"))
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine = None
+
+    async def _serve(self) -> None:
+        jobs = self._jobs
+        while True:
+            batch = [await jobs.get()]
+            while len(batch) < MAX_BATCH and not jobs.empty():
+                batch.append(jobs.get_nowait())
+            try:
+                await self._run_batch(batch)
+            except asyncio.CancelledError:
+                for _operation, future in batch:
+                    if not future.done():
+                        future.set_exception(RuntimeError("store closed"))
+                raise
+
+    async def _run_batch(self, batch: list[_Job]) -> None:
+        assert self._engine is not None
+        try:
+            async with self._engine.begin() as conn:
+                results = await conn.run_sync(_run_all, batch)
+        except Exception as exc:
+            if len(batch) == 1:
+                _settle_all([(batch[0][1], None, exc)])
+                return
+            for job in batch:  # all rolled back: run each alone so only the failing one fails
+                await self._run_batch([job])
+            return
+        _settle_all(results)
+
+
+class SqliteWorker(Worker):
+    def __init__(self, url: URL) -> None:
+        # The async URL names aiosqlite; this worker uses the stdlib driver on its own thread.
+        self.url = url.set(drivername="sqlite")
+        self._jobs: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped: asyncio.Future[None] | None = None
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopped = self._loop.create_future()
+        ready: asyncio.Future[None] = self._loop.create_future()
+        self._thread = threading.Thread(
+            target=self._serve, args=(ready,), name="dari-sqlite", daemon=True
+        )
+        self._thread.start()
+        await ready
+
+    async def run(self, operation: Operation[T]) -> T:
+        if self._thread is None or self._loop is None:
+            raise RuntimeError("store not started")
+        future: asyncio.Future[T] = self._loop.create_future()
+        self._jobs.put((operation, future))
+        return await future
+
+    async def close(self) -> None:
+        if self._thread is None or self._stopped is None:
+            return
+        self._jobs.put(_STOP)
+        await self._stopped
+        self._thread = None
+
+    # --- on the worker thread -------------------------------------------------------------
+
+    def _serve(self, ready: asyncio.Future[None]) -> None:
+        try:
+            conn = self._connect()
+        except BaseException as exc:
+            self._settle([(ready, None, exc)])
+            self._settle([(self._stopped, None, None)])
+            return
+        self._settle([(ready, None, None)])
+        try:
+            while True:
+                batch: list[_Job] = []
+                item = self._jobs.get()
+                stop = item is _STOP
+                if not stop:
+                    batch.append(item)  # type: ignore[arg-type]
+                while not stop and len(batch) < MAX_BATCH:
+                    try:
+                        item = self._jobs.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is _STOP:
+                        stop = True
+                    else:
+                        batch.append(item)  # type: ignore[arg-type]
+                if batch:
+                    self._run_batch(conn, batch)
+                if stop:
+                    break
+        finally:
+            conn.close()
+            conn.engine.dispose()
+            self._settle([(self._stopped, None, None)])
+
+    def _connect(self) -> Connection:
+        # One connection, used by this thread only.
+        engine = create_engine(
+            self.url,
+            poolclass=StaticPool,
+            connect_args={"timeout": 30, "check_same_thread": False},
+        )
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            # The driver's own transaction handling breaks SAVEPOINT (a nested block would
+            # commit at once); SQLAlchemy's documented recipe: autocommit driver + our BEGIN.
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Any) -> None:
+            # Take the write lock up front: a deferred transaction that reads, then writes,
+            # can hit SQLite's lock-upgrade deadlock when another process shares the file.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine.connect()
+
+    def _run_batch(self, conn: Connection, batch: list[_Job]) -> None:
+        try:
+            with conn.begin():
+                results = _run_all(conn, batch)
+        except Exception as exc:
+            if len(batch) == 1:
+                results = [(batch[0][1], None, exc)]
+            else:
+                # Everything was rolled back; run each alone so only the failing one fails.
+                for job in batch:
+                    self._run_batch(conn, [job])
+                return
+        self._settle(results)
+
+    def _settle(self, results: list[_Result]) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        # One wake-up of the event loop per batch, not one per operation.
+        loop.call_soon_threadsafe(_settle_all, results)
+
+
+def _settle_all(
+    results: list[tuple[asyncio.Future[Any] | None, Any, BaseException | None]],
+) -> None:
+    for future, value, error in results:
+        if future is None or future.done():
+            continue  # the caller gave up waiting (cancelled); the work is done regardless
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
+
+
+def make_worker(url: URL) -> Worker:
+    if url.get_backend_name() == "sqlite":
+        return SqliteWorker(url)
+    return AsyncEngineWorker(url)
