@@ -58,6 +58,12 @@ class Connection:
         self.frames_sent = 0
         self._progress = asyncio.Event()  # set after each batch the writer sent
         self.generation = generation  # arrival order of the handshake (Hub.next_generation)
+        # Stall detection without a timeout context per batch (the hot path): the writer
+        # notes when a batch began; a timer, armed at most once per send_timeout_s, checks it.
+        self._writer: asyncio.Task[None] | None = None
+        self._sending_since: float | None = None
+        self._stall_timer: asyncio.TimerHandle | None = None
+        self._stalled = False
 
     def notify(self) -> None:
         self.wake.set()
@@ -74,6 +80,7 @@ class Connection:
             raise WebSocketDisconnect(1006) from None
 
     async def run_writer(self) -> None:
+        self._writer = asyncio.current_task()
         try:
             while not self.closed.is_set():
                 await self.wake.wait()
@@ -86,6 +93,30 @@ class Connection:
         except Exception:  # the socket went away under us: the reader loop notices too
             log.debug("writer for %s stopped", self.client_id, exc_info=True)
             self.closed.set()
+        finally:
+            self._sending_since = None
+            if self._stall_timer is not None:
+                self._stall_timer.cancel()
+                self._stall_timer = None
+
+    def _watch_send(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._sending_since = loop.time()
+        if self._stall_timer is None:
+            self._stall_timer = loop.call_later(self.send_timeout_s, self._check_stall)
+
+    def _check_stall(self) -> None:
+        self._stall_timer = None
+        since = self._sending_since
+        if since is None or self._writer is None:
+            return  # not sending: the next batch arms the timer again
+        loop = asyncio.get_running_loop()
+        left = since + self.send_timeout_s - loop.time()
+        if left > 0:
+            self._stall_timer = loop.call_later(left, self._check_stall)
+        else:
+            self._stalled = True
+            self._writer.cancel()
 
     async def _drain(self) -> bool:
         """Send everything the log holds after ``sent``; False once the connection is done."""
@@ -97,20 +128,24 @@ class Connection:
             if not frames:
                 return True
             count = size = 0
+            self._watch_send()
             try:
-                async with asyncio.timeout(self.send_timeout_s):
-                    for frame in frames:
-                        text = self.render(frame)
-                        if text is not None:
-                            await self.websocket.send_text(text)
-                            count += 1
-                            size += len(text)
-                        self.sent = frame["seq"]
-            except TimeoutError:
+                for frame in frames:
+                    text = self.render(frame)
+                    if text is not None:
+                        await self.websocket.send_text(text)
+                        count += 1
+                        size += len(text)
+                    self.sent = frame["seq"]
+            except asyncio.CancelledError:
+                if not self._stalled:
+                    raise
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
                 await self.close(CloseCode.TRY_AGAIN_LATER, "client too slow")
                 return False
             finally:
                 # Counted per batch, not per frame: this is the hot path.
+                self._sending_since = None
                 self._progress.set()
                 self.frames_sent += count
                 FRAMES_OUT.inc(count)
@@ -119,6 +154,8 @@ class Connection:
             if position.head - self.sent > self.max_lag_frames:
                 await self.close(CloseCode.TRY_AGAIN_LATER, "client too slow")
                 return False
+            if position.head <= self.sent:
+                return True  # all sent: no second read to find that out
         return False
 
     async def flush(self, seq: int, timeout: float) -> None:
