@@ -61,6 +61,15 @@ def config_text(node_id: str, port: int, store_url: str, redis_url: str, delay_m
             'name = "slow"',
             'backend = "echo"',
             f"options = {_toml({'delay_ms': delay_ms})}",
+            # Delegation: the offline agent hands `/delegate worker <task>` to the echo worker.
+            "[[projects.agents]]",
+            'name = "desk"',
+            'backend = "offline"',
+            f"options = {_toml({'delay_ms': 0})}",
+            "[[projects.agents]]",
+            'name = "worker"',
+            'backend = "echo"',
+            f"options = {_toml({'delay_ms': delay_ms})}",
             "",
         ]
     )
@@ -72,6 +81,7 @@ class Node:
     port: int
     process: asyncio.subprocess.Process
     log: Path
+    database: str  # the PostgreSQL database every node of the cluster shares
 
     @property
     def http(self) -> str:
@@ -130,7 +140,7 @@ async def cluster(tmp_path: Path, count: int = 3, delay_ms: int = 20) -> AsyncIt
                     stdout=log.open("wb"),
                     stderr=asyncio.subprocess.STDOUT,
                 )
-                nodes.append(Node(name, port, process, log))
+                nodes.append(Node(name, port, process, log, database))
             for node in nodes:
                 await eventually(node.ready, timeout=START_TIMEOUT_S)
             yield nodes

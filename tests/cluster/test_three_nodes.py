@@ -4,78 +4,31 @@ without sticky sessions: any client may reach any node at any time."""
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from dari.runner.shared import LEASE_S, REAP_S
+from tests.cluster.clients import (
+    TIMEOUT_S,
+    chat,
+    connect,
+    contiguous,
+    history,
+    subscribe,
+    text_of,
+    unique,
+    words,
+)
 from tests.cluster.nodes import Node, cluster
-from tests.support.client import WsClient
-
-TIMEOUT_S = 30.0
 
 
 @pytest.fixture
 async def nodes(tmp_path: Path) -> AsyncIterator[list[Node]]:
     async with cluster(tmp_path, 3, delay_ms=20) as started:
         yield started
-
-
-def words(label: str, count: int) -> str:
-    return " ".join(f"{label}{i}" for i in range(count))
-
-
-async def connect(node: Node, client_id: str, query: str = "") -> WsClient:
-    client = await WsClient.open(node.ws(f"/ws/chat/{client_id}{query}"))
-    welcome = await client.recv()
-    assert welcome["type"] == "welcome"
-    return client
-
-
-async def subscribe(client: WsClient, thread: str) -> None:
-    await client.send(
-        {"type": "subscribe", "project_id": "p1", "agent_name": "slow", "thread_id": thread}
-    )
-    await client.until_type("subscribed")
-
-
-async def chat(client: WsClient, message: str, thread: str, id: str) -> dict[str, Any]:
-    await client.chat(message, agent="slow", project="p1", thread_id=thread, id=id)
-    return await client.until_type("ack", TIMEOUT_S, id=id)
-
-
-def text_of(client: WsClient, request_id: str) -> str:
-    """The answer's text as a client assembles it: a snapshot replaces the text so far."""
-    text = ""
-    for frame in client.frames:
-        if frame.get("request_id") != request_id:
-            continue
-        if frame.get("type") == "snapshot":
-            text = frame["content"]
-        elif frame.get("type") == "response":
-            text += frame["content"]
-    return text
-
-
-def contiguous(client: WsClient) -> bool:
-    numbers = [f["seq"] for f in client.frames]
-    return numbers == list(range(numbers[0], numbers[0] + len(numbers)))
-
-
-async def history(node: Node, thread: str) -> list[dict[str, Any]]:
-    async with httpx.AsyncClient(base_url=node.http, timeout=10) as http:
-        response = await http.get(f"/api/projects/p1/agents/slow/threads/{thread}/messages")
-    response.raise_for_status()
-    messages: list[dict[str, Any]] = response.json()["messages"]
-    return messages
-
-
-def unique(name: str) -> str:
-    return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
 async def test_a_client_on_one_node_gets_answers_and_broadcasts_made_on_the_others(
