@@ -27,7 +27,7 @@ PROJECTS: dict[str, Any] = {
                 _python("boss", "tests.support.agents:delegator"),
                 _python("stepper", "tests.support.agents:stepper"),
                 _python("broken", "tests.support.agents:failing"),
-                {"name": "worker", "backend": "echo", "options": {"delay_ms": 40}},
+                {"name": "worker", "backend": "echo", "options": {"delay_ms": 80}},
                 {"name": "echo", "backend": "echo"},
                 {"name": "offline", "backend": "offline", "options": {"delay_ms": 0}},
             ],
@@ -71,7 +71,8 @@ async def test_delegation_reports_once_to_every_subscriber_and_into_history(
     late = await _connect(server, "late")  # connects after the delegation started
     await _subscribe(late, "p1")
     position, epoch = max(f["seq"] for f in away.frames), away.frames[0]["epoch"]
-    await away.close()  # away while the task runs
+    await away.close()  # away while the task runs (it takes 25 × 80 ms)
+    assert not _reports(away), "the task finished before the client went away"
 
     report = await origin.until_type("auto_report", timeout=20)
     assert report["task_id"] == task_id and report["content"] == task_words

@@ -53,16 +53,19 @@ class AnswerRun:
         rid = job.request_id
         began = time.monotonic()
         runner.in_progress[(job.user_id, rid)] = self.progress
-        message_id: int | None = None
+        row: asyncio.Future[int] | None = None
         checkpoint: asyncio.Task[None] | None = None
         finish: FinishReason = "stop"
         error: DariError | None = None
         try:
             await hub.publish(key, frames.answer_frame("start", key, rid))
-            message_id = await store.begin_answer(key, rid, runner.node_id)
+            # The row's place in history is fixed now; the agent starts without waiting for
+            # the write (the first checkpoint and the final save wait for it).
+            row = store.begin_answer(key, rid, runner.node_id)
             if runner.shared is not None:
-                await runner.shared.begun(job, message_id)
-            checkpoint = asyncio.create_task(self._checkpoint(message_id))
+                # Another node's reaper must be able to fail this row if this node dies.
+                await runner.shared.begun(job, await asyncio.shield(row))
+            checkpoint = asyncio.create_task(self._checkpoint(row))
             agent = runner.directory.get(key.project_id, key.agent_name)
             history_limit = agent.config.history_limit if agent.backend.uses_history else 0
             request = await self._request(history_limit)
@@ -71,7 +74,7 @@ class AnswerRun:
             if not job.cancelled:
                 # The gateway is shutting down: save what we have as failed, then stop.
                 finish = "error"
-                await self._finish(message_id, checkpoint, finish)
+                await self._finish(row, checkpoint, finish)
                 raise
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
             finish = "cancelled"
@@ -95,7 +98,7 @@ class AnswerRun:
                 log.warning("cannot tell %s's subscribers it failed: %s", rid, exc.message)
         outcome = Outcome(finish, self.progress.text(), error.message if error else None)
         ANSWER_DURATION.labels(key.agent_name, finish).observe(time.monotonic() - began)
-        await self._finish(message_id, checkpoint, finish)
+        await self._finish(row, checkpoint, finish)
         return outcome
 
     async def _request(self, history_limit: int | None) -> AgentRequest:
@@ -158,9 +161,10 @@ class AnswerRun:
                 with contextlib.suppress(Exception):
                     await aclose()
 
-    async def _checkpoint(self, message_id: int) -> None:
+    async def _checkpoint(self, row: asyncio.Future[int]) -> None:
         interval = self.runner.settings.store.checkpoint_s
         progress = self.progress
+        message_id = await asyncio.shield(row)  # cancelling this task must not cancel the row
         while True:
             await asyncio.sleep(interval)
             length = sum(len(piece) for piece in progress.pieces)
@@ -171,7 +175,10 @@ class AnswerRun:
                 )
 
     async def _finish(
-        self, message_id: int | None, checkpoint: asyncio.Task[None] | None, finish: FinishReason
+        self,
+        row: asyncio.Future[int] | None,
+        checkpoint: asyncio.Task[None] | None,
+        finish: FinishReason,
     ) -> None:
         runner, key, rid = self.runner, self.job.key, self.job.request_id
         if checkpoint is not None:
@@ -186,10 +193,15 @@ class AnswerRun:
             except DariError as exc:
                 log.warning("cannot claim the end of %s (%s); ending it here", rid, exc.message)
         try:
-            if message_id is not None and owned:
-                await runner.store.save_answer(
-                    message_id, self.progress.text(), _STATUS[finish], self.progress.steps
-                )
+            if row is not None and owned:
+                try:
+                    message_id = await asyncio.shield(row)
+                except Exception:
+                    log.exception("the row of answer %s could not be written", rid)
+                else:
+                    await runner.store.save_answer(
+                        message_id, self.progress.text(), _STATUS[finish], self.progress.steps
+                    )
         finally:
             runner.in_progress.pop((self.job.user_id, rid), None)
             if owned:

@@ -5,6 +5,7 @@ One implementation (SQLAlchemy) serves both SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -109,7 +110,14 @@ class Store(ABC):
         """Save the user's message, once per (user, client message id)."""
 
     @abstractmethod
-    async def begin_answer(self, key: ConversationKey, request_id: str, node_id: str) -> int: ...
+    def begin_answer(
+        self, key: ConversationKey, request_id: str, node_id: str
+    ) -> asyncio.Future[int]:
+        """Add the answer's row (status ``streaming``); resolves to its id.
+
+        The row's place in the conversation is fixed when this is called, not when awaited,
+        so an answer can start streaming while its row is being written. The future may be awaited
+        more than once."""
 
     @abstractmethod
     async def save_answer(

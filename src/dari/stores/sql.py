@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Integer, Row, bindparam, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -33,6 +34,8 @@ from dari.stores.schema import chat_requests, clients, conversations, messages, 
 from dari.stores.workers import Worker, make_worker
 
 _REMEMBERED_REQUESTS = 50_000
+A = TypeVar("A")
+B = TypeVar("B")
 
 
 def _consume_exception(future: asyncio.Future[AcceptedChat]) -> None:
@@ -49,6 +52,24 @@ def _now() -> datetime:
 def _aware(value: datetime) -> datetime:
     # SQLite returns naive datetimes; everything is stored in UTC.
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _mapped(source: asyncio.Future[A], convert: Callable[[A], B]) -> asyncio.Future[B]:
+    """A future of ``convert(result)``; errors and cancellation pass through."""
+    mapped: asyncio.Future[B] = asyncio.get_running_loop().create_future()
+
+    def settle(source: asyncio.Future[A]) -> None:
+        if mapped.done():
+            return
+        if source.cancelled():
+            mapped.cancel()
+        elif (error := source.exception()) is not None:
+            mapped.set_exception(error)
+        else:
+            mapped.set_result(convert(source.result()))
+
+    source.add_done_callback(settle)
+    return mapped
 
 
 class _Statements:
@@ -215,17 +236,22 @@ class SqlStore(Store):
         )
         return int(result.inserted_primary_key[0]), now  # type: ignore[index]
 
-    async def _add_message(
+    def _add_message(
         self, key: ConversationKey, role: Role, content: str, **fields: Any
-    ) -> tuple[int, datetime]:
+    ) -> asyncio.Future[tuple[int, datetime]]:
+        """Queue the insert now; the future resolves to the message's id and creation time."""
+
         def add(conn: Connection) -> tuple[int, int, datetime]:
             conversation_id = self._conversation_id(conn, key)
             message_id, now = self._insert_message(conn, conversation_id, role, content, **fields)
             return conversation_id, message_id, now
 
-        conversation_id, message_id, now = await self._worker.run(add)
-        self._conversation_ids[key] = conversation_id
-        return message_id, now
+        def remember(result: tuple[int, int, datetime]) -> tuple[int, datetime]:
+            conversation_id, message_id, now = result
+            self._conversation_ids[key] = conversation_id  # committed: safe to remember
+            return message_id, now
+
+        return _mapped(self._worker.submit(add), remember)
 
     # --- the Store interface ----------------------------------------------------------------
 
@@ -329,11 +355,13 @@ class SqlStore(Store):
         if len(requests) > _REMEMBERED_REQUESTS:
             requests.popitem(last=False)  # the oldest; the database still knows it
 
-    async def begin_answer(self, key: ConversationKey, request_id: str, node_id: str) -> int:
-        message_id, _ = await self._add_message(
+    def begin_answer(
+        self, key: ConversationKey, request_id: str, node_id: str
+    ) -> asyncio.Future[int]:
+        added = self._add_message(
             key, "assistant", "", status="streaming", request_id=request_id, node_id=node_id
         )
-        return message_id
+        return _mapped(added, lambda result: result[0])
 
     async def save_answer(
         self, message_id: int, content: str, status: Status, steps: list[dict[str, Any]]

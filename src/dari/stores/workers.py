@@ -55,8 +55,12 @@ class Worker(ABC):
     async def start(self) -> None: ...
 
     @abstractmethod
+    def submit(self, operation: Operation[T]) -> asyncio.Future[T]:
+        """Queue ``operation`` now (its place in the order is fixed by this call); the future
+        resolves once it is committed."""
+
     async def run(self, operation: Operation[T]) -> T:
-        """Run ``operation`` in a transaction; return once it is committed."""
+        return await self.submit(operation)
 
     @abstractmethod
     async def close(self) -> None: ...
@@ -80,12 +84,12 @@ class AsyncEngineWorker(Worker):
             asyncio.create_task(self._serve(), name=f"dari-store-{n}") for n in range(self.loops)
         ]
 
-    async def run(self, operation: Operation[T]) -> T:
+    def submit(self, operation: Operation[T]) -> asyncio.Future[T]:
         if self._engine is None:
             raise RuntimeError("store not started")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._jobs.put_nowait((operation, future))
-        return await future
+        return future
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -148,12 +152,12 @@ class SqliteWorker(Worker):
         self._thread.start()
         await ready
 
-    async def run(self, operation: Operation[T]) -> T:
+    def submit(self, operation: Operation[T]) -> asyncio.Future[T]:
         if self._thread is None or self._loop is None:
             raise RuntimeError("store not started")
         future: asyncio.Future[T] = self._loop.create_future()
         self._jobs.put((operation, future))
-        return await future
+        return future
 
     async def close(self) -> None:
         if self._thread is None or self._stopped is None:
