@@ -8,12 +8,14 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 
 from tests.cluster.services import fresh_pg_database, pg_url, require_redis
 from tests.support.waiting import eventually
@@ -42,10 +44,19 @@ def _toml(value: Any) -> str:
     raise TypeError(value)
 
 
-def config_text(node_id: str, port: int, store_url: str, redis_url: str, delay_ms: int) -> str:
+def config_text(
+    node_id: str,
+    port: int,
+    store_url: str,
+    redis_url: str,
+    delay_ms: int,
+    jwt_secret: str | None = None,
+) -> str:
+    auth = ["[auth]", 'mode = "jwt"', f"secret = {_toml(jwt_secret)}"] if jwt_secret else []
     return "\n".join(
         [
             f"node_id = {_toml(node_id)}",
+            *auth,
             "[server]",
             'host = "127.0.0.1"',
             f"port = {port}",
@@ -73,6 +84,12 @@ def config_text(node_id: str, port: int, store_url: str, redis_url: str, delay_m
             "",
         ]
     )
+
+
+def token(secret: str, user: str) -> str:
+    """A token for ``user`` with access to every project, as the nodes verify it."""
+    claims = {"sub": user, "exp": int(time.time()) + 3600, "projects": ["*"]}
+    return jwt.encode(claims, secret, algorithm="HS256")
 
 
 @dataclass
@@ -114,8 +131,11 @@ class Node:
 
 
 @contextlib.asynccontextmanager
-async def cluster(tmp_path: Path, count: int = 3, delay_ms: int = 20) -> AsyncIterator[list[Node]]:
-    """``count`` nodes (node-a, node-b, …) on a fresh PostgreSQL database and the machine's Redis."""
+async def cluster(
+    tmp_path: Path, count: int = 3, delay_ms: int = 20, jwt_secret: str | None = None
+) -> AsyncIterator[list[Node]]:
+    """``count`` nodes (node-a, node-b, …) on a fresh PostgreSQL database and the machine's Redis;
+    with ``jwt_secret``, clients prove who they are with HS256 tokens (see ``token``)."""
     redis_url = await require_redis()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DARI_")}
     env["PYTHONPATH"] = str(ROOT)
@@ -126,7 +146,9 @@ async def cluster(tmp_path: Path, count: int = 3, delay_ms: int = 20) -> AsyncIt
                 name = f"node-{chr(ord('a') + index)}"
                 port = free_port()
                 config = tmp_path / f"{name}.toml"
-                config.write_text(config_text(name, port, pg_url(database), redis_url, delay_ms))
+                config.write_text(
+                    config_text(name, port, pg_url(database), redis_url, delay_ms, jwt_secret)
+                )
                 log = tmp_path / f"{name}.log"
                 process = await asyncio.create_subprocess_exec(
                     sys.executable,

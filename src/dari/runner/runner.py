@@ -170,16 +170,18 @@ class Runner:
 
     async def locate(self, request_id: str, user_id: str) -> ConversationKey | None:
         """The conversation of a user's chat queued or running here or, with several nodes,
-        anywhere (across nodes request ids are not yet namespaced per user)."""
+        anywhere."""
         job = self.find(request_id, user_id)
         if job is not None:
             return job.key
-        return await self.shared.locate(request_id) if self.shared is not None else None
+        return await self.shared.locate(request_id, user_id) if self.shared is not None else None
 
     async def cancel(self, request_id: str, user_id: str) -> bool:
         if self.cancel_request(request_id, user_id):
             return True
-        return await self.shared.cancel_request(request_id) if self.shared is not None else False
+        if self.shared is None:
+            return False
+        return await self.shared.cancel_request(request_id, user_id)
 
     async def cancel_in(self, key: ConversationKey) -> int:
         count = self.cancel_conversation(key)

@@ -15,7 +15,9 @@ NX): a node that comes back after being reaped neither saves nor ends it a secon
 queued chat gets a run id of its own, because request ids are unique per user only.
 
 Cancel works from any node: a queued chat is removed from the list by the node that got the
-cancel; a running one is cancelled by its node, told over the bus (channel ``<prefix>cancel``).
+cancel; a running one is cancelled by its node, told over the bus (channel ``<prefix>cancel``,
+carrying the run id). A chat is found by ``req:<[user, request id]>``, so, as on one node, a
+user can neither cancel nor probe another user's request that happens to share its id.
 
 Delegated tasks run on the node that delegated them (their conversation is new and their own,
 so there is nothing to order) and are not reaped if that node dies.
@@ -93,7 +95,7 @@ redis.call('DEL', KEYS[3])
 return running
 """
 
-# KEYS: ended:<run>, answer:<run>, running, req:<request>. ARGV: "<run> <request>", TTL ms.
+# KEYS: ended:<run>, answer:<run>, running, req:<[user, request]>. ARGV: "<run> <request>", TTL ms.
 # The answer's record ({} if none) when this caller ends it; nil when someone already did.
 _CLAIM_END = """
 if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[2]) then return false end
@@ -123,6 +125,11 @@ def _encode(job: Job, run_id: str) -> bytes:
             "u": job.user_id,
         }
     )
+
+
+def _run_of(payload: bytes) -> str:
+    run_id: str = orjson.loads(payload)["x"]
+    return run_id
 
 
 def _decode(payload: bytes) -> tuple[Job, str]:
@@ -156,6 +163,10 @@ class SharedRunner:
 
     def _k(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
+
+    def _req(self, user_id: str, request_id: str) -> str:
+        # Request ids are chosen per user: the user is part of the key.
+        return self._k("req", orjson.dumps([user_id, request_id]).decode())
 
     async def _call(self, work: Any) -> Any:
         try:
@@ -206,8 +217,8 @@ class SharedRunner:
             pipe.llen(self._k("queue", name))
             pipe.exists(self._k("running", name))
             pipe.rpush(self._k("queue", name), payload)
-            pipe.hset(self._k("req", job.request_id), mapping={"c": name, "p": payload})
-            pipe.pexpire(self._k("req", job.request_id), self._ms(RECORD_TTL_S))
+            pipe.hset(self._req(job.user_id, job.request_id), mapping={"c": name, "p": payload})
+            pipe.pexpire(self._req(job.user_id, job.request_id), self._ms(RECORD_TTL_S))
             queued, running, *_ = await self._call(pipe.execute())
         await self._start_if_free(job.key)
         return int(queued) + int(running)
@@ -265,7 +276,10 @@ class SharedRunner:
             pipe.set(
                 self._k("running", name), f"{run_id} {job.request_id}", px=self._ms(RECORD_TTL_S)
             )
-            pipe.hset(answer, mapping={"c": name, "n": self.node_id, "r": job.request_id})
+            pipe.hset(
+                answer,
+                mapping={"c": name, "n": self.node_id, "r": job.request_id, "u": job.user_id},
+            )
             pipe.pexpire(answer, self._ms(RECORD_TTL_S))
             await self._call(pipe.execute())
         self.current[name] = job
@@ -326,16 +340,18 @@ class SharedRunner:
         """Whether the caller ends the answer (saves it and sends ``end``): only once."""
         name = conversation_name(job.key)
         run_id = self._runs.get(name, "")
-        record = await self._call(self._end_record(name, run_id, job.request_id))
+        record = await self._call(self._end_record(name, run_id, job.request_id, job.user_id))
         return record is not None
 
-    async def _end_record(self, name: str, run_id: str, request_id: str) -> dict[str, str] | None:
+    async def _end_record(
+        self, name: str, run_id: str, request_id: str, user_id: str
+    ) -> dict[str, str] | None:
         result = await self._claim_end(
             keys=[
                 self._k("ended", run_id),
                 self._k("answer", run_id),
                 self._k("running", name),
-                self._k("req", request_id),
+                self._req(user_id, request_id),
             ],
             args=[f"{run_id} {request_id}", self._ms(RECORD_TTL_S)],
         )
@@ -377,7 +393,8 @@ class SharedRunner:
         return count
 
     async def _end_dead(self, key: ConversationKey, run_id: str, request_id: str) -> None:
-        record = await self._end_record(conversation_name(key), run_id, request_id)
+        user_id = _text(await self.redis.hget(self._k("answer", run_id), "u"))
+        record = await self._end_record(conversation_name(key), run_id, request_id, user_id)
         if record is None:
             return  # its node ended it after all
         node = record.get("n", "?")
@@ -396,36 +413,38 @@ class SharedRunner:
     # --- cancelling --------------------------------------------------------------------------
 
     async def _on_cancel(self, message: BusMessage) -> None:
-        request_id = message.payload.decode()
-        for job in list(self.current.values()):
-            if job.request_id == request_id:
+        run_id = message.payload.decode()
+        for name, running in list(self._runs.items()):
+            job = self.current.get(name)
+            if running == run_id and job is not None:
                 self.runner.cancel_job(job)
 
-    async def locate(self, request_id: str) -> ConversationKey | None:
-        """The conversation of a chat queued or running on any node."""
-        name = await self._call(self.redis.hget(self._k("req", request_id), "c"))
+    async def locate(self, request_id: str, user_id: str) -> ConversationKey | None:
+        """The conversation of ``user_id``'s chat queued or running on any node."""
+        name = await self._call(self.redis.hget(self._req(user_id, request_id), "c"))
         return conversation_of(name) if name else None
 
-    async def cancel_request(self, request_id: str) -> bool:
-        record = await self._call(self.redis.hgetall(self._k("req", request_id)))
+    async def cancel_request(self, request_id: str, user_id: str) -> bool:
+        record = await self._call(self.redis.hgetall(self._req(user_id, request_id)))
         if not record:
             return False
         name, payload = _text(record[b"c"]), record[b"p"]
         if await self._call(self.redis.lrem(self._k("queue", name), 1, payload)):
             await self._end_unstarted(_decode(payload)[0])
             return True
-        return await self._cancel_running(name, request_id)
+        return await self._cancel_running(name, _run_of(payload))
 
-    async def _cancel_running(self, name: str, request_id: str) -> bool:
+    async def _cancel_running(self, name: str, run_id: str) -> bool:
+        """Cancel run ``run_id`` if it is the one running in conversation ``name``."""
         running = _text(await self._call(self.redis.get(self._k("running", name))))
-        if running.partition(" ")[2] != request_id:
+        if running.partition(" ")[0] != run_id:
             return False
         job = self.current.get(name)
-        if job is not None and job.request_id == request_id:
+        if job is not None and self._runs.get(name) == run_id:
             self.runner.cancel_job(job)
             return True
         try:
-            await self.bus.publish(self._k("cancel"), request_id.encode())
+            await self.bus.publish(self._k("cancel"), run_id.encode())
         except BusError as exc:
             raise Unavailable(
                 f"cannot reach the node running it: {exc}", code=ErrorCode.INTERNAL
@@ -439,11 +458,11 @@ class SharedRunner:
             await self._end_unstarted(_decode(payload)[0])
         running = _text(await self._call(self.redis.get(self._k("running", name))))
         cancelled = len(queued)
-        if running and await self._cancel_running(name, running.partition(" ")[2]):
+        if running and await self._cancel_running(name, running.partition(" ")[0]):
             cancelled += 1
         return cancelled
 
     async def _end_unstarted(self, job: Job) -> None:
-        await self._call(self.redis.delete(self._k("req", job.request_id)))
+        await self._call(self.redis.delete(self._req(job.user_id, job.request_id)))
         job.cancelled = True
         await self.runner.end_unstarted(job)
