@@ -13,7 +13,7 @@ import ipaddress
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -147,6 +147,28 @@ class LimitsSettings(BaseModel):
     yield_every_pieces: int = Field(default=8, ge=0)
 
 
+class ClusterSettings(BaseModel):
+    """Timing of the leases under which nodes run conversations (several nodes only)."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt timing must not fall back silently
+
+    # A node that stops renewing (killed, partitioned) loses its conversations this long after
+    # its last renewal; its running answer is then ended as failed by another node.
+    lease_s: float = Field(default=10.0, gt=0)
+    renew_s: float = Field(default=2.0, gt=0)  # how often a node renews the leases it holds
+    reap_s: float = Field(default=1.0, gt=0)  # how often each node looks for expired leases
+
+    @model_validator(mode="after")
+    def _renew_within_lease(self) -> ClusterSettings:
+        # One late or failed renewal must not cost a live node its lease.
+        if self.renew_s * 2 > self.lease_s:
+            raise ValueError(
+                f"cluster.renew_s ({self.renew_s}) must be at most half of cluster.lease_s "
+                f"({self.lease_s}), so that a lease outlives one missed renewal"
+            )
+        return self
+
+
 class AuthSettings(BaseModel):
     mode: Literal["none", "jwt"] = "none"
     algorithms: list[str] = Field(default_factory=lambda: ["HS256"])
@@ -181,6 +203,7 @@ class Settings(BaseSettings):
     replay: ReplaySettings = Field(default_factory=ReplaySettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     heartbeat_s: float = Field(default=20.0, gt=0)
     node_id: str | None = None
     default_project: str = "project_001"

@@ -22,6 +22,8 @@ from tests.support.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 30.0
+# Short leases, so that the loss of a node is noticed within seconds (defaults: 10, 2, 1).
+LEASE_S, RENEW_S, REAP_S = 3.0, 0.5, 0.25
 
 
 def free_port() -> int:
@@ -57,6 +59,10 @@ def config_text(
         [
             f"node_id = {_toml(node_id)}",
             *auth,
+            "[cluster]",
+            f"lease_s = {LEASE_S}",
+            f"renew_s = {RENEW_S}",
+            f"reap_s = {REAP_S}",
             "[server]",
             'host = "127.0.0.1"',
             f"port = {port}",

@@ -10,7 +10,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from dari.runner.shared import LEASE_S, REAP_S
 from tests.cluster.clients import (
     TIMEOUT_S,
     chat,
@@ -22,7 +21,7 @@ from tests.cluster.clients import (
     unique,
     words,
 )
-from tests.cluster.nodes import Node, cluster
+from tests.cluster.nodes import LEASE_S, REAP_S, Node, cluster
 
 
 @pytest.fixture

@@ -1,14 +1,16 @@
 """Ordering across nodes: one queue per conversation in Redis, run by whoever holds its lease.
 
 A chat arriving at any node is pushed onto ``queue:<conversation>``; the node then tries to take
-``lease:<conversation>`` (SET NX PX). The holder pops and runs the chats one at a time, renewing
-the lease every ``RENEW_S``; when the queue is empty it releases the lease in the same atomic
-step that checks the queue (so a chat pushed meanwhile is never stranded). Answers thus run one
-at a time per conversation, in the order the chats were pushed, whichever node took them.
+``lease:<conversation>`` (SET NX PX, ``cluster.lease_s``). The holder pops and runs the chats
+one at a time, renewing the lease every ``cluster.renew_s``; when the queue is empty it releases
+the lease in the same atomic step that checks the queue (so a chat pushed meanwhile is never
+stranded). Answers thus run one at a time per conversation, in the order the chats were pushed,
+whichever node took them.
 
-A node that dies stops renewing. Every node's reaper looks for leases past their expiry
-(``leases``, a sorted set of expiry times) and claims each one atomically: the claimer ends the
-answer that was running honestly (``agent_failed``, then ``end`` with ``error``), saves the text
+A node that dies stops renewing. Every node's reaper (every ``cluster.reap_s``) looks for
+leases past their expiry (``leases``, a sorted set of expiry times) and claims each one
+atomically: the claimer ends the answer that was running honestly (``agent_failed``, then
+``end`` with ``error``), saves the text
 its subscribers received as ``failed`` (``progress:<request_id>``, see hub/shared.py), and starts
 the next chat of that conversation. The end of an answer is claimed once (``ended:<run>``, SET
 NX): a node that comes back after being reaped neither saves nor ends it a second time. Each
@@ -48,9 +50,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("dari.runner")
 
-LEASE_S = 10.0  # a dead node's answer is ended at most this long (plus REAP_S) after it died
-RENEW_S = 2.0
-REAP_S = 1.0
 RECORD_TTL_S = 24 * 3600.0  # bookkeeping of one request outlives any answer
 
 # KEYS: lease, leases. ARGV: node, lease ms, conversation, expiry ms, running run id ('' none),
@@ -150,6 +149,8 @@ class SharedRunner:
         self.node_id = node_id
         self.redis = hub.redis
         self.prefix = hub.prefix
+        # A dead node's answer is ended at most lease_s + reap_s after its last renewal.
+        self.timing = runner.settings.cluster
         self._hold = self.redis.register_script(_HOLD)
         self._acquire = self.redis.register_script(_ACQUIRE)
         self._release_if_empty = self.redis.register_script(_RELEASE_IF_EMPTY)
@@ -228,7 +229,7 @@ class SharedRunner:
         taken = await self._call(
             self._acquire(
                 keys=[self._k("lease", name), self._k("leases")],
-                args=[self.node_id, self._ms(LEASE_S), name, self._expiry()],
+                args=[self.node_id, self._ms(self.timing.lease_s), name, self._expiry()],
             )
         )
         if taken:
@@ -236,7 +237,7 @@ class SharedRunner:
             self.workers[name] = worker
 
     def _expiry(self) -> int:
-        return self._ms(time.time() + LEASE_S)
+        return self._ms(time.time() + self.timing.lease_s)
 
     # --- running -----------------------------------------------------------------------------
 
@@ -300,14 +301,14 @@ class SharedRunner:
         """Renew the lease while answers run; on losing it, stop the answer running here."""
         name = conversation_name(key)
         while True:
-            await asyncio.sleep(RENEW_S)
+            await asyncio.sleep(self.timing.renew_s)
             running = self._runs.get(name, "")
             try:
                 held = await self._hold(
                     keys=[self._k("lease", name), self._k("leases")],
                     args=[
                         self.node_id,
-                        self._ms(LEASE_S),
+                        self._ms(self.timing.lease_s),
                         name,
                         self._expiry(),
                         running,
@@ -364,7 +365,7 @@ class SharedRunner:
 
     async def _reap_forever(self) -> None:
         while True:
-            await asyncio.sleep(REAP_S)
+            await asyncio.sleep(self.timing.reap_s)
             try:
                 await self.reap()
             except Exception:
