@@ -15,6 +15,7 @@ from dari import __version__
 from dari.app import rest, session_cookie, ws
 from dari.app.gateway import Gateway
 from dari.app.logs import install_log_filters
+from dari.app.raw_send import ExposeServerSend
 from dari.protocol.errors import DariError, ErrorCode
 from dari.settings import Settings
 
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Without auth, only loopback names may reach us: a page on evil.example that re-resolves
         # to 127.0.0.1 (DNS rebinding) sends Host: evil.example and is refused here.
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(LOOPBACK_HOSTS))
+    app.add_middleware(ExposeServerSend)  # added last: outermost of the app's own
 
     @app.exception_handler(DariError)
     async def dari_error(request: Request, exc: DariError) -> JSONResponse:

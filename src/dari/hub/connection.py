@@ -28,6 +28,7 @@ log = logging.getLogger("dari.hub")
 Renderer = Callable[[Frame], str | None]
 
 _BATCH = 256
+SERVER_SEND = "dari.server_send"  # the scope key dari.app.raw_send fills
 
 
 class Connection:
@@ -52,6 +53,9 @@ class Connection:
         self.send_timeout_s = send_timeout_s
         self.max_lag_frames = max_lag_frames
         self.render = render
+        # Data frames go straight to the server's send when the app exposes it (see
+        # dari.app.raw_send); Starlette's state checks add per-frame cost and nothing else.
+        self._server_send = websocket.scope.get(SERVER_SEND)
         self.wake = asyncio.Event()
         self.closed = asyncio.Event()
         self.close_code: int | None = None
@@ -129,11 +133,15 @@ class Connection:
                 return True
             count = size = 0
             self._watch_send()
+            server_send = self._server_send
             try:
                 for frame in frames:
                     text = self.render(frame)
                     if text is not None:
-                        await self.websocket.send_text(text)
+                        if server_send is not None:
+                            await server_send({"type": "websocket.send", "text": text})
+                        else:
+                            await self.websocket.send_text(text)
                         count += 1
                         size += len(text)
                     self.sent = frame["seq"]
