@@ -32,6 +32,31 @@ SERVER_SEND = "dari.server_send"  # the scope key dari.app.raw_send fills
 
 
 class Connection:
+    # Slots and no spare Events: an idle connection's size is most of what 10,000 idle
+    # sockets cost.
+    __slots__ = (
+        "_progress_waiter",
+        "_sending_since",
+        "_server_send",
+        "_stall_timer",
+        "_stalled",
+        "_wake_waiter",
+        "_woken",
+        "_writer",
+        "client_id",
+        "close_code",
+        "closed",
+        "frames_sent",
+        "generation",
+        "max_lag_frames",
+        "render",
+        "replay",
+        "send_timeout_s",
+        "sent",
+        "user_id",
+        "websocket",
+    )
+
     def __init__(
         self,
         websocket: WebSocket,
@@ -56,11 +81,12 @@ class Connection:
         # Data frames go straight to the server's send when the app exposes it (see
         # dari.app.raw_send); Starlette's state checks add per-frame cost and nothing else.
         self._server_send = websocket.scope.get(SERVER_SEND)
-        self.wake = asyncio.Event()
         self.closed = asyncio.Event()
         self.close_code: int | None = None
         self.frames_sent = 0
-        self._progress = asyncio.Event()  # set after each batch the writer sent
+        self._woken = False  # notified since the writer last looked
+        self._wake_waiter: asyncio.Future[None] | None = None
+        self._progress_waiter: asyncio.Future[None] | None = None  # resolved after a batch
         self.generation = generation  # arrival order of the handshake (Hub.next_generation)
         # Stall detection without a timeout context per batch (the hot path): the writer
         # notes when a batch began; a timer, armed at most once per send_timeout_s, checks it.
@@ -70,7 +96,23 @@ class Connection:
         self._stalled = False
 
     def notify(self) -> None:
-        self.wake.set()
+        self._woken = True
+        waiter = self._wake_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _woken_up(self) -> None:
+        if not self._woken:
+            self._wake_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._wake_waiter
+            finally:
+                self._wake_waiter = None
+
+    def _progressed(self) -> None:
+        waiter = self._progress_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def send_direct(self, frame: Frame) -> None:
         """Send a frame outside the log (``welcome``): only before the writer starts."""
@@ -87,11 +129,11 @@ class Connection:
         self._writer = asyncio.current_task()
         try:
             while not self.closed.is_set():
-                await self.wake.wait()
+                await self._woken_up()
                 # Let producers that are ready run first: pieces they add now merge into the
                 # unsent tail, so a busy server sends fewer, fuller frames (no timed delay).
                 await asyncio.sleep(0)
-                self.wake.clear()
+                self._woken = False
                 if not await self._drain():
                     return
         except Exception:  # the socket went away under us: the reader loop notices too
@@ -154,7 +196,7 @@ class Connection:
             finally:
                 # Counted per batch, not per frame: this is the hot path.
                 self._sending_since = None
-                self._progress.set()
+                self._progressed()
                 self.frames_sent += count
                 FRAMES_OUT.inc(count)
                 BYTES_OUT.inc(size)
@@ -171,16 +213,17 @@ class Connection:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 while self.sent < seq and not self.closed.is_set():
-                    self._progress.clear()
+                    waiter = asyncio.get_running_loop().create_future()
+                    self._progress_waiter = waiter
                     self.notify()
-                    await self._progress.wait()
+                    await waiter
 
     async def close(self, code: int, reason: str = "") -> None:
         if self.closed.is_set():
             return
         self.closed.set()
         self.close_code = code
-        self.wake.set()
+        self.notify()
         if self.websocket.application_state == WebSocketState.CONNECTED:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(2):
