@@ -71,10 +71,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, help="tokens/s per answer (default 50)")
     p.add_argument("--tokens", type=int, help="words per paced answer (default 100)")
     p.add_argument("--measure", type=float, help="seconds per streaming measurement window")
-    p.add_argument("--burst-clients", type=int, help="clients in the unpaced run (default 100)")
+    p.add_argument(
+        "--burst-clients", type=_ints, help="clients in the unpaced runs (default 100,1000)"
+    )
     p.add_argument("--burst-tokens", type=int, help="words per unpaced answer (default 500)")
     p.add_argument("--idle", type=_ints, help="idle socket counts, e.g. 1000,10000")
     p.add_argument("--load-procs", type=int, help="load worker processes per run (default 1)")
+    p.add_argument("--capacity-levels", type=_ints, help="capacity ramp steps (client counts)")
+    p.add_argument("--fanout-clients", type=int, help="fan-out subscribers (default 1000)")
+    p.add_argument("--replay-frames", type=int, help="frames missed, then replayed (10000)")
+    p.add_argument("--storm-clients", type=int, help="clients in the reconnect storm (1000)")
+    p.add_argument("--chaos-answers", type=int, help="answers in the chaos run (default 1000)")
+    p.add_argument("--cluster-nodes", type=_ints, help="cluster sizes to compare (default 1,3)")
+    p.add_argument("--redis-url", help="Redis for the cluster scenario (default db 9, flushed)")
+    p.add_argument("--pg-admin-dsn", help="PostgreSQL where the cluster scenario makes its DB")
     p.add_argument(
         "--dari-rev",
         metavar="REV",
@@ -112,10 +122,18 @@ def build_config(args: argparse.Namespace) -> BenchConfig:
         ("rate", args.rate),
         ("tokens", args.tokens),
         ("measure_s", args.measure),
-        ("burst_clients", args.burst_clients),
+        ("burst_levels", args.burst_clients),
         ("burst_tokens", args.burst_tokens),
         ("idle_counts", args.idle),
         ("load_procs", args.load_procs),
+        ("capacity_levels", args.capacity_levels),
+        ("fanout_clients", args.fanout_clients),
+        ("replay_frames", args.replay_frames),
+        ("storm_clients", args.storm_clients),
+        ("chaos_answers", args.chaos_answers),
+        ("cluster_nodes", args.cluster_nodes),
+        ("redis_url", args.redis_url),
+        ("pg_admin_dsn", args.pg_admin_dsn),
         ("quiet_wait_s", args.quiet_wait),
         ("keep_logs", args.keep_logs),
         ("profile_dir", args.profile),
@@ -159,7 +177,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in scenario_names:
         scenario = SCENARIOS[name]
         table: Table = scenario.table(cfg)
-        for target in cfg.targets:
+        only = getattr(scenario, "ONLY", None)  # scenarios that make sense for dari alone
+        targets = [t for t in cfg.targets if only is None or t in only]
+        table.targets = targets
+        if not targets:
+            print(f"... {name}: skipped (only for {', '.join(only or ())})", flush=True)
+            continue
+        for target in targets:
             t0 = time.monotonic()
             print(f"... {name}: {target}", end="", flush=True)
             try:
@@ -169,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             table.results[target] = measured
             print(f" {time.monotonic() - t0:.1f} s", flush=True)
         tables.append(table)
-        print("\n" + render(table, cfg.targets) + "\n", flush=True)
+        print("\n" + render(table, targets) + "\n", flush=True)
     elapsed = time.monotonic() - started
     print(f"total time: {elapsed:.0f} s")
 
@@ -182,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             *[f"- {line}" for line in header],
             f"- total time: {elapsed:.0f} s",
             "",
-            *[render(t, cfg.targets) + "\n" for t in tables],
+            *[render(t, t.targets) + "\n" for t in tables],
         ]
         args.out.write_text("\n".join(body))
     if args.json:

@@ -2,7 +2,8 @@
 
 uvicorn with uvloop + httptools, ``ws="auto"`` and permessage-deflate off; frames encoded with
 orjson (the strongest simple setup measured in PERF-NOTES). Same streaming as the other
-baselines: ``start``, one ``response`` per word paced at ``--delay-ms``, ``end``.
+baselines: ``start``, one ``response`` per word paced at ``--delay-ms``, ``end``; and
+``{"type": "broadcast", "content": ...}`` sent on to every open socket (the fan-out scenario).
 Run: ``python ws_fastapi.py --port 8802``.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import re
 import time
 
@@ -26,12 +28,22 @@ def make_app(interval: float) -> FastAPI:
     async def send(ws: WebSocket, frame: dict[str, object]) -> None:
         await ws.send_text(orjson.dumps(frame).decode())  # text frames: decode orjson's bytes
 
+    peers: set[WebSocket] = set()
+
     @app.websocket("/ws/chat/{client_id}")
     async def chat(ws: WebSocket, client_id: str) -> None:
         await ws.accept()
+        peers.add(ws)
         try:
             while True:
                 msg = orjson.loads(await ws.receive_text())
+                if msg.get("type") == "broadcast":
+                    # Fan-out as usually hand-rolled: one await per socket, in turn.
+                    text = orjson.dumps({"type": "broadcast", "content": msg["content"]}).decode()
+                    for peer in list(peers):
+                        with contextlib.suppress(Exception):
+                            await peer.send_text(text)
+                    continue
                 if msg.get("type") != "chat":
                     continue
                 await send(ws, {"type": "start"})
@@ -43,6 +55,8 @@ def make_app(interval: float) -> FastAPI:
                 await send(ws, {"type": "end"})
         except WebSocketDisconnect:
             pass
+        finally:
+            peers.discard(ws)
 
     return app
 

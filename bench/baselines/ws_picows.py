@@ -1,7 +1,8 @@
 """Baseline: a bare ``picows`` server (Cython WebSocket framing) with the same streaming.
 
 Callbacks receive frames; each chat runs as a task that sends ``start``, one ``response`` per
-word paced at ``--delay-ms``, then ``end``. Run: ``python ws_picows.py --port 8803``.
+word paced at ``--delay-ms``, then ``end``. ``{"type": "broadcast", "content": ...}`` is sent on
+to every open socket (the fan-out scenario). Run: ``python ws_picows.py --port 8803``.
 """
 
 from __future__ import annotations
@@ -32,9 +33,18 @@ async def stream(transport: WSTransport, text: str, interval: float) -> None:
 
 
 class ChatListener(WSListener):  # type: ignore[misc]
-    def __init__(self, interval: float, tasks: set[asyncio.Task[None]]) -> None:
+    def __init__(
+        self, interval: float, tasks: set[asyncio.Task[None]], peers: set[WSTransport]
+    ) -> None:
         self.interval = interval
         self.tasks = tasks
+        self.peers = peers
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.peers.add(transport)
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.peers.discard(transport)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if frame.msg_type == WSMsgType.CLOSE:
@@ -50,13 +60,19 @@ class ChatListener(WSListener):  # type: ignore[misc]
             )
             self.tasks.add(task)  # keep a reference until done
             task.add_done_callback(self.tasks.discard)
+        elif msg.get("type") == "broadcast":
+            # Fan-out: one encoded frame to every open socket.
+            payload = orjson.dumps({"type": "broadcast", "content": msg["content"]})
+            for peer in list(self.peers):
+                peer.send(TEXT, payload)
 
 
 async def main(host: str, port: int, interval: float) -> None:
     tasks: set[asyncio.Task[None]] = set()
+    peers: set[WSTransport] = set()
 
     def factory(request: WSUpgradeRequest) -> ChatListener:
-        return ChatListener(interval, tasks)
+        return ChatListener(interval, tasks, peers)
 
     server = await ws_create_server(factory, host, port, backlog=4096)
     async with server:

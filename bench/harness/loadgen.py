@@ -17,7 +17,7 @@ import random
 import time
 from array import array
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -44,6 +44,8 @@ class LoadSpec:
     connect_concurrency: int = 64
     handshake_timeout: float = 15.0
     cpu: int = LOAD_CPU
+    subscribe: bool = False  # dari: subscribe to the project after welcome (fan-out listeners)
+    record: tuple[str, ...] = ()  # frame types whose (content, arrival time) are kept as marks
 
 
 @dataclass
@@ -74,6 +76,9 @@ class LoadResult:
     dropped: int = 0  # sockets closed by the server
     unfinished: int = 0  # answers still running at the hard stop
     alive: int = 0  # idle mode: sockets still open when told to stop
+    marks: list[tuple[str, float]] = field(default_factory=list)  # recorded frames' arrivals
+    resumed: int = 0  # welcome frames with resumed: true
+    storm: LoadResult | None = None  # the reconnect storm's own connect figures
 
 
 class Run:
@@ -113,6 +118,7 @@ class Client(WSListener):  # type: ignore[misc]
         self.words = 0
         self.in_word = False
         self.parts: list[str] = []
+        self.seen: set[str] = set()  # contents of recorded frames (fan-out: once each)
 
     # --- picows callbacks -------------------------------------------------------------------
 
@@ -139,8 +145,22 @@ class Client(WSListener):  # type: ignore[misc]
         elif kind == "end":
             self._on_end(now)
         elif kind == "welcome":
+            if msg.get("resumed"):
+                self.run.result.resumed += 1
+            if self.run.spec.subscribe:
+                payload = {"type": "subscribe", "project_id": self.run.spec.project_id}
+                transport.send(TEXT, orjson.dumps(payload))
+            elif not self.ready.done():
+                self.ready.set_result(None)
+        elif kind == "subscribed":
             if not self.ready.done():
                 self.ready.set_result(None)
+        elif kind in self.run.spec.record:
+            content = str(msg.get("content"))
+            if content in self.seen:
+                self.run.errors[f"duplicate {kind}"] += 1
+            self.seen.add(content)
+            self.run.result.marks.append((content, now))
         elif kind == "error":
             self.run.errors[str(msg.get("code"))] += 1
             if self.busy and msg.get("request_id") in (None, self._request_id()):
@@ -250,7 +270,8 @@ class Client(WSListener):  # type: ignore[misc]
 # --- worker process ---------------------------------------------------------------------------
 
 
-async def _connect_all(run: Run) -> None:
+async def _connect_all(run: Run, queries: dict[str, str] | None = None) -> None:
+    """Connect every client of the run; ``queries`` adds a query string per client id."""
     spec = run.spec
     sem = asyncio.Semaphore(spec.connect_concurrency)
     errors: Counter[str] = Counter()
@@ -263,7 +284,7 @@ async def _connect_all(run: Run) -> None:
                 async with asyncio.timeout(spec.handshake_timeout):
                     _, client = await ws_connect(
                         lambda: Client(run, cid),
-                        spec.url + cid,
+                        spec.url + cid + (queries or {}).get(cid, ""),
                         websocket_handshake_timeout=spec.handshake_timeout,
                         read_buffer_init_size=4096,
                     )
@@ -281,6 +302,21 @@ async def _connect_all(run: Run) -> None:
     run.result.connect_s = time.monotonic() - t0
     run.result.connect_errors = dict(errors)
     run.result.clients = len(run.clients)
+
+
+async def _storm(run: Run, at: float) -> Run:
+    """Drop every socket (no close frame, as a network failure would), then reconnect them all
+    at the absolute time ``at``, at once, each resuming from the last ``seq`` it saw."""
+    run.closing = True
+    for client in run.clients:
+        if client.transport is not None and not client.transport.is_disconnected:
+            client.transport.disconnect()
+    queries = {c.cid: f"?last_seq={c.position}" for c in run.clients if c.position is not None}
+    ids = [c.cid for c in run.clients]
+    storm = Run(replace(run.spec, client_ids=ids, connect_concurrency=max(1, len(ids))))
+    await asyncio.sleep(max(0.0, at - time.monotonic()))
+    await _connect_all(storm, queries)
+    return storm
 
 
 async def _recv(conn: Connection, until: float) -> Any:
@@ -324,6 +360,7 @@ async def _close_all(run: Run) -> None:
 
 async def _main(spec: LoadSpec, conn: Connection) -> None:
     run = Run(spec)
+    runs = [run]
     try:
         async with asyncio.timeout(max(0.0, spec.deadline - time.monotonic())):
             await _connect_all(run)
@@ -331,17 +368,28 @@ async def _main(spec: LoadSpec, conn: Connection) -> None:
             msg = await _recv(conn, spec.deadline)  # idle mode: "stop" once measured
             if msg[0] == "go":
                 await _stream(run, msg[1])
-            run.result.alive = sum(
-                1
-                for c in run.clients
-                if c.transport is not None and not c.transport.is_disconnected
-            )
+            elif msg[0] == "storm":
+                storm = await _storm(run, msg[1])
+                runs.append(storm)
+                storm.result.errors = dict(storm.errors)
+                conn.send(("stormed", storm.result))
+                await _recv(conn, spec.deadline)  # "stop"
+                storm.result.alive = _alive(storm)
+                run.result.storm = storm.result
+            run.result.alive = _alive(run)
     except TimeoutError:
         run.result.unfinished = sum(1 for c in run.clients if c.busy)
         run.errors["worker_deadline"] += 1
     run.result.errors = dict(run.errors)
-    await _close_all(run)
+    for each in runs:
+        await _close_all(each)
     conn.send(("result", run.result))
+
+
+def _alive(run: Run) -> int:
+    return sum(
+        1 for c in run.clients if c.transport is not None and not c.transport.is_disconnected
+    )
 
 
 def worker(spec: LoadSpec, conn: Connection) -> None:

@@ -33,6 +33,7 @@ class Table:
     method: str
     metrics: list[Metric]
     results: dict[str, Measured] = field(default_factory=dict)  # by target
+    targets: list[str] = field(default_factory=list)  # the columns, in order
 
     def value(self, target: str, key: str) -> float | None:
         found = self.results.get(target)

@@ -107,6 +107,10 @@ class LoadGroup:
     def wait_ready(self) -> list[LoadResult]:
         return [self._recv(conn, "ready") for conn in self.conns]
 
+    def collect(self, kind: str) -> list[LoadResult]:
+        """Each worker's next report, which must be of ``kind`` (e.g. ``"stormed"``)."""
+        return [self._recv(conn, kind) for conn in self.conns]
+
     def send(self, *msg: Any) -> None:
         for conn in self.conns:
             conn.send(msg)

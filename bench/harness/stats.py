@@ -44,6 +44,8 @@ def merge(results: Iterable[LoadResult]) -> LoadResult:
         total.dropped += r.dropped
         total.unfinished += r.unfinished
         total.alive += r.alive
+        total.marks.extend(r.marks)
+        total.resumed += r.resumed
     total.latencies = latencies
     total.connect_errors = dict(connect_errors)
     total.errors = dict(errors)

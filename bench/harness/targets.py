@@ -17,6 +17,7 @@ BASELINES = BENCH_DIR / "baselines"
 
 BENCH_PROJECT = "bench"
 BENCH_AGENT = "echo"
+STEPS_AGENT = "steps"  # harness/dari_agents.py: one `step` frame per count (replay scenario)
 
 # Limits raised so that the gateway's abuse protection (all bench clients are the same
 # anonymous user on loopback) does not shape the measurement; everything else is default.
@@ -40,6 +41,11 @@ name = "Benchmark"
 name = "{agent}"
 backend = "echo"
 options = {{ delay_ms = {delay_ms} }}
+
+[[projects.agents]]
+name = "{steps}"
+backend = "python"
+options = {{ entrypoint = "harness.dari_agents:steps" }}
 """
 
 
@@ -79,7 +85,11 @@ def dari_argv(port: int, delay_ms: float, workdir: Path) -> list[str]:
     config = workdir / "dari-bench.toml"
     config.write_text(
         DARI_CONFIG.format(
-            project=BENCH_PROJECT, agent=BENCH_AGENT, workdir=workdir, delay_ms=delay_ms
+            project=BENCH_PROJECT,
+            agent=BENCH_AGENT,
+            steps=STEPS_AGENT,
+            workdir=workdir,
+            delay_ms=delay_ms,
         )
     )
     return [
@@ -97,8 +107,10 @@ def dari_argv(port: int, delay_ms: float, workdir: Path) -> list[str]:
 
 
 def _pythonpath(first: Path) -> str:
+    """dari's sources first, then bench/ (for ``harness.dari_agents``), then the caller's."""
     rest = os.environ.get("PYTHONPATH")
-    return f"{first}{os.pathsep}{rest}" if rest else str(first)
+    paths = [str(first), str(BENCH_DIR), *([rest] if rest else [])]
+    return os.pathsep.join(paths)
 
 
 TARGETS: dict[str, Target] = {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from scenarios import burst, idle, streaming
+from scenarios import burst, capacity, fanout, idle, replay, streaming
 
-SCENARIOS: dict[str, ModuleType] = {m.NAME: m for m in (streaming, burst, idle)}
+ORDER = (streaming, burst, idle, capacity, fanout, replay)
+SCENARIOS: dict[str, ModuleType] = {m.NAME: m for m in ORDER}
