@@ -11,8 +11,17 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.cluster.clients import TIMEOUT_S, chat, connect, rows, subscribe, unique, words
-from tests.cluster.nodes import Node, cluster
+from tests.cluster.clients import (
+    TIMEOUT_S,
+    chat,
+    connect,
+    rows,
+    subscribe,
+    text_of,
+    unique,
+    words,
+)
+from tests.cluster.nodes import LEASE_S, REAP_S, Node, cluster
 from tests.support.client import WsClient
 
 
@@ -36,6 +45,27 @@ async def delegate(client: WsClient, thread: str, task: str, id: str) -> str:
     return found.group(0)
 
 
+async def fence(node: Node, *clients: WsClient) -> None:
+    """A broadcast made now is logged after anything already sent: once each client has it,
+    a second report would have arrived too."""
+    content = unique("fence")
+    async with httpx.AsyncClient(base_url=node.http) as http:
+        assert (await http.post("/api/broadcast", json={"content": content})).status_code == 200
+    for client in clients:
+        await client.until_type("broadcast", TIMEOUT_S, content=content)
+
+
+async def report_rows(node: Node, task_id: str) -> list[tuple[Any, ...]]:
+    saved = await rows(
+        node,
+        "SELECT m.content, m.author, c.agent_name, c.thread_id FROM messages m "
+        "JOIN conversations c ON c.id = m.conversation_id "
+        "WHERE m.role = 'report' AND m.request_id = $1",
+        task_id,
+    )
+    return [tuple(row) for row in saved]
+
+
 async def test_a_task_delegated_on_one_node_is_reported_once_to_subscribers_on_every_node(
     nodes: list[Node],
 ) -> None:
@@ -51,23 +81,55 @@ async def test_a_task_delegated_on_one_node_is_reported_once_to_subscribers_on_e
         assert report["content"] == task and report["agent_name"] == "worker"
         assert (report["project_id"], report["origin_agent"]) == ("p1", "desk")
         assert report["thread_id"] == thread
-    # A broadcast made after the report is logged after anything the report caused: once it
-    # is in, a second report would be too.
-    async with httpx.AsyncClient(base_url=c.http) as http:
-        assert (await http.post("/api/broadcast", json={"content": "fence"})).status_code == 200
+    await fence(c, watcher, asker)
     for client in (watcher, asker):
-        await client.until_type("broadcast", TIMEOUT_S, content="fence")
         assert len(reports(client, task_id)) == 1
-
-    saved = await rows(
-        a,
-        "SELECT m.content, m.author, c.agent_name, c.thread_id FROM messages m "
-        "JOIN conversations c ON c.id = m.conversation_id "
-        "WHERE m.role = 'report' AND m.request_id = $1",
-        task_id,
-    )
-    assert [tuple(row) for row in saved] == [(task, "worker", "desk", thread)]
+    assert await report_rows(a, task_id) == [(task, "worker", "desk", thread)]
     (status,) = await rows(a, "SELECT status, result FROM tasks WHERE id = $1", task_id)
     assert tuple(status) == ("complete", task)
     for client in (watcher, asker):
         await client.close()
+
+
+@pytest.mark.parametrize("stop", ["kill -9", "SIGTERM"])
+async def test_a_task_whose_node_stops_fails_and_is_reported_once(
+    nodes: list[Node], stop: str
+) -> None:
+    a, b, c = nodes
+    thread, task = unique("t"), words("long", 400)  # the worker echoes it, 20 ms a word
+    watcher = await connect(a, unique("watcher"))
+    await subscribe(watcher, None)
+    asker = await connect(b, unique("asker"))
+    task_id = await delegate(asker, thread, task, "d1")  # runs on b, where it was delegated
+    await subscribe(watcher, f"task-{task_id}", agent="worker")
+    for _ in range(5):
+        await watcher.until_type("response", TIMEOUT_S, request_id=task_id)
+
+    # Killed, another node fails it once the lease expires; stopped, b fails it on its way out.
+    await (b.kill() if stop == "kill -9" else b.stop())
+    report = await watcher.until_type("auto_report", LEASE_S + 10 * REAP_S + 10, task_id=task_id)
+    assert report["content"].startswith("[worker] task failed: the node running it (node-b)")
+    assert (report["origin_agent"], report["thread_id"]) == ("desk", thread)
+    # The task's answer ended first (the watcher follows its conversation too).
+    ended = [
+        (f["type"], f.get("code") or f.get("finish_reason"))
+        for f in watcher.frames
+        if f["type"] in ("error", "end") and f.get("request_id") == task_id
+    ]
+    failed = [("error", "agent_failed")] if stop == "kill -9" else []
+    assert ended == [*failed, ("end", "error")]
+    await fence(c, watcher)
+    assert len(reports(watcher, task_id)) == 1
+
+    (status,) = await rows(a, "SELECT status, result FROM tasks WHERE id = $1", task_id)
+    assert tuple(status) == ("failed", report["content"])
+    assert await report_rows(a, task_id) == [(report["content"], "worker", "desk", thread)]
+    # The task's own answer is saved as failed, with exactly the text that was streamed.
+    (answer,) = await rows(
+        a,
+        "SELECT content, status FROM messages WHERE request_id = $1 AND role = 'assistant'",
+        task_id,
+    )
+    received = text_of(watcher, task_id)
+    assert tuple(answer) == (received, "failed") and task.startswith(received) and received
+    await watcher.close()

@@ -269,7 +269,14 @@ class Runner:
         async def report(outcome: Outcome) -> None:
             await self.report_task(task_id, agent_name, origin.key, outcome)
 
-        self.submit(Job(task_id, key, task, [], origin.user_id, on_done=report))
+        job = Job(task_id, key, task, [], origin.user_id, on_done=report)
+        if self.shared is None:
+            self.submit(job)
+        else:
+            # Under a lease like any answer: if this node dies, another one fails and reports it.
+            from dari.runner.shared import DelegatedTask
+
+            await self.shared.enqueue(job, DelegatedTask(agent_name, origin.key))
         return task_id
 
     async def report_task(

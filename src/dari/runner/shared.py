@@ -10,19 +10,23 @@ whichever node took them.
 A node that dies stops renewing. Every node's reaper (every ``cluster.reap_s``) looks for
 leases past their expiry (``leases``, a sorted set of expiry times) and claims each one
 atomically: the claimer ends the answer that was running honestly (``agent_failed``, then
-``end`` with ``error``), saves the text
-its subscribers received as ``failed`` (``progress:<request_id>``, see hub/shared.py), and starts
-the next chat of that conversation. The end of an answer is claimed once (``ended:<run>``, SET
-NX): a node that comes back after being reaped neither saves nor ends it a second time. Each
-queued chat gets a run id of its own, because request ids are unique per user only.
+``end`` with ``error``), saves the text its subscribers received as ``failed``
+(``progress:<request_id>``, see hub/shared.py), and starts the next chat of that conversation.
+The end of an answer is claimed once (``ended:<run>``, SET NX): a node that comes back after
+being reaped neither saves nor ends it a second time. Each queued chat gets a run id of its
+own, because request ids are unique per user only.
 
 Cancel works from any node: a queued chat is removed from the list by the node that got the
 cancel; a running one is cancelled by its node, told over the bus (channel ``<prefix>cancel``,
 carrying the run id). A chat is found by ``req:<[user, request id]>``, so, as on one node, a
 user can neither cancel nor probe another user's request that happens to share its id.
 
-Delegated tasks run on the node that delegated them (their conversation is new and their own,
-so there is nothing to order) and are not reaped if that node dies.
+Delegated tasks go through the same queue. Their conversation is new and their own, so the
+delegating node takes the lease and runs the task at once; what the task is for (its agent and
+the delegating conversation) travels with it, in the queued chat and in ``answer:<run>``. The
+node that ends the task reports it (task row, report in history, ``auto_report``): its own node
+when it finishes, or the reaper that failed it when that node died. The end is claimed once, so
+the report is made once.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import contextlib
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -43,7 +48,7 @@ from dari.protocol import frames
 from dari.protocol.errors import ErrorCode, Unavailable
 from dari.protocol.frames import ConversationKey
 from dari.runner.answer import AnswerRun
-from dari.runner.jobs import Job
+from dari.runner.jobs import Job, Outcome
 
 if TYPE_CHECKING:
     from dari.runner.runner import Runner
@@ -112,18 +117,34 @@ return queued
 """
 
 
-def _encode(job: Job, run_id: str) -> bytes:
+@dataclass(frozen=True, slots=True)
+class DelegatedTask:
+    """What a node needs to report a delegated task: who did it, for which conversation."""
+
+    agent_name: str
+    origin: ConversationKey
+
+    def encode(self) -> list[str]:
+        return [self.agent_name, conversation_name(self.origin)]
+
+    @classmethod
+    def decode(cls, value: list[str]) -> DelegatedTask:
+        return cls(value[0], conversation_of(value[1]))
+
+
+def _encode(job: Job, run_id: str, task: DelegatedTask | None) -> bytes:
     key = job.key
-    return orjson.dumps(
-        {
-            "x": run_id,
-            "r": job.request_id,
-            "k": [key.project_id, key.agent_name, key.thread_id],
-            "m": job.message,
-            "i": job.images,
-            "u": job.user_id,
-        }
-    )
+    data: dict[str, Any] = {
+        "x": run_id,
+        "r": job.request_id,
+        "k": [key.project_id, key.agent_name, key.thread_id],
+        "m": job.message,
+        "i": job.images,
+        "u": job.user_id,
+    }
+    if task is not None:
+        data["t"] = task.encode()
+    return orjson.dumps(data)
 
 
 def _run_of(payload: bytes) -> str:
@@ -131,10 +152,11 @@ def _run_of(payload: bytes) -> str:
     return run_id
 
 
-def _decode(payload: bytes) -> tuple[Job, str]:
+def _decode(payload: bytes) -> tuple[Job, str, DelegatedTask | None]:
     data = orjson.loads(payload)
     job = Job(data["r"], ConversationKey(*data["k"]), data["m"], data["i"], data["u"])
-    return job, data["x"]
+    task = DelegatedTask.decode(data["t"]) if "t" in data else None
+    return job, data["x"], task
 
 
 def _text(value: bytes | str | None) -> str:
@@ -160,6 +182,7 @@ class SharedRunner:
         self.workers: dict[str, asyncio.Task[None]] = {}
         self.current: dict[str, Job] = {}  # conversation name -> the job running here
         self._runs: dict[str, str] = {}  # conversation name -> the run id of that job
+        self._ended_elsewhere: set[str] = set()  # run ids a reaper ended: not ours to report
         self._reaper: asyncio.Task[None] | None = None
 
     def _k(self, *parts: str) -> str:
@@ -193,12 +216,15 @@ class SharedRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
         # Running answers are stopped (and saved as failed) by the runner; the leases are left
-        # to expire, so another node's reaper takes up what is still queued.
+        # to expire, so another node's reaper takes up what is still queued. Workers start
+        # nothing new while closing; each first reports the task it was running, if any.
         workers = list(self.workers.values())
-        for worker in workers:
-            worker.cancel()
         if workers:
-            await asyncio.wait(workers, timeout=5)
+            _, late = await asyncio.wait(workers, timeout=5)
+            for worker in late:
+                worker.cancel()
+            if late:
+                await asyncio.wait(late, timeout=5)
 
     # --- submitting --------------------------------------------------------------------------
 
@@ -210,10 +236,15 @@ class SharedRunner:
             queued, running = await self._call(pipe.execute())
         return int(queued) + int(running)
 
-    async def enqueue(self, job: Job) -> int:
-        """Queue ``job`` for its conversation on every node; how many answers are ahead."""
+    async def enqueue(self, job: Job, task: DelegatedTask | None = None) -> int:
+        """Queue ``job`` for its conversation on every node; how many answers are ahead.
+
+        A delegated ``task`` is queued the same way (its conversation is its own, so this node
+        takes the lease and runs it at once): it is then reaped like any answer if this node
+        dies, and whichever node ends it reports it.
+        """
         name = conversation_name(job.key)
-        payload = _encode(job, uuid.uuid4().hex)
+        payload = _encode(job, uuid.uuid4().hex, task)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.llen(self._k("queue", name))
             pipe.exists(self._k("running", name))
@@ -247,7 +278,7 @@ class SharedRunner:
         lost = asyncio.Event()
         keeper = asyncio.create_task(self._keep(key, lost))
         try:
-            while not lost.is_set():
+            while not lost.is_set() and not self.runner.closing:
                 payload = await self._call(self.redis.lpop(self._k("queue", name)))
                 if payload is None:
                     released = await self._call(
@@ -263,7 +294,8 @@ class SharedRunner:
                     if released != 0:
                         return
                     continue
-                await self._run(name, *_decode(payload))
+                job, run_id, task = _decode(payload)
+                await self._run(name, job, run_id, task)
         except Exception:
             log.exception("the queue of %s stopped on this node; its lease will expire", key)
         finally:
@@ -271,31 +303,51 @@ class SharedRunner:
             if self.workers.get(name) is me:
                 del self.workers[name]
 
-    async def _run(self, name: str, job: Job, run_id: str) -> None:
+    async def _run(self, name: str, job: Job, run_id: str, task: DelegatedTask | None) -> None:
         answer = self._k("answer", run_id)
+        record: dict[Any, Any] = {
+            "c": name,
+            "n": self.node_id,
+            "r": job.request_id,
+            "u": job.user_id,
+        }
+        if task is not None:
+            record["t"] = orjson.dumps(task.encode()).decode()  # for a reaper to report it
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(
                 self._k("running", name), f"{run_id} {job.request_id}", px=self._ms(RECORD_TTL_S)
             )
-            pipe.hset(
-                answer,
-                mapping={"c": name, "n": self.node_id, "r": job.request_id, "u": job.user_id},
-            )
+            pipe.hset(answer, mapping=record)
             pipe.pexpire(answer, self._ms(RECORD_TTL_S))
             await self._call(pipe.execute())
         self.current[name] = job
         self._runs[name] = run_id
         job.task = asyncio.create_task(AnswerRun(self.runner, job).run())
+        outcome: Outcome | None = None
         try:
-            await job.task
+            outcome = await job.task
         except asyncio.CancelledError:
             if self.runner.closing:
+                # The node is stopping: the answer was saved as failed here, so is the task.
+                if task is not None and run_id not in self._ended_elsewhere:
+                    stopped = Outcome("error", "", f"the node running it ({self.node_id}) stopped")
+                    await self._report(job, task, stopped)
                 raise
         except Exception:
             log.exception("answer %s crashed", job.request_id)
         finally:
             self.current.pop(name, None)
             self._runs.pop(name, None)
+        if run_id in self._ended_elsewhere:
+            self._ended_elsewhere.discard(run_id)  # a reaper ended it, and reported it
+        elif task is not None and outcome is not None:
+            await self._report(job, task, outcome)
+
+    async def _report(self, job: Job, task: DelegatedTask, outcome: Outcome) -> None:
+        try:
+            await self.runner.report_task(job.request_id, task.agent_name, task.origin, outcome)
+        except Exception:
+            log.exception("reporting task %s failed", job.request_id)
 
     async def _keep(self, key: ConversationKey, lost: asyncio.Event) -> None:
         """Renew the lease while answers run; on losing it, stop the answer running here."""
@@ -327,7 +379,7 @@ class SharedRunner:
                 return
 
     def runs(self, job: Job) -> bool:
-        """Whether ``job`` came through the shared queue (not a delegated task run locally)."""
+        """Whether ``job`` is running here, taken from the shared queue."""
         return self.current.get(conversation_name(job.key)) is job
 
     async def begun(self, job: Job, message_id: int) -> None:
@@ -342,6 +394,8 @@ class SharedRunner:
         name = conversation_name(job.key)
         run_id = self._runs.get(name, "")
         record = await self._call(self._end_record(name, run_id, job.request_id, job.user_id))
+        if record is None:
+            self._ended_elsewhere.add(run_id)
         return record is not None
 
     async def _end_record(
@@ -410,6 +464,11 @@ class SharedRunner:
         )
         await hub.publish(key, frames.answer_frame("end", key, request_id, finish_reason="error"))
         await self.hub.drop_progress(key, request_id)
+        if record.get("t"):
+            # A delegated task: it failed with its node, and says so where it was asked for.
+            task = DelegatedTask.decode(orjson.loads(record["t"]))
+            outcome = Outcome("error", text, f"the node running it ({node}) stopped")
+            await self.runner.report_task(request_id, task.agent_name, task.origin, outcome)
 
     # --- cancelling --------------------------------------------------------------------------
 
