@@ -1,6 +1,7 @@
 """The resume chaos run at scale: many answers, each cut several times, checked byte for byte.
 
     .venv/bin/python bench/chaos.py --answers 1000 --clients 50
+    .venv/bin/python bench/run.py --scenarios chaos     # the same, as a table in the report
 
 The same workload as tests/integration/test_chaos.py (a real server on loopback, real Python
 clients behind a proxy that cuts their connections at random moments, FIN or RST, either side),
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import platform
 import random
 import sys
@@ -56,7 +58,7 @@ def _sequence_ok(frames: list[dict[str, Any]]) -> bool:
     return True
 
 
-async def run(answers: int, clients: int, words: int, seed: int) -> int:
+async def run(answers: int, clients: int, words: int, seed: int) -> dict[str, Any]:
     data = Path(tempfile.mkdtemp(prefix="dari-chaos-"))
     settings = make_settings(
         data,
@@ -125,7 +127,17 @@ async def run(answers: int, clients: int, words: int, seed: int) -> int:
     )
     print(f"text differing from the database: {mismatches}")
     print(f"clients with a seq gap or duplicate: {bad_sequences}")
-    return 1 if mismatches or bad_sequences else 0
+    return {
+        "answers": len(results),
+        "clients": clients,
+        "words": words,
+        "seconds": elapsed,
+        "cuts": sum(cuts),
+        "cuts_min": min(cuts),
+        "cuts_mean": sum(cuts) / len(cuts),
+        "mismatches": mismatches,
+        "bad_sequences": bad_sequences,
+    }
 
 
 def main() -> int:
@@ -134,8 +146,12 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--words", type=int, default=140)
     parser.add_argument("--seed", type=int, default=20261121)
+    parser.add_argument("--json", type=Path, help="also write the figures here as JSON")
     args = parser.parse_args()
-    return asyncio.run(run(args.answers, args.clients, args.words, args.seed))
+    figures = asyncio.run(run(args.answers, args.clients, args.words, args.seed))
+    if args.json is not None:
+        args.json.write_text(json.dumps(figures))
+    return 1 if figures["mismatches"] or figures["bad_sequences"] else 0
 
 
 if __name__ == "__main__":
