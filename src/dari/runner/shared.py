@@ -418,12 +418,20 @@ class SharedRunner:
     # --- the reaper --------------------------------------------------------------------------
 
     async def _reap_forever(self) -> None:
+        cut_off = False
         while True:
             await asyncio.sleep(self.timing.reap_s)
             try:
                 await self.reap()
+            except (RedisError, OSError) as exc:
+                # Once per outage, not once per round: the bus already logs the lost link.
+                if not cut_off:
+                    log.warning("cannot look for expired leases: %s", exc)
+                cut_off = True
+                continue
             except Exception:
                 log.exception("reaping expired leases failed")
+            cut_off = False
 
     async def reap(self) -> int:
         """End the answers of nodes that stopped renewing their leases; restart their queues."""
