@@ -51,6 +51,9 @@ async def test_stalled_reader_is_closed_1013_then_resumes_with_nothing_lost(
     await slow.chat(f"{PIECES} {SIZE}", agent="firehose", project="p1", id="big")
     await slow.until_type("start")
     connection = await _server_connection(server, "stalled")
+    # The default set-up writes frames directly to uvicorn's transport; this test is what
+    # shows that path honours flow control (pause, stall timeout, resume).
+    assert connection.writes_directly
     proxy.pause_reading("stalled")
 
     # Meanwhile another client is served in full, on the same event loop.

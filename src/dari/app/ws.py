@@ -192,7 +192,6 @@ async def chat_socket(websocket: WebSocket, client_id: str) -> None:
     metrics.CONNECTIONS.labels("chat").inc()
     metrics.CONNECTIONS_OPEN.labels("chat").inc()
     session = ChatSession(gateway, principal, client_id)
-    writer: asyncio.Task[None] | None = None
     try:
         await connection.send_direct(
             frames.welcome(
@@ -208,19 +207,13 @@ async def chat_socket(websocket: WebSocket, client_id: str) -> None:
         )
         if not plan.resumed:
             await send_snapshots(gateway, client_id, set(state.conversations))
-        writer = asyncio.create_task(connection.run_writer())
-        connection.notify()
+        connection.start()
         await _receive_loop(websocket, connection, session)
     except WebSocketDisconnect:
         pass
     finally:
         metrics.CONNECTIONS_OPEN.labels("chat").dec()
-        connection.closed.set()
-        connection.notify()
-        if writer is not None:
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await writer
+        await connection.stop()
         await hub.detach(connection)
 
 
@@ -277,7 +270,7 @@ async def thread_socket(websocket: WebSocket, thread_id: str) -> None:
             data = orjson.dumps(chat).decode()
         await session.handle_raw(data)
 
-    writer = asyncio.create_task(connection.run_writer())
+    connection.start()
     metrics.CONNECTIONS.labels("thread").inc()
     metrics.CONNECTIONS_OPEN.labels("thread").inc()
     try:
@@ -286,8 +279,5 @@ async def thread_socket(websocket: WebSocket, thread_id: str) -> None:
         pass
     finally:
         metrics.CONNECTIONS_OPEN.labels("thread").dec()
-        connection.closed.set()
-        writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await writer
+        await connection.stop()
         await gateway.hub.detach(connection)

@@ -1,10 +1,19 @@
-"""One attached socket and its writer task.
+"""One attached socket and its writer.
 
-Producers never write to the socket: they append to the client's replay log and wake the
-writer. The writer sends what the log holds after ``sent``, so a slow socket only delays
+Producers never write to the socket: they append to the client's replay log and notify the
+connection. The writer sends what the log holds after ``sent``, so a slow socket only delays
 itself; pieces that pile up meanwhile are merged by the log. A socket that stays stalled
 for ``send_timeout_s``, or falls ``max_lag_frames`` behind, is closed with 1013 and the client
 catches up by resuming.
+
+Two writers, one behaviour:
+
+- direct (one node on uvicorn, the default): a notification schedules one callback for the
+  next turn of the event loop, which frames everything ready and writes it in one system call
+  (``dari.hub.direct``). No task exists while the socket is idle; one waits only while the
+  transport is paused (its buffer full).
+- task: a writer task per socket that awaits the log and the ASGI ``send`` (a replay log in
+  Redis, or another ASGI server).
 """
 
 from __future__ import annotations
@@ -16,7 +25,8 @@ from collections.abc import Callable
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from dari.hub.replay import ReplayLog
+from dari.hub.direct import DirectSocket
+from dari.hub.replay import MemoryReplayLog, ReplayLog
 from dari.metrics import BYTES_OUT, FRAMES_OUT
 from dari.protocol.codec import encode
 from dari.protocol.errors import CloseCode
@@ -35,11 +45,16 @@ class Connection:
     # Slots and no spare Events: an idle connection's size is most of what 10,000 idle
     # sockets cost.
     __slots__ = (
+        "_closing",
+        "_direct",
+        "_memory",
         "_progress_waiter",
+        "_pump_scheduled",
         "_sending_since",
         "_server_send",
         "_stall_timer",
         "_stalled",
+        "_started",
         "_wake_waiter",
         "_woken",
         "_writer",
@@ -81,6 +96,13 @@ class Connection:
         # Data frames go straight to the server's send when the app exposes it (see
         # dari.app.raw_send); Starlette's state checks add per-frame cost and nothing else.
         self._server_send = websocket.scope.get(SERVER_SEND)
+        # The direct writer reads the log without awaiting: only the in-memory log allows it.
+        self._memory = replay if isinstance(replay, MemoryReplayLog) else None
+        direct = DirectSocket.for_send(self._server_send) if self._memory else None
+        self._direct = direct
+        self._started = False
+        self._pump_scheduled = False
+        self._closing: asyncio.Task[None] | None = None
         self.closed = asyncio.Event()
         self.close_code: int | None = None
         self.frames_sent = 0
@@ -95,8 +117,39 @@ class Connection:
         self._stall_timer: asyncio.TimerHandle | None = None
         self._stalled = False
 
+    @property
+    def writes_directly(self) -> bool:
+        return self._direct is not None
+
+    def start(self) -> None:
+        """Begin sending what the log holds after ``sent`` (after ``welcome``)."""
+        self._started = True
+        if self._direct is None:
+            self._writer = asyncio.get_running_loop().create_task(self.run_writer())
+        self.notify()
+
+    async def stop(self) -> None:
+        """The socket is done: stop writing, wait for the writer to finish."""
+        self.closed.set()
+        self.notify()
+        for task in (self._writer, self._closing):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+
     def notify(self) -> None:
         self._woken = True
+        if self._direct is not None:
+            # One callback per turn of the loop however many pieces arrive: pieces added
+            # before it runs merge into the unsent tail (fewer, fuller frames when busy).
+            if self._started and not self._pump_scheduled and self._writer is None:
+                self._pump_scheduled = True
+                asyncio.get_running_loop().call_soon(self._pump_soon)
+            return
         waiter = self._wake_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -124,6 +177,80 @@ class Connection:
         except RuntimeError:
             # The peer vanished during the handshake: the server never completed the accept.
             raise WebSocketDisconnect(1006) from None
+
+    def _pump_soon(self) -> None:
+        # One more turn of the loop: producers that were ready with this one add their pieces
+        # first (like a writer task that yields once before reading the log).
+        asyncio.get_running_loop().call_soon(self._pump)
+
+    def _pump(self) -> None:
+        """Direct writer: send everything ready now; hand over to a task while paused."""
+        self._pump_scheduled = False
+        self._woken = False
+        direct, memory = self._direct, self._memory
+        assert direct is not None and memory is not None
+        render, client_id = self.render, self.client_id
+        while not self.closed.is_set() and self._writer is None:
+            if direct.gone:
+                return  # the reader sees the disconnect and ends the socket
+            if not direct.writable:
+                self._writer = asyncio.get_running_loop().create_task(self._until_writable())
+                return
+            frames = memory.read_now(client_id, self.sent, _BATCH)
+            if frames is None:
+                self._close_soon("fell behind the replay window")
+                return
+            if not frames:
+                return
+            texts: list[bytes] = []
+            size = 0
+            for frame in frames:
+                text = render(frame)
+                if text is not None:
+                    data = text.encode()
+                    texts.append(data)
+                    size += len(data)
+            try:
+                if texts:
+                    direct.write_texts(texts)
+            except Exception:  # the socket went away under us: the reader loop notices too
+                log.debug("writing to %s failed", client_id, exc_info=True)
+                self.closed.set()
+                return
+            self.sent = frames[-1]["seq"]
+            self.frames_sent += len(texts)
+            FRAMES_OUT.inc(len(texts))
+            BYTES_OUT.inc(size)
+            self._progressed()
+            position = memory.position_now(client_id)
+            if position.head - self.sent > self.max_lag_frames:
+                self._close_soon("client too slow")
+                return
+            if position.head <= self.sent:
+                return
+
+    async def _until_writable(self) -> None:
+        """Direct writer, slow path: the transport is paused; wait, at most send_timeout_s."""
+        assert self._direct is not None
+        self._watch_send()
+        try:
+            await self._direct.wait_writable()
+        except asyncio.CancelledError:
+            if not self._stalled:
+                raise
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            self._writer = None
+            await self.close(CloseCode.TRY_AGAIN_LATER, "client too slow")
+            return
+        finally:
+            self._sending_since = None
+        self._writer = None
+        self._pump()
+
+    def _close_soon(self, reason: str) -> None:
+        self._closing = asyncio.get_running_loop().create_task(
+            self.close(CloseCode.TRY_AGAIN_LATER, reason)
+        )
 
     async def run_writer(self) -> None:
         self._writer = asyncio.current_task()

@@ -111,6 +111,10 @@ class MemoryReplayLog(ReplayLog):
         return log.head
 
     async def read(self, client_id: str, after: int, limit: int) -> list[Frame] | None:
+        return self.read_now(client_id, after, limit)
+
+    def read_now(self, client_id: str, after: int, limit: int) -> list[Frame] | None:
+        """Synchronous ``read``: lets a writer send without a task switch per frame."""
         log = self._logs.get(client_id)
         if log is None:
             return [] if after == 0 else None
@@ -129,6 +133,9 @@ class MemoryReplayLog(ReplayLog):
         return frames
 
     async def position(self, client_id: str) -> LogPosition:
+        return self.position_now(client_id)
+
+    def position_now(self, client_id: str) -> LogPosition:
         log = self._logs.get(client_id)
         if log is None:
             return LogPosition(exists=False, epoch=self.epoch, first_seq=1, head=0)
