@@ -83,7 +83,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--storm-clients", type=int, help="clients in the reconnect storm (1000)")
     p.add_argument("--chaos-answers", type=int, help="answers in the chaos run (default 1000)")
     p.add_argument("--cluster-nodes", type=_ints, help="cluster sizes to compare (default 1,3)")
-    p.add_argument("--redis-url", help="Redis for the cluster scenario (default db 9, flushed)")
+    p.add_argument(
+        "--redis-url", help="Redis for the cluster scenario, flushed (default: a private one)"
+    )
     p.add_argument("--pg-admin-dsn", help="PostgreSQL where the cluster scenario makes its DB")
     p.add_argument(
         "--dari-rev",

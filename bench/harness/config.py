@@ -42,7 +42,7 @@ class BenchConfig:
     cluster_clients: int = 100
     cluster_tokens: int = 500
     cluster_measure_s: float = 3.0
-    redis_url: str = "redis://127.0.0.1:6379/9"
+    redis_url: str | None = None  # cluster: None = a private redis-server for the run
     pg_admin_dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     keep_logs: Path | None = None
     profile_dir: Path | None = None  # run servers under cProfile, one file per run

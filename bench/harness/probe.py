@@ -28,7 +28,11 @@ def check(url: str, target: Target, timeout: float = 15.0) -> list[dict[str, Any
                 raise RuntimeError(f"{target.name}: first frame is not welcome: {welcome}")
         chat: dict[str, Any] = {"type": "chat", "message": PROBE_TEXT}
         if target.is_dari:
-            chat.update(id="probe-1", agent_name=target.agent_name, project_id=target.project_id)
+            chat.update(  # ids are per user: one per probed client, or a shared store dedups
+                id=url.rsplit("/", 1)[-1] + "-1",
+                agent_name=target.agent_name,
+                project_id=target.project_id,
+            )
         ws.send(json.dumps(chat))
         text = []
         while True:
