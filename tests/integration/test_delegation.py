@@ -223,3 +223,32 @@ async def test_two_tabs_on_one_conversation_see_the_same_stream(
     assert next(f["type"] for f in tab2.frames if f.get("request_id") == "t1") == "start"
     await tab1.close()
     await tab2.close()
+
+
+async def test_a_task_cut_off_by_a_restart_is_reported_failed_once(
+    server_factory: ServerFactory,
+) -> None:
+    server = await server_factory(**PROJECTS)
+    origin = await _connect(server, "origin")
+    long_task = " ".join(f"t{i}" for i in range(200))  # 200 × 80 ms: outlives the server
+    await origin.chat(f"worker {long_task}", agent="boss", project="p1", id="d1")
+    text, _ = await origin.answer("d1")
+    task_id = text.removeprefix("delegated ")
+    assert (await server.gateway.store.get_task(task_id)).status == "running"  # type: ignore[union-attr]
+    await origin.close()
+    await server.stop()
+
+    restarted = await server_factory(**PROJECTS)
+    store = restarted.gateway.store
+    task = await store.get_task(task_id)
+    assert task is not None and task.status == "failed"
+    assert task.result == "[worker] task failed: the gateway restarted while it ran"
+    history = await store.history(ConversationKey("p1", "boss"), 10)
+    reports = [(m.request_id, m.content) for m in history if m.role == "report"]
+    assert reports == [(task_id, task.result)]
+    await restarted.stop()
+
+    # A second restart finds nothing left running and reports nothing again.
+    again = await server_factory(**PROJECTS)
+    history = await again.gateway.store.history(ConversationKey("p1", "boss"), 10)
+    assert [m.request_id for m in history if m.role == "report"] == [task_id]

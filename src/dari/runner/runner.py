@@ -71,6 +71,21 @@ class Runner:
     async def start(self) -> None:
         if self.shared is not None:
             await self.shared.start()
+        else:
+            await self._fail_orphaned_tasks()
+
+    async def _fail_orphaned_tasks(self) -> None:
+        """One node: a task still ``running`` at start was cut off by the last stop or crash.
+
+        It is failed and reported, so its origin learns it will not complete. (Several nodes:
+        the shared runner's reaper does this for a dead node's tasks.)"""
+        for task in await self.store.running_tasks():
+            if task.origin is None:
+                await self.store.finish_task(task.id, "failed", "interrupted by a restart")
+                continue
+            log.warning("task %s was cut off by the last stop; reporting it failed", task.id)
+            outcome = Outcome("error", "", "the gateway restarted while it ran")
+            await self.report_task(task.id, task.agent_name, task.origin, outcome)
 
     def depth(self) -> int:
         """Chats waiting or running, over all conversations."""

@@ -155,6 +155,10 @@ class Store(ABC):
     @abstractmethod
     async def get_task(self, task_id: str) -> TaskRecord | None: ...
 
+    @abstractmethod
+    async def running_tasks(self) -> list[TaskRecord]:
+        """Tasks whose status is still ``running``, oldest first."""
+
 
 def open_store(url: str) -> Store:
     from dari.stores.sql import SqlStore

@@ -121,6 +121,9 @@ class _Statements:
         self.insert_task = tasks.insert()
         self.update_task = update(tasks).where(tasks.c.id == bindparam("task_id"))
         self.task_of = select(tasks).where(tasks.c.id == bindparam("task_id"))
+        self.running_tasks = (
+            select(tasks).where(tasks.c.status == "running").order_by(tasks.c.created_at)
+        )
 
 
 def _message_record(row: Row[Any]) -> MessageRecord:
@@ -465,3 +468,7 @@ class SqlStore(Store):
             lambda conn: conn.execute(self._sql.task_of, {"task_id": task_id}).first()
         )
         return None if row is None else _task_record(row)
+
+    async def running_tasks(self) -> list[TaskRecord]:
+        rows = await self._worker.run(lambda conn: conn.execute(self._sql.running_tasks).all())
+        return [_task_record(row) for row in rows]
