@@ -76,9 +76,7 @@ async def test_a_constraint_violation_fails_only_its_operation(worker: Worker) -
 
 async def test_many_concurrent_chats_are_all_saved_in_order(store: SqlStore) -> None:
     # 300 chats at once: batches form; each chat is stored once, in submission order.
-    accepted = await asyncio.gather(
-        *(chat(store, f"m{n}", id=f"c{n}") for n in range(300))
-    )
+    accepted = await asyncio.gather(*(chat(store, f"m{n}", id=f"c{n}") for n in range(300)))
     assert [a.duplicate for a in accepted] == [False] * 300
     assert await contents(store, KEY) == [f"m{n}" for n in range(300)]
     resent = await asyncio.gather(*(chat(store, f"m{n}", id=f"c{n}") for n in range(300)))

@@ -5,14 +5,19 @@ from __future__ import annotations
 import uvicorn
 
 from dari.app.factory import create_app
+from dari.app.handshake import guarded_protocol
 from dari.settings import Settings
 
 
 def uvicorn_config(settings: Settings, **overrides: object) -> uvicorn.Config:
+    ws: object = settings.server.ws_backend
+    if ws in ("auto", "websockets-sansio"):
+        # The same protocol, plus handshake guards (unparseable requests, handshake timeout).
+        ws = guarded_protocol(settings.server.handshake_timeout_s)
     options: dict[str, object] = {
         "host": settings.server.host,
         "port": settings.server.port,
-        "ws": settings.server.ws_backend,
+        "ws": ws,
         # The WebSocket layer itself refuses frames and fragmented messages over the limit (1009).
         "ws_max_size": settings.limits.hard_max_bytes,
         "ws_per_message_deflate": settings.server.per_message_deflate,

@@ -7,8 +7,8 @@ with the protocol's own ``websockets`` connection and hand them to the transport
 without awaiting. Everything else (handshake, receive, ping/pong, close) stays on the ASGI
 path, so the app is unchanged and any other server still works through ``send``.
 
-Only public pieces of the protocol object are touched (its ``conn``, ``transport`` and
-``writable`` flow-control event); ``for_send`` returns ``None`` when they are not there.
+Only the protocol object's ``conn``, ``transport``, ``writable`` (flow control) and state flags
+are touched; ``for_send`` returns ``None`` for any other server or when they are missing.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from typing import Any
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 
 class DirectSocket:
@@ -31,7 +33,7 @@ class DirectSocket:
     def for_send(send: Callable[..., Any] | None) -> DirectSocket | None:
         """The direct path behind an ASGI ``send``, if the server is one it knows."""
         protocol = getattr(send, "__self__", None)
-        if protocol is None or type(protocol).__name__ != "WebSocketsSansIOProtocol":
+        if not isinstance(protocol, WebSocketsSansIOProtocol):
             return None
         if not all(hasattr(protocol, name) for name in ("conn", "transport", "writable")):
             return None
