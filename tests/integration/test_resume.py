@@ -232,3 +232,49 @@ async def test_answers_left_streaming_by_a_crash_are_failed_at_start(
     assert [(m.request_id, m.status, m.content) for m in history if m.role == "assistant"] == [
         ("crashed", "failed", "half an ans")
     ]
+
+
+async def test_a_backlog_beyond_the_lag_limit_is_replayed_in_one_connection(
+    server_factory: ServerFactory,
+) -> None:
+    # 5,000 unmergeable frames missed: more than max_lag_frames (2,000 by default), less than
+    # the replay window (10,000). Catching up is not falling behind: no 1013 on the way.
+    steps = 5000
+    server = await server_factory(
+        projects=[
+            {
+                "id": "p1",
+                "agents": [
+                    {
+                        "name": "steps",
+                        "backend": "python",
+                        "options": {"entrypoint": "tests.support.agents:step_storm"},
+                    }
+                ],
+            }
+        ]
+    )
+    assert server.gateway.settings.limits.max_lag_frames < steps
+    observer = await WsClient.open(server.ws("/ws/chat/watch"))
+    await observer.recv()
+    await observer.send({"type": "subscribe", "project_id": "p1", "agent_name": "steps"})
+    await observer.until_type("subscribed")
+    client = await WsClient.open(server.ws("/ws/chat/away"))
+    welcome = await client.recv()
+    await client.chat(str(steps), agent="steps", project="p1", id="s1")
+    ack = await client.until_type("ack")
+    await client.close()  # away for the whole answer
+    await observer.until_type("end", request_id="s1", timeout=30)
+
+    again = await _reconnect(server, "away", f"last_seq={ack['seq']}&epoch={welcome['epoch']}")
+    assert (await again.recv())["resumed"] is True
+    end = await again.until_type("end", request_id="s1", timeout=30)
+    replayed = [f for f in again.frames if "seq" in f and f["type"] != "welcome"]
+    assert [f["seq"] for f in replayed] == list(range(ack["seq"] + 1, end["seq"] + 1))
+    assert [f["content"] for f in replayed if f["type"] == "step"] == [
+        f"step {i}" for i in range(steps)
+    ]
+    await again.send({"type": "ping"})
+    assert (await again.until_type("pong"))["seq"] == end["seq"] + 1  # still open
+    await again.close()
+    await observer.close()

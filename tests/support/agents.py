@@ -15,6 +15,15 @@ async def firehose(request: AgentRequest, ctx: AgentContext) -> AsyncIterator[st
         yield f"{index % 10}" * size
 
 
+async def step_storm(request: AgentRequest, ctx: AgentContext) -> AsyncIterator[str | Step]:
+    """``"<count>"`` → ``count`` steps: frames the replay log cannot merge, as fast as possible."""
+    for index in range(int(request.message)):
+        yield Step("work", f"step {index}", "started")
+        if index % 64 == 0:
+            await asyncio.sleep(0)
+    yield "done"
+
+
 async def stepper(request: AgentRequest, ctx: AgentContext) -> AsyncIterator[str | Step]:
     """Reports steps both ways (yielded and through the context), then echoes the message."""
     yield Step("analyse", "데이터 분석 중...", "started")

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -32,12 +32,24 @@ _READY = b"dari-ready"  # the pong that follows our SUBSCRIBEs: they are all in 
 
 
 def redis_client(
-    url: str, name: str, *, retries: int = 1, timeout_s: float = 2.0, **options: Any
+    url: str,
+    name: str,
+    *,
+    retries: int = 1,
+    timeout_s: float = 2.0,
+    max_connections: int = 64,
+    **options: Any,
 ) -> Redis:
     """A client that fails fast: ``retries`` immediate retries (one lets a pooled connection
-    that died in a Redis restart be replaced), then the error reaches the caller."""
-    return Redis.from_url(
+    that died in a Redis restart be replaced), then the error reaches the caller.
+
+    The pool blocks (up to ``timeout_s``) when all its connections are busy, rather than
+    failing the command: under a burst, hundreds of answers log frames at once, and redis-py's
+    default pool raises "Too many connections" past 100."""
+    pool = BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=timeout_s,
         client_name=name,
         socket_connect_timeout=timeout_s,
         socket_timeout=timeout_s,
@@ -45,6 +57,9 @@ def redis_client(
         retry=Retry(NoBackoff(), retries),
         **options,
     )
+    client = Redis(connection_pool=pool)
+    client.auto_close_connection_pool = True  # closing the client closes its pool
+    return client
 
 
 def safe_url(url: str) -> str:

@@ -45,6 +45,7 @@ class Connection:
     # Slots and no spare Events: an idle connection's size is most of what 10,000 idle
     # sockets cost.
     __slots__ = (
+        "_backlog_end",
         "_closing",
         "_direct",
         "_memory",
@@ -102,6 +103,9 @@ class Connection:
         self._direct = direct
         self._started = False
         self._pump_scheduled = False
+        # The log's head when writing began: a resuming client's backlog up to there is not
+        # lag (max_lag_frames is about falling behind new traffic, not about catching up).
+        self._backlog_end = 0
         self._closing: asyncio.Task[None] | None = None
         self.closed = asyncio.Event()
         self.close_code: int | None = None
@@ -124,6 +128,8 @@ class Connection:
     def start(self) -> None:
         """Begin sending what the log holds after ``sent`` (after ``welcome``)."""
         self._started = True
+        if self._memory is not None:
+            self._backlog_end = self._memory.position_now(self.client_id).head
         if self._direct is None:
             self._writer = asyncio.get_running_loop().create_task(self.run_writer())
         self.notify()
@@ -223,7 +229,7 @@ class Connection:
             BYTES_OUT.inc(size)
             self._progressed()
             position = memory.position_now(client_id)
-            if position.head - self.sent > self.max_lag_frames:
+            if self._lag(position.head) > self.max_lag_frames:
                 self._close_soon("client too slow")
                 return
             if position.head <= self.sent:
@@ -247,6 +253,10 @@ class Connection:
         self._writer = None
         self._pump()
 
+    def _lag(self, head: int) -> int:
+        """Unsent frames logged since writing began."""
+        return head - max(self.sent, self._backlog_end)
+
     def _close_soon(self, reason: str) -> None:
         self._closing = asyncio.get_running_loop().create_task(
             self.close(CloseCode.TRY_AGAIN_LATER, reason)
@@ -255,6 +265,8 @@ class Connection:
     async def run_writer(self) -> None:
         self._writer = asyncio.current_task()
         try:
+            if self._memory is None:
+                self._backlog_end = (await self.replay.position(self.client_id)).head
             while not self.closed.is_set():
                 await self._woken_up()
                 # Let producers that are ready run first: pieces they add now merge into the
@@ -328,7 +340,7 @@ class Connection:
                 FRAMES_OUT.inc(count)
                 BYTES_OUT.inc(size)
             position = await self.replay.position(self.client_id)
-            if position.head - self.sent > self.max_lag_frames:
+            if self._lag(position.head) > self.max_lag_frames:
                 await self.close(CloseCode.TRY_AGAIN_LATER, "client too slow")
                 return False
             if position.head <= self.sent:
