@@ -129,7 +129,7 @@ class Connection:
         """Begin sending what the log holds after ``sent`` (after ``welcome``)."""
         self._started = True
         if self._memory is not None:
-            self._backlog_end = self._memory.position_now(self.client_id).head
+            self._backlog_end = self._memory.head_now(self.client_id)
         if self._direct is None:
             self._writer = asyncio.get_running_loop().create_task(self.run_writer())
         self.notify()
@@ -228,11 +228,11 @@ class Connection:
             FRAMES_OUT.inc(len(texts))
             BYTES_OUT.inc(size)
             self._progressed()
-            position = memory.position_now(client_id)
-            if self._lag(position.head) > self.max_lag_frames:
+            head = memory.head_now(client_id)
+            if self._lag(head) > self.max_lag_frames:
                 self._close_soon("client too slow")
                 return
-            if position.head <= self.sent:
+            if head <= self.sent:
                 return
 
     async def _until_writable(self) -> None:

@@ -317,6 +317,16 @@ class Hub:
         self, key: ConversationKey, frame: Frame, merge_key: str | None = None
     ) -> int:
         local = self._conversation_subs.get(key, ())
+        append_now = self._append_now
+        if append_now is not None and self.shared is None:
+            # One node, memory log: the per-piece path, without a coroutine per subscriber.
+            clients = self.clients
+            for client_id in local:
+                append_now(client_id, dict(frame) if len(local) > 1 else frame, merge_key)
+                state = clients.get(client_id)
+                if state is not None and state.connection is not None:
+                    state.connection.notify()
+            return len(local)
         if self.shared is not None:
             # Even with nobody subscribed: an answer's pieces also record its progress.
             # Subscribers are read in the same step as the logs grow: see snapshots().

@@ -143,5 +143,10 @@ class MemoryReplayLog(ReplayLog):
         first = log.entries[0].seq if log.entries else log.head + 1
         return LogPosition(exists=True, epoch=self.epoch, first_seq=first, head=log.head)
 
+    def head_now(self, client_id: str) -> int:
+        """The newest seq logged for ``client_id`` (0 if none): the writer's per-batch check."""
+        log = self._logs.get(client_id)
+        return 0 if log is None else log.head
+
     async def forget(self, client_id: str) -> None:
         self._logs.pop(client_id, None)
