@@ -13,7 +13,7 @@ import ipaddress
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -84,6 +84,9 @@ class ServerSettings(BaseModel):
     ws_backend: Literal["auto", "websockets-sansio", "websockets", "wsproto"] = "websockets-sansio"
     per_message_deflate: bool = False
     handshake_timeout_s: float = Field(default=10.0, gt=0)
+    # With a value, /metrics answers only `Authorization: Bearer <metrics_token>` (401 else);
+    # without, it is open, as Prometheus endpoints usually are (bind or firewall it).
+    metrics_token: SecretStr | None = None
 
     def is_loopback(self) -> bool:
         if self.host == "localhost":

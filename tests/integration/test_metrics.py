@@ -56,3 +56,15 @@ async def test_counters_move_with_traffic(server_factory: ServerFactory) -> None
     assert delta("dari_bytes_out_total") > 0
     assert delta("dari_errors_total", code="bad_request") >= 1
     assert "dari_queue_depth" in {name for name, _ in during}
+
+
+async def test_metrics_can_require_a_bearer_token(server_factory: ServerFactory) -> None:
+    server = await server_factory(server={"metrics_token": "s3cret-scrape"})
+    async with httpx.AsyncClient(base_url=server.http) as http:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret-scrape"}):
+            refused = await http.get("/metrics", headers=headers)
+            assert refused.status_code == 401
+            assert refused.json()["error"]["code"] == "unauthorized"
+            assert "dari_" not in refused.text
+        allowed = await http.get("/metrics", headers={"Authorization": "Bearer s3cret-scrape"})
+        assert allowed.status_code == 200 and "dari_frames_out_total" in allowed.text
