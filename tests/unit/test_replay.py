@@ -388,3 +388,18 @@ async def test_count_trimming_keeps_exactly_the_newest_max_frames(
             assert frames is None
         else:
             assert seqs(frames) == list(range(after + 1, head + 1))
+
+
+async def test_logged_frames_are_left_out_of_cyclic_garbage_collection() -> None:
+    # Thousands of kept frames per client must not lengthen the collector's full passes: a
+    # logged response frame and its entry hold only strings and ints, so they are untracked.
+    import gc
+
+    log = MemoryReplayLog()
+    for n in range(100):
+        await log.append(C, response(f"piece {n}", request_id=f"r-{n}"), merge_key=f"r-{n}")
+    await log.read(C, 0, 1000)
+    gc.collect()
+    kept = log._logs[C].frames
+    assert len(kept) == 100
+    assert not any(gc.is_tracked(frame) for frame in kept)

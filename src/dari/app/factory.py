@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -44,6 +45,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await gateway.start()
+        # Everything made so far (modules, classes, the app: ~150,000 objects) lives as long
+        # as the process. Left to the cyclic collector, each full collection walks all of it:
+        # 30-60 ms pauses that showed up as token latency p99. Frozen, it walks only what
+        # serving creates.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

@@ -12,7 +12,6 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections import deque
-from dataclasses import dataclass, field
 
 from dari.metrics import COALESCED
 from dari.protocol.frames import Frame
@@ -47,27 +46,42 @@ class ReplayLog(ABC):
     async def forget(self, client_id: str) -> None: ...
 
 
-@dataclass(slots=True)
-class _Entry:
-    seq: int
-    frame: Frame
-    at: float
-    merge_key: str | None
-    parts: list[str] | None = None  # merged pieces, joined when the entry is first read
-
-    def seal(self) -> Frame:
-        if self.parts is not None:
-            self.frame["content"] = "".join(self.parts)
-            self.parts = None
-        self.merge_key = None
-        return self.frame
-
-
-@dataclass(slots=True)
 class _ClientLog:
-    entries: deque[_Entry] = field(default_factory=deque)
-    head: int = 0
-    sealed: int = 0  # highest seq handed to a reader; entries up to it never change
+    """One client's frames, oldest first, with seqs ``head - len(frames) + 1 .. head``.
+
+    Three parallel deques rather than one of entry objects: a frame (a dict of strings and
+    ints) and a float are not tracked by the cyclic garbage collector, while an entry object
+    or a tuple holding a dict always is. With up to 10,000 frames kept per client, entries
+    would make every full collection walk millions of objects (pauses of a second and more).
+    """
+
+    __slots__ = ("frames", "head", "keys", "logged_at", "sealed", "tail_parts")
+
+    def __init__(self) -> None:
+        self.frames: deque[Frame] = deque()
+        self.logged_at: deque[float] = deque()
+        self.keys: deque[str | None] = deque()  # merge keys
+        self.head = 0
+        self.sealed = 0  # highest seq handed to a reader; frames up to it never change
+        # Pieces merged into the newest frame, joined into its content when it is read or
+        # when another frame follows it.
+        self.tail_parts: list[str] | None = None
+
+    @property
+    def first_seq(self) -> int:
+        return self.head - len(self.frames) + 1
+
+    def drop_oldest(self) -> None:
+        self.frames.popleft()
+        self.logged_at.popleft()
+        self.keys.popleft()
+        if not self.frames:
+            self.tail_parts = None
+
+    def seal_tail(self) -> None:
+        if self.tail_parts is not None:
+            self.frames[-1]["content"] = "".join(self.tail_parts)
+            self.tail_parts = None
 
 
 class MemoryReplayLog(ReplayLog):
@@ -78,12 +92,12 @@ class MemoryReplayLog(ReplayLog):
         self._logs: dict[str, _ClientLog] = {}
 
     def _trim(self, log: _ClientLog, now: float) -> None:
-        entries = log.entries
-        while len(entries) > self.max_frames:
-            entries.popleft()
+        while len(log.frames) > self.max_frames:
+            log.drop_oldest()
         horizon = now - self.max_age_s
-        while entries and entries[0].at < horizon:
-            entries.popleft()
+        logged_at = log.logged_at
+        while logged_at and logged_at[0] < horizon:
+            log.drop_oldest()
 
     async def append(self, client_id: str, frame: Frame, merge_key: str | None = None) -> int:
         return self.append_now(client_id, frame, merge_key)
@@ -93,20 +107,21 @@ class MemoryReplayLog(ReplayLog):
         log = self._logs.get(client_id)
         if log is None:
             log = self._logs[client_id] = _ClientLog()
-        entries = log.entries
-        if merge_key is not None and entries:
-            tail = entries[-1]
-            if tail.merge_key == merge_key and tail.seq > log.sealed:
-                if tail.parts is None:
-                    tail.parts = [tail.frame["content"]]
-                tail.parts.append(frame["content"])
-                COALESCED.inc()
-                return tail.seq
+        frames = log.frames
+        if merge_key is not None and frames and log.keys[-1] == merge_key and log.head > log.sealed:
+            if log.tail_parts is None:
+                log.tail_parts = [frames[-1]["content"]]
+            log.tail_parts.append(frame["content"])
+            COALESCED.inc()
+            return log.head
+        log.seal_tail()
         log.head += 1
         frame["seq"] = log.head
         now = time.monotonic()
-        entries.append(_Entry(log.head, frame, now, merge_key))
-        if len(entries) > self.max_frames or entries[0].at < now - self.max_age_s:
+        frames.append(frame)
+        log.logged_at.append(now)
+        log.keys.append(merge_key)
+        if len(frames) > self.max_frames or log.logged_at[0] < now - self.max_age_s:
             self._trim(log, now)
         return log.head
 
@@ -119,15 +134,18 @@ class MemoryReplayLog(ReplayLog):
         if log is None:
             return [] if after == 0 else None
         self._trim(log, time.monotonic())
-        entries = log.entries
         if after >= log.head:
             return []
-        first = entries[0].seq if entries else log.head + 1
-        if after + 1 < first:
+        kept = log.frames
+        start = after + 1 - log.first_seq  # frames are contiguous by seq
+        if start < 0:
             return None
-        start = after + 1 - first  # entries are contiguous by seq
-        stop = min(len(entries), start + limit)
-        frames = [entries[i].seal() for i in range(start, stop)]
+        stop = min(len(kept), start + limit)
+        if stop == len(kept):
+            log.seal_tail()  # the newest frame is handed out: no more merging into it
+        # Indexing, not islice: a deque reaches an index from its nearer end, and the writer
+        # almost always reads the newest frames.
+        frames = [kept[i] for i in range(start, stop)]
         if frames:
             log.sealed = max(log.sealed, frames[-1]["seq"])
         return frames
@@ -140,7 +158,7 @@ class MemoryReplayLog(ReplayLog):
         if log is None:
             return LogPosition(exists=False, epoch=self.epoch, first_seq=1, head=0)
         self._trim(log, time.monotonic())
-        first = log.entries[0].seq if log.entries else log.head + 1
+        first = log.first_seq
         return LogPosition(exists=True, epoch=self.epoch, first_seq=first, head=log.head)
 
     def head_now(self, client_id: str) -> int:
