@@ -339,6 +339,10 @@ class Connection:
                 self.frames_sent += count
                 FRAMES_OUT.inc(count)
                 BYTES_OUT.inc(size)
+            if len(frames) < _BATCH:
+                # The read reached the head: anything logged since has notified this socket,
+                # so the loop comes back for it. No position query (a Redis round trip).
+                return True
             position = await self.replay.position(self.client_id)
             if self._lag(position.head) > self.max_lag_frames:
                 await self.close(CloseCode.TRY_AGAIN_LATER, "client too slow")
