@@ -20,14 +20,9 @@ BENCH_AGENT = "echo"
 STEPS_AGENT = "steps"  # harness/dari_agents.py: one `step` frame per count (replay scenario)
 
 # Limits raised so that the gateway's abuse protection (all bench clients are the same
-# anonymous user on loopback) does not shape the measurement; everything else is default.
-DARI_CONFIG = """\
-default_project = "{project}"
-default_agent = "{agent}"
-
-[store]
-url = "sqlite+aiosqlite:///{workdir}/bench.db"
-
+# anonymous user on loopback) does not shape the measurement, and the benchmark project with its
+# echo agent: shared by the one-node config here and the cluster scenario's node config.
+DARI_LIMITS_AND_PROJECT = """\
 [limits]
 max_connections_per_user = 100000
 rate_per_s = 100000.0
@@ -41,12 +36,26 @@ name = "Benchmark"
 name = "{agent}"
 backend = "echo"
 options = {{ delay_ms = {delay_ms} }}
+"""
 
+# Everything else is dari's default.
+DARI_CONFIG = (
+    """\
+default_project = "{project}"
+default_agent = "{agent}"
+
+[store]
+url = "sqlite+aiosqlite:///{workdir}/bench.db"
+
+"""
+    + DARI_LIMITS_AND_PROJECT
+    + """
 [[projects.agents]]
 name = "{steps}"
 backend = "python"
 options = {{ entrypoint = "harness.dari_agents:steps" }}
 """
+)
 
 
 @dataclass(frozen=True)

@@ -36,12 +36,13 @@ from harness.loadgen import LoadSpec
 from harness.procs import SERVER_CPU, ServerProcess, cpu_busy_seconds, cpu_seconds, free_port
 from harness.report import Measured, Metric, Table
 from harness.session import LoadGroup, go_marks
-from harness.targets import BENCH_AGENT, BENCH_PROJECT, TARGETS
+from harness.targets import BENCH_AGENT, BENCH_PROJECT, DARI_LIMITS_AND_PROJECT, TARGETS
 
 NAME = "cluster"
 ONLY = ("dari",)
 
-NODE_CONFIG = """\
+NODE_CONFIG = (
+    """\
 node_id = "{node_id}"
 default_project = "{project}"
 default_agent = "{agent}"
@@ -55,20 +56,9 @@ url = "{redis}"
 [replay]
 url = "{redis}"
 
-[limits]
-max_connections_per_user = 100000
-rate_per_s = 100000.0
-rate_burst = 100000.0
-
-[[projects]]
-id = "{project}"
-name = "Benchmark"
-
-[[projects.agents]]
-name = "{agent}"
-backend = "echo"
-options = {{ delay_ms = 0 }}
 """
+    + DARI_LIMITS_AND_PROJECT
+)
 
 
 def table(cfg: BenchConfig) -> Table:
@@ -227,6 +217,7 @@ def _size(k: int, cfg: BenchConfig, out: Measured) -> None:
                         agent=BENCH_AGENT,
                         store=store,
                         redis=redis_url,
+                        delay_ms=0,
                     )
                 )
                 argv = [*TARGETS["dari"].argv(port, 0, workdir)[:-1], str(config)]

@@ -4,8 +4,6 @@ node, exactly once, and is saved in the delegating conversation's history exactl
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,14 +19,8 @@ from tests.cluster.clients import (
     unique,
     words,
 )
-from tests.cluster.nodes import LEASE_S, REAP_S, Node, cluster
+from tests.cluster.nodes import LEASE_S, REAP_S, Node
 from tests.support.client import WsClient
-
-
-@pytest.fixture
-async def nodes(tmp_path: Path) -> AsyncIterator[list[Node]]:
-    async with cluster(tmp_path, 3, delay_ms=20) as started:
-        yield started
 
 
 def reports(client: WsClient, task_id: str) -> list[dict[str, Any]]:

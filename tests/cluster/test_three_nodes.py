@@ -4,11 +4,8 @@ without sticky sessions: any client may reach any node at any time."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.cluster.clients import (
     TIMEOUT_S,
@@ -21,13 +18,7 @@ from tests.cluster.clients import (
     unique,
     words,
 )
-from tests.cluster.nodes import LEASE_S, REAP_S, Node, cluster
-
-
-@pytest.fixture
-async def nodes(tmp_path: Path) -> AsyncIterator[list[Node]]:
-    async with cluster(tmp_path, 3, delay_ms=20) as started:
-        yield started
+from tests.cluster.nodes import LEASE_S, REAP_S, Node
 
 
 async def test_a_client_on_one_node_gets_answers_and_broadcasts_made_on_the_others(
