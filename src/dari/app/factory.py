@@ -55,6 +55,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await gateway.stop()
+            # An app embedded in a longer-lived process (tests, a host application) hands
+            # the frozen objects back, so garbage among them can be collected again.
+            gc.unfreeze()
 
     app = FastAPI(title="dari", version=__version__, lifespan=lifespan)
     app.state.gateway = gateway
