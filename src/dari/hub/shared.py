@@ -23,6 +23,7 @@ any node, or the text saved when the node running it died, is exactly what subsc
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -87,36 +88,46 @@ return 0
 """
 
 
-# One frame into many clients' logs, the conversation's subscribers read in the same step.
-# KEYS: epoch, side key, subs:c:<conversation> (any key when not used).
-# ARGV: 1 epoch candidate, 2 frame JSON, 3 max frames, 4 max age ms, 5 counter TTL ms,
-# 6 side op ('', 'append', 'rpush'), 7 side value, 8 side TTL ms, 9 log key prefix,
-# 10 '1' to include the subscribers, 11.. more client ids. Returns {epoch, client ids...}.
-_FAN_OUT = (
+# Several frames, each into many clients' logs, in one call: what the node's fan-outs queued
+# while the previous call was in flight (one round trip and one script run for all of them).
+# KEYS: epoch. ARGV: 1 epoch candidate, 2 max frames, 3 max age ms, 4 counter TTL ms,
+# 5 side TTL ms, 6 log key prefix; then per frame: frame JSON, side op ('', 'append', 'rpush'),
+# side key, side value, subscribers key, '1' to include the subscribers, n, n client ids.
+# Returns {epoch, then per frame: count, client ids...}.
+_FAN_OUT_MANY = (
     LUA_PRELUDE
     + """
 local current = epoch()
 local now = now_ms()
-if ARGV[6] == 'append' then
-  redis.call('APPEND', KEYS[2], ARGV[7])
-  redis.call('PEXPIRE', KEYS[2], ARGV[8])
-elseif ARGV[6] == 'rpush' then
-  redis.call('RPUSH', KEYS[2], ARGV[7])
-  redis.call('PEXPIRE', KEYS[2], ARGV[8])
+local out = {current}
+local i = 7
+while i <= #ARGV do
+  local frame, op, side, value, subs = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local with_subs, n = ARGV[i + 5], tonumber(ARGV[i + 6])
+  if op == 'append' then
+    redis.call('APPEND', side, value)
+    redis.call('PEXPIRE', side, ARGV[5])
+  elseif op == 'rpush' then
+    redis.call('RPUSH', side, value)
+    redis.call('PEXPIRE', side, ARGV[5])
+  end
+  local targets, seen = {}, {}
+  local function add(client)
+    if seen[client] then return end
+    seen[client] = true
+    log_append(ARGV[6] .. client .. ':seq', ARGV[6] .. client .. ':log', frame, now,
+      ARGV[2], ARGV[3], ARGV[4])
+    targets[#targets + 1] = client
+  end
+  if with_subs == '1' then
+    redis.call('ZREMRANGEBYSCORE', subs, '-inf', now)
+    for _, client in ipairs(redis.call('ZRANGE', subs, 0, -1)) do add(client) end
+  end
+  for j = 1, n do add(ARGV[i + 6 + j]) end
+  out[#out + 1] = #targets
+  for _, client in ipairs(targets) do out[#out + 1] = client end
+  i = i + 7 + n
 end
-local out, seen = {current}, {}
-local function add(client)
-  if seen[client] then return end
-  seen[client] = true
-  log_append(ARGV[9] .. client .. ':seq', ARGV[9] .. client .. ':log', ARGV[2], now,
-    ARGV[3], ARGV[4], ARGV[5])
-  out[#out + 1] = client
-end
-if ARGV[10] == '1' then
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
-  for _, client in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do add(client) end
-end
-for i = 11, #ARGV do add(ARGV[i]) end
 return out
 """
 )
@@ -153,6 +164,9 @@ def conversation_of(name: str | bytes) -> ConversationKey:
     return ConversationKey(project_id, agent_name, thread_id)
 
 
+_FAN_OUT_BATCH = 128  # frames per script call at most
+
+
 def _decode(values: Iterable[bytes | str]) -> set[str]:
     return {v.decode() if isinstance(v, bytes) else v for v in values}
 
@@ -167,7 +181,10 @@ class SharedHub:
         self._project_subscribers = self.redis.register_script(_PROJECT_SUBSCRIBERS)
         self._forget = self.redis.register_script(_FORGET)
         self._detach = self.redis.register_script(_DETACH)
-        self._fan_out = self.redis.register_script(_FAN_OUT)
+        self._fan_out_many = self.redis.register_script(_FAN_OUT_MANY)
+        # Fan-outs wait here while one call is in flight, then go together in the next.
+        self._queued: list[tuple[list[Any], asyncio.Future[list[str]]]] = []
+        self._sender: asyncio.Task[None] | None = None
         self._snapshot = self.redis.register_script(_SNAPSHOT)
         self._watchers: dict[str, Callable[[BusMessage], Awaitable[None]]] = {}
 
@@ -287,7 +304,10 @@ class SharedHub:
     ) -> list[str]:
         """Log ``frame`` for ``client_ids`` and, with ``conversation``, for its subscribers as
         Redis has them at that very moment; returns the clients it went to. The caller wakes
-        their readers. A piece or step of an answer also grows that answer's progress."""
+        their readers. A piece or step of an answer also grows that answer's progress.
+
+        Calls made while another is in flight are sent together in one script call, in the
+        order they were made: under load many answers' pieces share one round trip."""
         op, side_key, value = "", self._k("none"), b""
         kind = frame["type"]
         if kind in ("response", "step") and isinstance(frame.get("request_id"), str):
@@ -302,26 +322,53 @@ class SharedHub:
             self._k("subs", "c", conversation_name(conversation)) if conversation else side_key
         )
         body = frame if "seq" not in frame else {k: v for k, v in frame.items() if k != "seq"}
+        clients = list(client_ids)
+        group: list[Any] = [
+            orjson.dumps(body),
+            op,
+            side_key,
+            value,
+            subscribers,
+            "1" if conversation else "0",
+            len(clients),
+            *clients,
+        ]
+        future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+        self._queued.append((group, future))
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._send_queued())
+        return await future
+
+    async def _send_queued(self) -> None:
         log = self.log
-        result = await self._call(
-            self._fan_out(
-                keys=[log.epoch_key, side_key, subscribers],
-                args=[
-                    os.urandom(6).hex(),
-                    orjson.dumps(body),
-                    log.max_frames,
-                    log.max_age_ms,
-                    log.counter_ttl_ms,
-                    op,
-                    value,
-                    int(PROGRESS_TTL_S * 1000),
-                    log.log_prefix,
-                    "1" if conversation else "0",
-                    *client_ids,
-                ],
-            )
-        )
-        return sorted(_decode(result[1:]))
+        while self._queued:
+            batch, self._queued = self._queued[:_FAN_OUT_BATCH], self._queued[_FAN_OUT_BATCH:]
+            args: list[Any] = [
+                os.urandom(6).hex(),
+                log.max_frames,
+                log.max_age_ms,
+                log.counter_ttl_ms,
+                int(PROGRESS_TTL_S * 1000),
+                log.log_prefix,
+            ]
+            for group, _future in batch:
+                args.extend(group)
+            try:
+                result = await self._call(self._fan_out_many(keys=[log.epoch_key], args=args))
+            except BaseException as exc:
+                for _group, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            position = 1
+            for _group, future in batch:
+                count = int(result[position])
+                targets = result[position + 1 : position + 1 + count]
+                position += 1 + count
+                if not future.done():
+                    future.set_result(sorted(_decode(targets)))
 
     async def snapshot(self, client_id: str, key: ConversationKey) -> bool:
         """Log a ``snapshot`` of the answer running in ``key`` (on any node) for the client.
