@@ -38,6 +38,7 @@ log = logging.getLogger("dari.hub")
 Renderer = Callable[[Frame], str | None]
 
 _BATCH = 256
+_MAX_OFFERED = 4096
 SERVER_SEND = "dari.server_send"  # the scope key dari.app.raw_send fills
 
 
@@ -49,6 +50,7 @@ class Connection:
         "_closing",
         "_direct",
         "_memory",
+        "_offered",
         "_progress_waiter",
         "_pump_scheduled",
         "_sending_since",
@@ -106,6 +108,9 @@ class Connection:
         # The log's head when writing began: a resuming client's backlog up to there is not
         # lag (max_lag_frames is about falling behind new traffic, not about catching up).
         self._backlog_end = 0
+        # Several nodes: frames this node logged for the client, by seq, handed over as they
+        # were logged so the writer need not read them back from Redis.
+        self._offered: dict[int, Frame] = {}
         self._closing: asyncio.Task[None] | None = None
         self.closed = asyncio.Event()
         self.close_code: int | None = None
@@ -253,6 +258,27 @@ class Connection:
         self._writer = None
         self._pump()
 
+    def offer(self, epoch: str, seq: int, frame: Frame) -> None:
+        """A frame just logged for this client as ``seq`` (shared log): the writer sends it
+        from here when it is next in line, and reads the log for anything else."""
+        if self._memory is not None or seq <= self.sent:
+            return
+        reading = getattr(self.replay, "reading_epoch", None)
+        if reading is None or reading(self.client_id) != epoch:
+            return  # another numbering: the writer's next read finds out and ends the socket
+        if len(self._offered) >= _MAX_OFFERED:
+            self._offered.clear()  # a client this far behind is served from the log
+        self._offered[seq] = {**frame, "seq": seq}
+
+    def _take_offered(self) -> list[Frame]:
+        offered = self._offered
+        frames: list[Frame] = []
+        seq = self.sent + 1
+        while seq in offered and len(frames) < _BATCH:
+            frames.append(offered.pop(seq))
+            seq += 1
+        return frames
+
     def _lag(self, head: int) -> int:
         """Unsent frames logged since writing began."""
         return head - max(self.sent, self._backlog_end)
@@ -306,7 +332,13 @@ class Connection:
     async def _drain(self) -> bool:
         """Send everything the log holds after ``sent``; False once the connection is done."""
         while not self.closed.is_set():
-            frames = await self.replay.read(self.client_id, self.sent, _BATCH)
+            frames: list[Frame] | None = self._take_offered()
+            if not frames:
+                frames = await self.replay.read(self.client_id, self.sent, _BATCH)
+                if frames and self._offered:
+                    last = frames[-1]["seq"]
+                    for seq in [s for s in self._offered if s <= last]:
+                        del self._offered[seq]  # read from the log instead
             if frames is None:
                 await self.close(CloseCode.TRY_AGAIN_LATER, "fell behind the replay window")
                 return False

@@ -291,11 +291,13 @@ class Hub:
         """Several nodes: log for every client (and the conversation's subscribers) in one
         step, then wake each reader."""
         assert self.shared is not None
-        targets = await self.shared.fan_out(frame, client_ids, conversation)
+        epoch, targets = await self.shared.fan_out(frame, client_ids, conversation)
         remote = []
-        for client_id in targets:
+        for client_id, seq in targets:
             state = self.clients.get(client_id)
             if state is not None and state.connection is not None:
+                # Handed over as logged, so this node's writer need not read it back.
+                state.connection.offer(epoch, seq, frame)
                 state.connection.notify()
             else:
                 remote.append(client_id)

@@ -241,6 +241,10 @@ class RedisReplayLog(ReplayLog):
             frames.append(frame)
         return frames
 
+    def reading_epoch(self, client_id: str) -> str | None:
+        """The epoch this node's writer for ``client_id`` reads in (None before it started)."""
+        return self._client_epochs.get(client_id)
+
     async def position(self, client_id: str) -> LogPosition:
         epoch, head, first, _ = await self._query(client_id, 0, 0)
         # A new socket starts from here, in this epoch. (A writer also asks after each batch;

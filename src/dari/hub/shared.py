@@ -93,7 +93,7 @@ return 0
 # KEYS: epoch. ARGV: 1 epoch candidate, 2 max frames, 3 max age ms, 4 counter TTL ms,
 # 5 side TTL ms, 6 log key prefix; then per frame: frame JSON, side op ('', 'append', 'rpush'),
 # side key, side value, subscribers key, '1' to include the subscribers, n, n client ids.
-# Returns {epoch, then per frame: count, client ids...}.
+# Returns {epoch, then per frame: count, then count pairs of client id and the frame's seq}.
 _FAN_OUT_MANY = (
     LUA_PRELUDE
     + """
@@ -115,17 +115,18 @@ while i <= #ARGV do
   local function add(client)
     if seen[client] then return end
     seen[client] = true
-    log_append(ARGV[6] .. client .. ':seq', ARGV[6] .. client .. ':log', frame, now,
+    local seq = log_append(ARGV[6] .. client .. ':seq', ARGV[6] .. client .. ':log', frame, now,
       ARGV[2], ARGV[3], ARGV[4])
     targets[#targets + 1] = client
+    targets[#targets + 1] = seq
   end
   if with_subs == '1' then
     redis.call('ZREMRANGEBYSCORE', subs, '-inf', now)
     for _, client in ipairs(redis.call('ZRANGE', subs, 0, -1)) do add(client) end
   end
   for j = 1, n do add(ARGV[i + 6 + j]) end
-  out[#out + 1] = #targets
-  for _, client in ipairs(targets) do out[#out + 1] = client end
+  out[#out + 1] = #targets / 2
+  for _, value in ipairs(targets) do out[#out + 1] = value end
   i = i + 7 + n
 end
 return out
@@ -183,7 +184,7 @@ class SharedHub:
         self._detach = self.redis.register_script(_DETACH)
         self._fan_out_many = self.redis.register_script(_FAN_OUT_MANY)
         # Fan-outs wait here while one call is in flight, then go together in the next.
-        self._queued: list[tuple[list[Any], asyncio.Future[list[str]]]] = []
+        self._queued: list[tuple[list[Any], asyncio.Future[tuple[str, list[tuple[str, int]]]]]] = []
         self._sender: asyncio.Task[None] | None = None
         self._snapshot = self.redis.register_script(_SNAPSHOT)
         self._watchers: dict[str, Callable[[BusMessage], Awaitable[None]]] = {}
@@ -301,10 +302,11 @@ class SharedHub:
         frame: Frame,
         client_ids: Iterable[str] = (),
         conversation: ConversationKey | None = None,
-    ) -> list[str]:
+    ) -> tuple[str, list[tuple[str, int]]]:
         """Log ``frame`` for ``client_ids`` and, with ``conversation``, for its subscribers as
-        Redis has them at that very moment; returns the clients it went to. The caller wakes
-        their readers. A piece or step of an answer also grows that answer's progress.
+        Redis has them at that very moment; returns the log's epoch and, for each client it
+        went to, the frame's seq there. The caller wakes their readers. A piece or step of an
+        answer also grows that answer's progress.
 
         Calls made while another is in flight are sent together in one script call, in the
         order they were made: under load many answers' pieces share one round trip."""
@@ -333,7 +335,9 @@ class SharedHub:
             len(clients),
             *clients,
         ]
-        future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[tuple[str, list[tuple[str, int]]]] = (
+            asyncio.get_running_loop().create_future()
+        )
         self._queued.append((group, future))
         if self._sender is None or self._sender.done():
             self._sender = asyncio.create_task(self._send_queued())
@@ -362,13 +366,18 @@ class SharedHub:
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 continue
+            epoch = result[0].decode() if isinstance(result[0], bytes) else str(result[0])
             position = 1
             for _group, future in batch:
                 count = int(result[position])
-                targets = result[position + 1 : position + 1 + count]
-                position += 1 + count
+                values = result[position + 1 : position + 1 + 2 * count]
+                position += 1 + 2 * count
+                targets = [
+                    (client.decode() if isinstance(client, bytes) else str(client), int(seq))
+                    for client, seq in zip(values[::2], values[1::2], strict=True)
+                ]
                 if not future.done():
-                    future.set_result(sorted(_decode(targets)))
+                    future.set_result((epoch, targets))
 
     async def snapshot(self, client_id: str, key: ConversationKey) -> bool:
         """Log a ``snapshot`` of the answer running in ``key`` (on any node) for the client.
