@@ -42,11 +42,12 @@ def _fail(conn: Connection) -> int:
 
 
 async def test_one_failing_operation_in_a_batch_fails_alone(worker: Worker) -> None:
-    # Submitted together, these land in one batch; the failure must not roll back the others.
+    # Submitted together in one order, these land in one batch; the failure must not roll back
+    # the others.
     operations = [_insert_conversation(f"t{n}") for n in range(20)]
     operations.insert(7, _fail)
     results = await asyncio.gather(
-        *(worker.run(op) for op in operations),  # type: ignore[arg-type]
+        *(worker.run(op, "one order") for op in operations),  # type: ignore[arg-type]
         return_exceptions=True,
     )
     assert isinstance(results[7], ValueError)
@@ -61,7 +62,7 @@ async def test_a_constraint_violation_fails_only_its_operation(worker: Worker) -
     operations = [_insert_conversation("same"), _insert_conversation("other")]
     operations.append(_insert_conversation("same"))  # unique (project, agent, thread)
     results = await asyncio.gather(
-        *(worker.run(op) for op in operations),  # type: ignore[arg-type]
+        *(worker.run(op, "one order") for op in operations),  # type: ignore[arg-type]
         return_exceptions=True,
     )
     assert results[:2] == [1, 1]
@@ -91,8 +92,29 @@ async def test_a_caller_that_gives_up_does_not_stop_the_work(store: SqlStore) ->
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting
-    # The store stays usable, and the chat, once submitted, was saved exactly once.
+    # The store stays usable, and the chat is saved exactly once: by the cancelled call (its
+    # operation was already queued), the resend then being a duplicate, or by the resend.
     again = await chat(store, "kept", id="gave-up")
-    history = await contents(store, KEY)
-    assert history.count("kept") == 1
-    assert again.duplicate is (history == ["kept"])
+    assert await contents(store, KEY) == ["kept"]
+    resent = await chat(store, "kept", id="gave-up")
+    assert resent.duplicate and resent.request_id == again.request_id
+
+
+async def test_one_conversations_operations_keep_their_order(store: SqlStore) -> None:
+    # Answer rows are queued without waiting, then the next chat: on every engine (PostgreSQL
+    # runs several loops) one conversation's writes land in the order they were made.
+    rows = [store.begin_answer(KEY, f"a{n}", "node-a") for n in range(0, 40, 2)]
+    chats = []
+    for n in range(20):
+        chats.append(asyncio.ensure_future(chat(store, f"q{n}", id=f"o{n}")))
+        await asyncio.sleep(0)  # each chat queues its write before the next answer row does
+        rows.append(store.begin_answer(KEY, f"b{n}", "node-a"))
+    await asyncio.gather(*rows, *chats)
+    history = await store.history(KEY, 100)
+    ids = [m.id for m in history]
+    assert ids == sorted(ids)
+    order = [m.request_id if m.role == "assistant" else m.content for m in history]
+    expected = [f"a{n}" for n in range(0, 40, 2)]
+    for n in range(20):
+        expected += [f"q{n}", f"b{n}"]
+    assert order == expected

@@ -72,6 +72,11 @@ def _mapped(source: asyncio.Future[A], convert: Callable[[A], B]) -> asyncio.Fut
     return mapped
 
 
+def _order(key: ConversationKey) -> str:
+    """The worker's ordering key: one conversation's operations run in submission order."""
+    return "\x00".join((key.project_id, key.agent_name, key.thread_id))
+
+
 class _Statements:
     """Every statement the store runs, built once for its dialect."""
 
@@ -254,7 +259,7 @@ class SqlStore(Store):
             self._conversation_ids[key] = conversation_id  # committed: safe to remember
             return message_id, now
 
-        return _mapped(self._worker.submit(add), remember)
+        return _mapped(self._worker.submit(add, _order(key)), remember)
 
     # --- the Store interface ----------------------------------------------------------------
 
@@ -345,7 +350,7 @@ class SqlStore(Store):
                 conversation_id
             )
 
-        accepted, conversation_id = await self._worker.run(accept)
+        accepted, conversation_id = await self._worker.run(accept, _order(key))
         if conversation_id is not None:
             self._conversation_ids[key] = conversation_id
         if client_message_id is not None:
@@ -413,7 +418,7 @@ class SqlStore(Store):
                 return list(conn.execute(sql.history, params).all())
             return list(conn.execute(sql.history_before, {**params, "before": before}).all())
 
-        rows = await self._worker.run(read)
+        rows = await self._worker.run(read, _order(key))
         return [_message_record(row) for row in reversed(rows)]
 
     async def fail_interrupted(self, node_id: str) -> int:

@@ -22,6 +22,7 @@ import asyncio
 import logging
 import queue
 import threading
+import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -55,12 +56,13 @@ class Worker(ABC):
     async def start(self) -> None: ...
 
     @abstractmethod
-    def submit(self, operation: Operation[T]) -> asyncio.Future[T]:
-        """Queue ``operation`` now (its place in the order is fixed by this call); the future
-        resolves once it is committed."""
+    def submit(self, operation: Operation[T], order: str | None = None) -> asyncio.Future[T]:
+        """Queue ``operation`` now; the future resolves once it is committed. Operations with
+        the same ``order`` run in the order they were submitted (those of one conversation, so
+        its messages keep their order in history)."""
 
-    async def run(self, operation: Operation[T]) -> T:
-        return await self.submit(operation)
+    async def run(self, operation: Operation[T], order: str | None = None) -> T:
+        return await self.submit(operation, order)
 
     @abstractmethod
     async def close(self) -> None: ...
@@ -73,7 +75,10 @@ class AsyncEngineWorker(Worker):
         self.url = url
         self.loops = loops
         self._engine: AsyncEngine | None = None
-        self._jobs: asyncio.Queue[_Job] = asyncio.Queue()
+        # A queue per loop: operations with one ``order`` key always go to the same loop, so
+        # they run in submission order; the others are spread round-robin.
+        self._queues: list[asyncio.Queue[_Job]] = [asyncio.Queue() for _ in range(loops)]
+        self._next = 0
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -81,14 +86,19 @@ class AsyncEngineWorker(Worker):
             self.url, pool_size=self.loops, max_overflow=self.loops, pool_pre_ping=True
         )
         self._tasks = [
-            asyncio.create_task(self._serve(), name=f"dari-store-{n}") for n in range(self.loops)
+            asyncio.create_task(self._serve(jobs), name=f"dari-store-{n}")
+            for n, jobs in enumerate(self._queues)
         ]
 
-    def submit(self, operation: Operation[T]) -> asyncio.Future[T]:
+    def submit(self, operation: Operation[T], order: str | None = None) -> asyncio.Future[T]:
         if self._engine is None:
             raise RuntimeError("store not started")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._jobs.put_nowait((operation, future))
+        if order is None:
+            self._next = index = (self._next + 1) % self.loops
+        else:
+            index = zlib.crc32(order.encode()) % self.loops
+        self._queues[index].put_nowait((operation, future))
         return future
 
     async def close(self) -> None:
@@ -96,16 +106,16 @@ class AsyncEngineWorker(Worker):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
-        while not self._jobs.empty():
-            _operation, future = self._jobs.get_nowait()
-            if not future.done():
-                future.set_exception(RuntimeError("store closed"))
+        for jobs in self._queues:
+            while not jobs.empty():
+                _operation, future = jobs.get_nowait()
+                if not future.done():
+                    future.set_exception(RuntimeError("store closed"))
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None
 
-    async def _serve(self) -> None:
-        jobs = self._jobs
+    async def _serve(self, jobs: asyncio.Queue[_Job]) -> None:
         while True:
             batch = [await jobs.get()]
             while len(batch) < MAX_BATCH and not jobs.empty():
@@ -152,7 +162,8 @@ class SqliteWorker(Worker):
         self._thread.start()
         await ready
 
-    def submit(self, operation: Operation[T]) -> asyncio.Future[T]:
+    def submit(self, operation: Operation[T], order: str | None = None) -> asyncio.Future[T]:
+        # One thread: everything runs in submission order, whatever ``order`` says.
         if self._thread is None or self._loop is None:
             raise RuntimeError("store not started")
         future: asyncio.Future[T] = self._loop.create_future()
