@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -304,14 +304,29 @@ class Hub:
         await self.shared.wake(remote)
         return len(targets)
 
+    def _deliver_now(self, client_ids: Collection[str], frame: Frame, merge_key: str | None) -> int:
+        """One node, memory log: log for each client and notify its socket, without awaiting
+        (the per-piece path: no coroutine per subscriber)."""
+        append_now = self._append_now
+        assert append_now is not None
+        copy = len(client_ids) > 1  # each client numbers its own frames: each gets its own copy
+        clients = self.clients
+        for client_id in client_ids:
+            append_now(client_id, dict(frame) if copy else frame, merge_key)
+            state = clients.get(client_id)
+            if state is not None and state.connection is not None:
+                state.connection.notify()
+        return len(client_ids)
+
     async def send_many(
         self, client_ids: Iterable[str], frame: Frame, merge_key: str | None = None
     ) -> int:
         if self.shared is not None:
             return await self._fan_out(client_ids, frame)  # no merging in the shared log
         targets = tuple(client_ids)
+        if self._append_now is not None:
+            return self._deliver_now(targets, frame, merge_key)
         for client_id in targets:
-            # Each client numbers its own frames, so each gets its own copy.
             await self.send(client_id, dict(frame) if len(targets) > 1 else frame, merge_key)
         return len(targets)
 
@@ -319,20 +334,12 @@ class Hub:
         self, key: ConversationKey, frame: Frame, merge_key: str | None = None
     ) -> int:
         local = self._conversation_subs.get(key, ())
-        append_now = self._append_now
-        if append_now is not None and self.shared is None:
-            # One node, memory log: the per-piece path, without a coroutine per subscriber.
-            clients = self.clients
-            for client_id in local:
-                append_now(client_id, dict(frame) if len(local) > 1 else frame, merge_key)
-                state = clients.get(client_id)
-                if state is not None and state.connection is not None:
-                    state.connection.notify()
-            return len(local)
         if self.shared is not None:
             # Even with nobody subscribed: an answer's pieces also record its progress.
             # Subscribers are read in the same step as the logs grow: see snapshots().
             return await self._fan_out(local, frame, key)
+        if self._append_now is not None:
+            return self._deliver_now(local, frame, merge_key)
         return await self.send_many(tuple(local), frame, merge_key)
 
     async def snapshots(self, client_id: str, keys: Iterable[ConversationKey]) -> None:
