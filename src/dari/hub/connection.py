@@ -173,10 +173,23 @@ class Connection:
             finally:
                 self._wake_waiter = None
 
-    def _progressed(self) -> None:
+    def _batch_sent(self, count: int, size: int) -> None:
+        """Counted per batch, not per frame (the hot path); wakes ``flush``. ``size`` is in
+        UTF-8 bytes on both writers."""
+        self.frames_sent += count
+        FRAMES_OUT.inc(count)
+        BYTES_OUT.inc(size)
         waiter = self._progress_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _stall_ended(self, task: asyncio.Task[None] | None) -> bool:
+        """Whether the cancellation ``task`` is handling came from the stall timer; if so it
+        is absorbed (the caller closes the socket with 1013) rather than propagated."""
+        if not self._stalled or task is None:
+            return False
+        task.uncancel()
+        return True
 
     async def send_direct(self, frame: Frame) -> None:
         """Send a frame outside the log (``welcome``): only before the writer starts."""
@@ -229,10 +242,7 @@ class Connection:
                 self.closed.set()
                 return
             self.sent = frames[-1]["seq"]
-            self.frames_sent += len(texts)
-            FRAMES_OUT.inc(len(texts))
-            BYTES_OUT.inc(size)
-            self._progressed()
+            self._batch_sent(len(texts), size)
             head = memory.head_now(client_id)
             if self._lag(head) > self.max_lag_frames:
                 self._close_soon("client too slow")
@@ -247,9 +257,8 @@ class Connection:
         try:
             await self._direct.wait_writable()
         except asyncio.CancelledError:
-            if not self._stalled:
+            if not self._stall_ended(asyncio.current_task()):
                 raise
-            asyncio.current_task().uncancel()  # type: ignore[union-attr]
             self._writer = None
             await self.close(CloseCode.TRY_AGAIN_LATER, "client too slow")
             return
@@ -356,21 +365,16 @@ class Connection:
                         else:
                             await self.websocket.send_text(text)
                         count += 1
-                        size += len(text)
+                        size += len(text.encode())
                     self.sent = frame["seq"]
             except asyncio.CancelledError:
-                if not self._stalled:
+                if not self._stall_ended(asyncio.current_task()):
                     raise
-                asyncio.current_task().uncancel()  # type: ignore[union-attr]
                 await self.close(CloseCode.TRY_AGAIN_LATER, "client too slow")
                 return False
             finally:
-                # Counted per batch, not per frame: this is the hot path.
                 self._sending_since = None
-                self._progressed()
-                self.frames_sent += count
-                FRAMES_OUT.inc(count)
-                BYTES_OUT.inc(size)
+                self._batch_sent(count, size)
             if len(frames) < _BATCH:
                 # The read reached the head: anything logged since has notified this socket,
                 # so the loop comes back for it. No position query (a Redis round trip).

@@ -151,9 +151,6 @@ class MemoryReplayLog(ReplayLog):
         return frames
 
     async def position(self, client_id: str) -> LogPosition:
-        return self.position_now(client_id)
-
-    def position_now(self, client_id: str) -> LogPosition:
         log = self._logs.get(client_id)
         if log is None:
             return LogPosition(exists=False, epoch=self.epoch, first_seq=1, head=0)
