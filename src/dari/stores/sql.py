@@ -215,7 +215,7 @@ class SqlStore(Store):
     def _insert_message(
         self,
         conn: Connection,
-        conversation_id: int,
+        key: ConversationKey,
         role: Role,
         content: str,
         *,
@@ -224,7 +224,10 @@ class SqlStore(Store):
         request_id: str | None = None,
         node_id: str | None = None,
         author: str | None = None,
-    ) -> tuple[int, datetime]:
+    ) -> tuple[int, int, datetime]:
+        """Add a message to ``key``'s conversation (created if new); returns the conversation's
+        id (for the caller to cache once committed), the message's id and creation time."""
+        conversation_id = self._conversation_id(conn, key)
         now = _now()
         result = conn.execute(
             self._sql.insert_message,
@@ -242,7 +245,7 @@ class SqlStore(Store):
                 "updated_at": now,
             },
         )
-        return int(result.inserted_primary_key[0]), now  # type: ignore[index]
+        return conversation_id, int(result.inserted_primary_key[0]), now  # type: ignore[index]
 
     def _add_message(
         self, key: ConversationKey, role: Role, content: str, **fields: Any
@@ -250,9 +253,7 @@ class SqlStore(Store):
         """Queue the insert now; the future resolves to the message's id and creation time."""
 
         def add(conn: Connection) -> tuple[int, int, datetime]:
-            conversation_id = self._conversation_id(conn, key)
-            message_id, now = self._insert_message(conn, conversation_id, role, content, **fields)
-            return conversation_id, message_id, now
+            return self._insert_message(conn, key, role, content, **fields)
 
         def remember(result: tuple[int, int, datetime]) -> tuple[int, datetime]:
             conversation_id, message_id, now = result
@@ -342,9 +343,8 @@ class SqlStore(Store):
                 if not inserted:  # accepted before: by an earlier connection, or another node
                     winner = conn.execute(sql.request_of, ids).scalar_one()
                     return AcceptedChat(str(winner), duplicate=True, message_id=None), None
-            conversation_id = self._conversation_id(conn, key)
-            message_id, _ = self._insert_message(
-                conn, conversation_id, "user", message, images=images, request_id=request_id
+            conversation_id, message_id, _ = self._insert_message(
+                conn, key, "user", message, images=images, request_id=request_id
             )
             return AcceptedChat(request_id, duplicate=False, message_id=message_id), (
                 conversation_id
