@@ -19,7 +19,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from harness import probe
+from harness import probe, stats
 from harness.config import BenchConfig
 from harness.loadgen import Go, LoadResult, LoadSpec, worker
 from harness.procs import SERVER_CPU, ServerProcess, cpu_busy_seconds, cpu_seconds, free_port
@@ -195,6 +195,22 @@ class Session:
         start = self.mark(group)
         time.sleep(max(0.0, t1 - time.monotonic()))
         return self.since(start, group)
+
+    def run_window(
+        self, group: LoadGroup, quiet_s: float, warmup: float, measure: float, drain: float
+    ) -> tuple[Go, Sample, LoadResult]:
+        """Once ``group`` is ready (and the core quiet): start its chats, warm up, measure one
+        window, let running answers finish; the group is closed afterwards."""
+        try:
+            group.wait_ready()
+            self.wait_quiet(quiet_s)
+            go = go_marks(0.2, warmup, measure, drain)
+            group.send("go", go)
+            sample = self.measure(group, go.w0, go.w1)
+            result = stats.merge(group.results())
+        finally:
+            group.close()
+        return go, sample, result
 
     def wait_quiet(self, max_s: float, threshold_pct: float = NOISY_PCT) -> float:
         """Wait (at most ``max_s``) until other processes leave the server's core alone.

@@ -10,7 +10,7 @@ from __future__ import annotations
 from harness import stats
 from harness.config import BenchConfig
 from harness.report import Measured, Metric, Table
-from harness.session import Session, go_marks, session
+from harness.session import Session, session
 from harness.targets import TARGETS
 
 NAME = "burst"
@@ -63,15 +63,9 @@ def _level(sess: Session, n: int, cfg: BenchConfig, out: Measured) -> None:
         interval=0.0,
         stagger=stagger,
     )
-    try:
-        group.wait_ready()
-        sess.wait_quiet(cfg.quiet_wait_s)
-        go = go_marks(0.2, warmup, cfg.burst_measure_s, cfg.drain_s + n / 200)
-        group.send("go", go)
-        sample = sess.measure(group, go.w0, go.w1)
-        result = stats.merge(group.results())
-    finally:
-        group.close()
+    go, sample, result = sess.run_window(
+        group, cfg.quiet_wait_s, warmup, cfg.burst_measure_s, cfg.drain_s + n / 200
+    )
     secs = go.w1 - go.w0
     noisy = sample.noisy
     out.put(f"{n}.tps", result.tokens / secs, noisy=noisy)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from harness import stats
 from harness.config import BenchConfig
 from harness.report import Measured, Metric, Table
-from harness.session import Session, go_marks, session
+from harness.session import Session, session
 from harness.targets import TARGETS
 
 NAME = "streaming"
@@ -73,15 +73,9 @@ def _level(sess: Session, n: int, cfg: BenchConfig, out: Measured) -> None:
         interval=cfg.interval,
         stagger=stagger,
     )
-    try:
-        group.wait_ready()
-        sess.wait_quiet(cfg.quiet_wait_s)
-        go = go_marks(0.2, max(cfg.warmup_s, stagger + 0.3), cfg.measure_s, cfg.drain_s)
-        group.send("go", go)
-        sample = sess.measure(group, go.w0, go.w1)
-        result = stats.merge(group.results())
-    finally:
-        group.close()
+    go, sample, result = sess.run_window(
+        group, cfg.quiet_wait_s, max(cfg.warmup_s, stagger + 0.3), cfg.measure_s, cfg.drain_s
+    )
     secs = go.w1 - go.w0
     tps = result.tokens / secs
     noisy = sample.noisy
