@@ -17,7 +17,7 @@ from dari.protocol.errors import (
 )
 from dari.protocol.ids import is_valid_client_id
 
-# PROTOCOL.md section 4: "Error codes at least".
+# docs/PROTOCOL.md section 10 (the shared contract's "Error codes at least").
 PROTOCOL_ERROR_CODES = [
     "bad_request",
     "too_large",

@@ -20,7 +20,7 @@
  * What it does for you
  *   - client id: one per browser tab, kept in sessionStorage (`tabClientId`, or
  *     `claimTabClientId` which also notices a duplicated tab and takes a fresh id);
- *   - seq bookkeeping (docs/DESIGN.md): on `welcome` position := welcome.seq; a frame with
+ *   - seq bookkeeping (docs/PROTOCOL.md section 5): on `welcome` position := welcome.seq; a frame with
  *     seq <= position was already seen and is dropped; seq == position + 1 is delivered; a larger
  *     seq is a gap and the client reconnects with last_seq=position;
  *   - resume: reconnects carry `last_seq` and `epoch`; if the server cannot resume, a `resync`
