@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import json
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from types import TracebackType
@@ -43,7 +43,8 @@ class ToolCall:
 class Reply:
     """What the server does with one request."""
 
-    pieces: list[str] = field(default_factory=list)  # content deltas, in order
+    # Deltas in order: a str is content; a dict is sent as the delta itself (e.g. reasoning).
+    pieces: Sequence[str | Json] = field(default_factory=list)
     delay_s: float = 0.0  # before each piece
     status: int | None = None  # fail with this HTTP status instead of streaming
     break_after: int | None = None  # drop the connection after this many pieces
@@ -53,7 +54,17 @@ class Reply:
     finish_reason: str | None = None  # default: "tool_calls" if tool_calls else "stop"
     error_event: str | None = None  # an in-stream {"error": ...} event after the pieces
     omit_finish: bool = False  # end the body cleanly without saying how the answer finished
-    usage: bool = False  # end with a usage chunk whose choices list is empty, as OpenAI can
+    # End with a usage chunk whose choices list is empty, as OpenAI does when asked: True for
+    # a made-up count, or the usage object to send.
+    usage: bool | Json = False
+    empty_first: bool = False  # start with a chunk whose choices list is empty (Azure's filter)
+    raw: list[bytes] | None = None  # send these bytes as the body instead, one HTTP chunk each
+
+
+def think(text: str, key: str = "reasoning_content") -> Json:
+    """A reasoning delta, as vLLM and DeepSeek (``reasoning_content``) or Ollama and
+    OpenRouter (``reasoning``) send it."""
+    return {key: text}
 
 
 def echo_reply(body: Json) -> Reply:
@@ -218,6 +229,14 @@ async def _stream(
     reply: Reply, model: str, writer: asyncio.StreamWriter, gone: asyncio.Future[None]
 ) -> bool:
     writer.write(_STREAM_HEAD)
+    if reply.raw is not None:
+        for data in reply.raw:
+            await _send_raw(writer, data)
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        return True
+    if reply.empty_first:
+        await _send(writer, {**_chunk(model, {}), "choices": []})
     await _send(writer, _chunk(model, {"role": "assistant", "content": ""}))
     for index, piece in enumerate(reply.pieces):
         if reply.stall_after == index:
@@ -230,7 +249,8 @@ async def _stream(
             await asyncio.wait({gone}, timeout=reply.delay_s)
         if gone.done():
             return False
-        await _send(writer, _chunk(model, {"content": piece}))
+        delta = {"content": piece} if isinstance(piece, str) else piece
+        await _send(writer, _chunk(model, delta))
     if reply.stall_after == len(reply.pieces):
         await gone
         return False
@@ -246,7 +266,9 @@ async def _stream(
         finish = reply.finish_reason or ("tool_calls" if reply.tool_calls else "stop")
         await _send(writer, _chunk(model, {}, finish))
     if reply.usage:
-        usage = {"prompt_tokens": 3, "completion_tokens": len(reply.pieces), "total_tokens": 9}
+        usage = reply.usage
+        if usage is True:
+            usage = {"prompt_tokens": 3, "completion_tokens": len(reply.pieces), "total_tokens": 9}
         await _send(writer, {**_chunk(model, {}), "choices": [], "usage": usage})
     await _send_raw(writer, b"data: [DONE]\n\n")
     writer.write(b"0\r\n\r\n")

@@ -16,6 +16,7 @@ from dari.protocol.errors import AgentFailed, DariError, ErrorCode
 from dari.settings import AgentConfig, ProjectConfig, Settings
 from tests.backends.context import RecordingContext, collect, make_request
 from tests.backends.fake_openai import FakeOpenAI, Reply, ToolCall
+from tests.backends.recorded import TOOL_CALLS
 
 Factory = Callable[..., Awaitable[OpenAIBackend]]
 RED_DOT = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
@@ -306,6 +307,28 @@ async def test_body_ending_without_a_finish_reason_is_a_failure(
     assert failure.message == "upstream stream ended before the answer was complete"
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        [
+            b'data: {"choices": [{"delta": {"content": "ok"}, "finish_reason": null}]}\n\n',
+            b"data: {oops\n\n",
+        ],
+        [
+            b'data: {"choices": [{"delta": {"content": "ok"}, "finish_reason": null}]}\n\n',
+            b'data: {"choices": 7}\n\n',
+        ],
+    ],
+)
+async def test_malformed_data_fails_after_the_pieces_sent(
+    make_backend: Factory, upstream: FakeOpenAI, body: list[bytes]
+) -> None:
+    upstream.script(Reply(raw=body))
+    backend = await make_backend()
+    seen, failure = await fail(backend)
+    assert seen == ["ok"] and failure.message == "upstream sent malformed data"
+
+
 async def test_backend_works_again_after_a_failure(
     make_backend: Factory, upstream: FakeOpenAI
 ) -> None:
@@ -367,6 +390,28 @@ async def test_cancelling_between_pieces_closes_the_upstream_connection(
 
 
 # --- delegation ---------------------------------------------------------------------------
+
+
+async def test_a_recorded_stream_with_two_tool_calls_runs_both(
+    make_backend: Factory, upstream: FakeOpenAI
+) -> None:
+    # Text, then two calls in fragments, the finish, a usage-only chunk: as OpenAI streams it.
+    upstream.script(Reply(raw=TOOL_CALLS), Reply(pieces=["Both are on it."]))
+    writer = AgentConfig(name="w")
+    backend = await make_backend(can_delegate=True, others=(RESEARCHER, writer))
+    ctx = RecordingContext()
+
+    events = await collect(backend.stream(make_request(), ctx))
+
+    assert ctx.delegations == [("researcher", "조사"), ("w", "t")]
+    assert [e for e in events if isinstance(e, str)] == [
+        "잠시만요, ",
+        "알아볼게요.",
+        "Both are on it.",
+    ]
+    replayed = upstream.requests[1]["messages"][-3]
+    assert replayed["content"] == "잠시만요, 알아볼게요."
+    assert [call["id"] for call in replayed["tool_calls"]] == ["call_a", "call_b"]
 
 
 def delegate_call(agent_name: str, task: str, call_id: str = "call_1") -> ToolCall:

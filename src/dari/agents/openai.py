@@ -14,17 +14,18 @@ with ``ctx.delegate`` and the model continues, for at most :data:`MAX_TOOL_ROUND
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
+import sys
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Literal, cast
 
 import openai
+import orjson
 from openai.types.chat import (
-    ChatCompletionChunk,
     ChatCompletionContentPartParam,
     ChatCompletionMessageParam,
     ChatCompletionToolParam,
@@ -40,6 +41,7 @@ from dari.agents.base import (
     Step,
 )
 from dari.agents.messages import content_parts, report_text
+from dari.agents.sse import DONE, MalformedChunk, SSEDecoder, ToolCall, Turn, UpstreamError
 from dari.protocol.errors import AgentFailed, DariError
 from dari.settings import AgentConfig, Settings
 
@@ -47,6 +49,7 @@ MAX_TOOL_ROUNDS = 4
 DELEGATE_TOOL = "delegate_task"
 NO_KEY = "not-needed"  # local servers ignore the key, but the client wants one
 _DETAIL_STATUSES = frozenset({400, 404, 413, 422})  # their message helps and holds no secret
+_DRAIN_S = 0.1  # how long to read on after [DONE] for the body's end
 
 
 class OpenAIOptions(BaseModel):
@@ -94,7 +97,7 @@ class OpenAIBackend(AgentBackend):
     async def stream(self, request: AgentRequest, ctx: AgentContext) -> AsyncIterator[AgentEvent]:
         messages = build_messages(request, self.options)
         for round_ in range(MAX_TOOL_ROUNDS + 1):
-            turn = _Turn()
+            turn = Turn()
             # aclosing: when the answer is closed at a yield, the upstream response closes now.
             completion = self._complete(messages, turn, last=round_ == MAX_TOOL_ROUNDS)
             async with contextlib.aclosing(completion) as pieces:
@@ -102,9 +105,9 @@ class OpenAIBackend(AgentBackend):
                     yield piece
             if not turn.calls or round_ == MAX_TOOL_ROUNDS:
                 return
-            messages.append(turn.assistant_message())
+            messages.append(assistant_message(turn))
             for call in turn.calls:
-                arguments = call.delegation()
+                arguments = delegation(call)
                 if isinstance(arguments, str):
                     result = _tool_result(error=arguments)
                 else:
@@ -117,29 +120,45 @@ class OpenAIBackend(AgentBackend):
     # --- one completion ----------------------------------------------------------------------
 
     async def _complete(
-        self, messages: list[ChatCompletionMessageParam], turn: _Turn, *, last: bool
+        self, messages: list[ChatCompletionMessageParam], turn: Turn, *, last: bool
     ) -> AsyncGenerator[str, None]:
-        """Stream one completion into ``turn``, yielding its text as it arrives."""
+        """Stream one completion into ``turn``, yielding its text as it arrives.
+
+        The official client sends the request (auth, base URL, retries, status errors); the
+        body is read raw (:mod:`dari.agents.sse`), not as one pydantic model per chunk."""
         assert self._client is not None, "start() first"
-        try:
-            stream = await self._client.chat.completions.create(
-                model=self.options.model,
-                messages=messages,
-                stream=True,
-                **self._extra_arguments(last),
-            )
-        except openai.APIError as exc:
-            raise self._failure(exc, streaming=False) from exc
+        request = self._client.chat.completions.with_streaming_response.create(
+            model=self.options.model,
+            messages=messages,
+            stream=True,
+            **self._extra_arguments(last),
+        )
         # Leaving this block for any reason (end, error, cancellation) closes the response.
-        async with stream:
+        async with contextlib.AsyncExitStack() as stack:
             try:
-                async for chunk in stream:
-                    piece = turn.add(chunk)
-                    if piece:
-                        yield piece
+                response = await stack.enter_async_context(request)
             except openai.APIError as exc:
-                raise self._failure(exc, streaming=True) from exc
-            except json.JSONDecodeError as exc:
+                raise self._failure(exc, streaming=False) from exc
+            body = response.http_response
+            timeouts, broken = _transport_errors(body)
+            try:
+                async with contextlib.aclosing(_events(body)) as events:
+                    async for payload in events:
+                        if payload == DONE:
+                            await _drain(events, broken)
+                            break
+                        piece = turn.add(orjson.loads(payload))[1]
+                        if piece:
+                            yield piece
+            except timeouts as exc:
+                raise AgentFailed(
+                    f"upstream timed out (no data for {self.options.timeout_s:g}s)"
+                ) from exc
+            except broken as exc:
+                raise AgentFailed("upstream connection broke off mid-answer") from exc
+            except UpstreamError as exc:
+                raise AgentFailed(f"upstream error: {_short(exc.message)}") from exc
+            except (orjson.JSONDecodeError, MalformedChunk) as exc:
                 raise AgentFailed("upstream sent malformed data") from exc
         if turn.finish_reason is None:
             # The body ended cleanly but the answer did not (e.g. a proxy cut it short).
@@ -281,78 +300,76 @@ def delegate_tool(names: list[str] | None, descriptions: dict[str, str]) -> Chat
 # --- reading the stream --------------------------------------------------------------------
 
 
-@dataclass
-class _ToolCall:
-    index: int
-    id: str = ""
-    name: str = ""
-    arguments: str = ""
-
-    def delegation(self) -> tuple[str, str] | str:
-        """``(agent_name, task)``, or why the call cannot be carried out."""
-        if self.name != DELEGATE_TOOL:
-            return f"unknown tool {self.name!r}"
-        try:
-            arguments = json.loads(self.arguments or "{}")
-        except json.JSONDecodeError:
-            return "arguments are not valid JSON"
-        agent_name = arguments.get("agent_name") if isinstance(arguments, dict) else None
-        task = arguments.get("task") if isinstance(arguments, dict) else None
-        if not isinstance(agent_name, str) or not isinstance(task, str) or not task.strip():
-            return 'expected arguments {"agent_name": string, "task": non-empty string}'
-        return agent_name, task
+def delegation(call: ToolCall) -> tuple[str, str] | str:
+    """``(agent_name, task)`` of a ``delegate_task`` call, or why it cannot be carried out."""
+    if call.name != DELEGATE_TOOL:
+        return f"unknown tool {call.name!r}"
+    try:
+        arguments = json.loads(call.arguments or "{}")
+    except json.JSONDecodeError:
+        return "arguments are not valid JSON"
+    agent_name = arguments.get("agent_name") if isinstance(arguments, dict) else None
+    task = arguments.get("task") if isinstance(arguments, dict) else None
+    if not isinstance(agent_name, str) or not isinstance(task, str) or not task.strip():
+        return 'expected arguments {"agent_name": string, "task": non-empty string}'
+    return agent_name, task
 
 
-@dataclass
-class _Turn:
-    """What one streamed completion said: its text, its tool calls, how it finished."""
+def assistant_message(turn: Turn) -> ChatCompletionMessageParam:
+    """The model's turn as it goes back to the model: its text and its tool calls."""
+    calls = turn.calls
+    for call in calls:
+        call.id = call.id or f"call_{call.index}"
+    return {
+        "role": "assistant",
+        "content": "".join(turn.text) or None,
+        "tool_calls": [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments},
+            }
+            for call in calls
+        ],
+    }
 
-    text: list[str] = field(default_factory=list)
-    by_index: dict[int, _ToolCall] = field(default_factory=dict)
-    finish_reason: str | None = None
 
-    @property
-    def calls(self) -> list[_ToolCall]:
-        return [self.by_index[index] for index in sorted(self.by_index)]
+async def _events(body: Any) -> AsyncGenerator[bytes, None]:
+    """The ``data`` of each server-sent event of ``body``, as the bytes arrive."""
+    decoder = SSEDecoder()
+    async for data in body.aiter_bytes():
+        for payload in decoder.feed(data):
+            yield payload
+    for payload in decoder.finish():
+        yield payload
 
-    def add(self, chunk: ChatCompletionChunk) -> str:
-        """Take in one chunk; return its text (may be empty)."""
-        if not chunk.choices:  # e.g. a trailing usage chunk
-            return ""
-        choice = chunk.choices[0]
-        if choice.finish_reason:
-            self.finish_reason = choice.finish_reason
-        for delta in choice.delta.tool_calls or []:
-            # Deltas of one call share an index; the id and name come with the first only.
-            index = getattr(delta, "index", None)
-            call = self.by_index.setdefault(
-                len(self.by_index) if index is None else index, _ToolCall(len(self.by_index))
-            )
-            call.id = call.id or delta.id or ""
-            if delta.function is not None:
-                call.name = call.name or delta.function.name or ""
-                call.arguments += delta.function.arguments or ""
-        piece = choice.delta.content or ""
-        if piece:
-            self.text.append(piece)
-        return piece
 
-    def assistant_message(self) -> ChatCompletionMessageParam:
-        calls = self.calls
-        for call in calls:
-            call.id = call.id or f"call_{call.index}"
-        return {
-            "role": "assistant",
-            "content": "".join(self.text) or None,
-            "tool_calls": [
-                {
-                    "id": call.id,
-                    "type": "function",
-                    "function": {"name": call.name, "arguments": call.arguments},
-                }
-                for call in calls
-            ],
-        }
+_ErrorTypes = tuple[type[BaseException], ...]
+_TRANSPORT_ERRORS: dict[type[Any], tuple[_ErrorTypes, _ErrorTypes]] = {}
+
+
+def _transport_errors(body: Any) -> tuple[_ErrorTypes, _ErrorTypes]:
+    """(timeouts, broken connections) of the HTTP library the client's response comes from.
+
+    openai 1.x reads with ``httpx``, 3.x with ``httpx2``; both name these errors alike."""
+    kind = type(body)
+    known = _TRANSPORT_ERRORS.get(kind)
+    if known is None:
+        library = sys.modules[kind.__module__.partition(".")[0]]
+        known = _TRANSPORT_ERRORS[kind] = (
+            (library.TimeoutException,),
+            (library.RequestError,),
+        )
+    return known
+
+
+async def _drain(events: AsyncIterator[bytes], broken: _ErrorTypes) -> None:
+    """Read what follows ``[DONE]`` up to the body's end, so the connection can be used again;
+    briefly, because a server may hold the body open."""
+    with contextlib.suppress(TimeoutError, *broken):
+        async with asyncio.timeout(_DRAIN_S):
+            async for _ in events:
+                pass
 
 
 # --- helpers -------------------------------------------------------------------------------
