@@ -5,12 +5,25 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.venv
 
+APT_UPDATED=""
+apt_install() {
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    if [ -z "$APT_UPDATED" ]; then $SUDO apt-get update -qq; APT_UPDATED=1; fi
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null
+}
+
 ensure_chromium() {
     if [ -x /usr/bin/chromium ]; then return; fi
     echo "== installing Chromium (Debian package) for the browser tests"
-    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+    apt_install chromium
+}
+
+# Without a CJK font headless Chromium draws Korean as boxes, and the UI tests' screenshots
+# cannot be read. Chromium brings fontconfig, so fc-list is there once it is installed.
+ensure_cjk_font() {
+    if command -v fc-list >/dev/null && [ -n "$(fc-list :lang=ko family)" ]; then return; fi
+    echo "== installing a CJK font (Debian package fonts-noto-cjk) for the browser tests"
+    apt_install fonts-noto-cjk
 }
 
 ensure_postgres() {
@@ -32,6 +45,7 @@ ensure_redis() {
 }
 
 ensure_chromium
+ensure_cjk_font
 ensure_postgres
 ensure_redis
 
