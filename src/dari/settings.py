@@ -9,11 +9,23 @@ store, ``memory://`` (one node) or ``redis://…`` (several) for the bus and the
 from __future__ import annotations
 
 import contextvars
+import difflib
 import ipaddress
+import os
+import tomllib
+import types
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -22,9 +34,20 @@ from pydantic_settings import (
 )
 
 Policy = Literal["enqueue", "interrupt", "reject"]
+ENV_PREFIX = "DARI_"
+# DARI_* variables that are not settings: the test suite's own switches.
+NOT_SETTINGS_PREFIXES = ("DARI_TEST_", "DARI_E2E_")
 
 
-class AgentConfig(BaseModel):
+class Section(BaseModel):
+    """A table of the settings file. A misspelt key must refuse to start, never fall back to a
+    default silently (``[auth] isuer`` would accept tokens from any issuer); values stay out of
+    error messages, since some are secrets."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+
+class AgentConfig(Section):
     name: str = Field(min_length=1, max_length=128)
     backend: str = "offline"
     description: str = ""
@@ -35,10 +58,15 @@ class AgentConfig(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
-class ProjectConfig(BaseModel):
+class ProjectConfig(Section):
     id: str = Field(min_length=1, max_length=128)
     name: str = ""
     agents: list[AgentConfig] = Field(default_factory=list)
+    # Threads every user of the project sees (a team room); all others are private to the
+    # user who started them. "main" here makes the default thread one shared conversation.
+    shared_threads: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
+        default_factory=list
+    )
 
     @model_validator(mode="after")
     def _unique_agents(self) -> ProjectConfig:
@@ -78,7 +106,7 @@ def default_projects() -> list[ProjectConfig]:
     ]
 
 
-class ServerSettings(BaseModel):
+class ServerSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     ws_backend: Literal["auto", "websockets-sansio", "websockets", "wsproto"] = "websockets-sansio"
@@ -97,7 +125,7 @@ class ServerSettings(BaseModel):
             return False
 
 
-class StoreSettings(BaseModel):
+class StoreSettings(Section):
     url: str = "sqlite+aiosqlite:///./data/dari.db"
     checkpoint_s: float = Field(default=1.0, gt=0)  # partial answers are saved this often
 
@@ -111,18 +139,18 @@ class StoreSettings(BaseModel):
         return url
 
 
-class BusSettings(BaseModel):
+class BusSettings(Section):
     url: str = "memory://"
 
 
-class ReplaySettings(BaseModel):
+class ReplaySettings(Section):
     url: str = "memory://"
     max_frames: int = Field(default=10_000, ge=1)
     max_age_s: float = Field(default=600.0, gt=0)
     idle_client_ttl_s: float = Field(default=3600.0, gt=0)  # forget absent clients after this
 
 
-class LimitsSettings(BaseModel):
+class LimitsSettings(Section):
     max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
     # The WebSocket layer's hard cap: frames between the two limits get a `too_large` error;
     # past this one the socket is closed with 1009 before the message is buffered whole.
@@ -150,10 +178,8 @@ class LimitsSettings(BaseModel):
     yield_every_pieces: int = Field(default=8, ge=0)
 
 
-class ClusterSettings(BaseModel):
+class ClusterSettings(Section):
     """Timing of the leases under which nodes run conversations (several nodes only)."""
-
-    model_config = ConfigDict(extra="forbid")  # a misspelt timing must not fall back silently
 
     # A node that stops renewing (killed, partitioned) loses its conversations this long after
     # its last renewal; its running answer is then ended as failed by another node.
@@ -172,7 +198,7 @@ class ClusterSettings(BaseModel):
         return self
 
 
-class AuthSettings(BaseModel):
+class AuthSettings(Section):
     mode: Literal["none", "jwt"] = "none"
     algorithms: list[str] = Field(default_factory=lambda: ["HS256"])
     secret: str | None = None  # for HS256
@@ -197,7 +223,11 @@ _config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="DARI_", env_nested_delimiter="__", extra="forbid", validate_default=True
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+        hide_input_in_errors=True,
     )
 
     server: ServerSettings = Field(default_factory=ServerSettings)
@@ -240,6 +270,7 @@ class Settings(BaseSettings):
         """Read settings from ``config_file`` (TOML), the environment and ``overrides``."""
         if config_file is not None and not config_file.is_file():
             raise FileNotFoundError(f"config file not found: {config_file}")
+        _refuse_unknown_env(os.environ, config_file, overrides)
         token = _config_file.set(config_file)
         try:
             return cls(**overrides)
@@ -249,3 +280,81 @@ class Settings(BaseSettings):
     @property
     def effective_node_id(self) -> str:
         return self.node_id or f"{self.server.host}:{self.server.port}"
+
+
+class UnknownSettingError(ValueError):
+    """A ``DARI_*`` environment variable that names no setting."""
+
+
+def unknown_env_settings(environ: Mapping[str, str]) -> list[str]:
+    """One message per ``DARI_*`` variable that names no setting (nested keys with ``__``)."""
+    problems = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if upper.startswith(ENV_PREFIX) and not upper.startswith(NOT_SETTINGS_PREFIXES):
+            problem = _env_problem(name)
+            if problem is not None:
+                problems.append(problem)
+    return problems
+
+
+def _env_problem(name: str) -> str | None:
+    # The environment source matches names case-insensitively; so does this walk.
+    keys = name[len(ENV_PREFIX) :].lower().split("__")
+    model: type[BaseModel] = Settings
+    for depth, key in enumerate(keys):
+        fields = model.model_fields
+        if key not in fields:
+            where = ".".join(keys[:depth]) or "the top level"
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f"; did you mean {'.'.join([*keys[:depth], close[0]])}?" if close else ""
+            return f"{name}: {where} has no setting {key!r}{hint}"
+        annotation = fields[key].annotation
+        inner = _section_of(annotation)
+        if inner is None:
+            # A value (a list or table as JSON): only a table's own keys may follow it.
+            if depth + 1 < len(keys) and get_origin(annotation) is not dict:
+                return f"{name}: {'.'.join(keys[: depth + 1])} has no keys under it"
+            return None
+        model = inner
+    return None
+
+
+def _section_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) in (Union, types.UnionType):  # `Section | None`
+        for arg in get_args(annotation):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                return arg
+    return None
+
+
+def _refuse_unknown_env(
+    environ: Mapping[str, str], config_file: Path | None, overrides: Mapping[str, Any]
+) -> None:
+    problems = unknown_env_settings(environ)
+    if not problems:
+        return
+    # An agent may keep its API key in a DARI_* variable of its own choosing.
+    named = set(_key_env_names(overrides))
+    if config_file is not None:
+        named.update(_key_env_names(tomllib.loads(config_file.read_text(encoding="utf-8"))))
+    problems = [p for p in problems if p.split(":", 1)[0] not in named]
+    if problems:
+        raise UnknownSettingError("unknown setting(s) in the environment: " + "; ".join(problems))
+
+
+def _key_env_names(value: Any) -> Iterator[str]:
+    """Every ``api_key_env`` named anywhere in ``value`` (agents' options)."""
+    if isinstance(value, BaseModel):
+        value = value.model_dump()
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if key == "api_key_env" and isinstance(item, str):
+                yield item
+            else:
+                yield from _key_env_names(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _key_env_names(item)

@@ -76,3 +76,16 @@ def test_mixed_algorithms_refuse_to_build_a_gateway(tmp_path: Path) -> None:
         Gateway(
             settings(tmp_path, "0.0.0.0", mode="jwt", secret=SECRET, algorithms=["HS256", "RS256"])
         )
+
+
+def test_misspelt_settings_refuse_to_start_and_name_the_key(tmp_path: Path) -> None:
+    port = str(free_port())
+    result = serve(tmp_path, "--port", port, DARI_SERVER__METRICS_TOKN="metrics-s3cret")
+    assert result.returncode == 2
+    assert "DARI_SERVER__METRICS_TOKN" in result.stderr and "server.metrics_token" in result.stderr
+    assert "metrics-s3cret" not in result.stderr
+    config = tmp_path / "dari.toml"
+    config.write_text('[auth]\nmode = "jwt"\nisuer = "https://issuer.example"\n')
+    result = serve(tmp_path, "--config", str(config), "--port", port, DARI_AUTH__SECRET=SECRET)
+    assert result.returncode == 2 and "auth.isuer" in result.stderr
+    assert not (tmp_path / "data").exists()  # refused before opening the store
