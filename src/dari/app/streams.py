@@ -1,0 +1,197 @@
+"""Streams for dialects that are not a dari socket: AI SDK and AG-UI over HTTP (SSE) or WebSocket.
+
+Each stream is an internal, ephemeral hub client (``thread.<random>``, like the second dialect's
+sockets, so no ``/ws/chat`` socket can attach to it) whose replay log is read here instead of by a
+socket writer. Chats, cancels and subscriptions go through :class:`ChatSession`, so auth,
+idempotency, ordering, the double-texting policy and history are the engine's own; the endpoint
+only renders the frames that land in the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from dari.app.gateway import Gateway
+from dari.app.session import ChatSession, send_snapshots
+from dari.auth.base import Principal
+from dari.hub.connection import Connection
+from dari.hub.replay import ReplayLog
+from dari.protocol import frames
+from dari.protocol.errors import DariError, ErrorCode
+from dari.protocol.frames import ChatIn, ConversationKey, Frame
+
+CLIENT_PREFIX = "thread."  # the hub's internal clients: refused on /ws/chat (see app/ws.py)
+_BATCH = 256
+_FINISHED: dict[str, str] = {"complete": "stop", "cancelled": "cancelled", "failed": "error"}
+
+
+class StreamLost(DariError):
+    """The reader fell behind the replay window: frames it never read are gone."""
+
+    code = ErrorCode.INTERNAL
+
+
+class StreamSink(Connection):
+    """What the hub sees attached for a stream: it calls ``notify``, ``offer`` and ``close``.
+
+    There is no socket to write to, so :class:`Connection`'s writer is not set up; the
+    endpoint reads the client's log through :meth:`frames` at its own pace. Pieces it has not
+    read yet are merged by the log, so a slow HTTP reader gets fewer, larger pieces.
+    """
+
+    __slots__ = ("_pending", "_wake")
+
+    def __init__(self, client_id: str, user_id: str, replay: ReplayLog, generation: int) -> None:
+        # Deliberately not Connection.__init__: it prepares a socket writer this sink lacks.
+        self.client_id = client_id
+        self.user_id = user_id
+        self.replay = replay
+        self.generation = generation
+        self.sent = 0
+        self.closed = asyncio.Event()
+        self.close_code: int | None = None
+        self._wake = asyncio.Event()
+        self._pending: list[Frame] = []  # read already, to be handed out by frames() first
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    def offer(self, epoch: str, seq: int, frame: Frame) -> None:
+        """Several nodes: frames are read back from the shared log instead."""
+
+    async def close(self, code: int, reason: str = "") -> None:
+        self.close_code = code
+        self.closed.set()
+        self._wake.set()
+
+    async def stop(self) -> None:
+        await self.close(1000)
+
+    async def ready(self) -> list[Frame]:
+        """The frames logged and not handed out yet, without waiting for more."""
+        batch = self._pending
+        self._pending = []
+        while True:
+            read = await self.replay.read(self.client_id, self.sent, _BATCH)
+            if read is None:
+                raise StreamLost("the stream fell behind the replay window")
+            if not read:
+                return batch
+            self.sent = read[-1]["seq"]
+            batch.extend(read)
+
+    def push_back(self, batch: list[Frame]) -> None:
+        """Frames :meth:`frames` hands out before anything logged after them."""
+        self._pending = batch + self._pending
+
+    async def frames(self, idle_s: float | None = None) -> AsyncIterator[Frame | None]:
+        """Every frame logged for this client, in order, as it comes; ``None`` after
+        ``idle_s`` seconds without one (a keep-alive point). Ends once the hub closed it."""
+        while True:
+            self._wake.clear()  # before the read: a frame logged after it wakes the wait below
+            batch = await self.ready()
+            for frame in batch:
+                yield frame
+            if batch:
+                continue
+            if self.closed.is_set():
+                return
+            try:
+                async with asyncio.timeout(idle_s):
+                    await self._wake.wait()
+            except TimeoutError:
+                yield None
+
+
+@dataclass(slots=True)
+class Stream:
+    """One open stream: its sink (the frames) and its session (what it may do)."""
+
+    gateway: Gateway
+    principal: Principal
+    sink: StreamSink
+    session: ChatSession
+
+    async def chat(self, chat: ChatIn) -> tuple[str, bool]:
+        """Accept ``chat`` as a ``chat`` frame would be; returns ``(request_id, duplicate)``.
+
+        Raises the engine's :class:`DariError` (forbidden, queue_full, ...) unchanged. A
+        duplicate (the same ``id`` again) is shown from its start: see :meth:`_show_again`.
+        """
+        await self.session.chat(chat)
+        batch = await self.sink.ready()
+        acks = [f for f in batch if f.get("type") == "ack" and f.get("id") == chat.id]
+        if not acks:
+            raise DariError("the chat was accepted but not acknowledged", code=ErrorCode.INTERNAL)
+        # With several nodes the answer may already have started: keep its frames.
+        self.sink.push_back([f for f in batch if f is not acks[0]])
+        request_id, duplicate = str(acks[0]["request_id"]), bool(acks[0]["duplicate"])
+        if duplicate:
+            key = ConversationKey(chat.project_id, chat.agent_name, chat.thread_id)
+            await self._show_again(key, request_id)
+        return request_id, duplicate
+
+    async def snapshots(self, key: ConversationKey) -> list[Frame]:
+        """Follow ``key`` from now on; the ``snapshot`` of each answer running in it.
+
+        The snapshots stay in line for :meth:`StreamSink.frames`, before the live pieces.
+        """
+        await self.gateway.hub.join(self.sink.client_id, key)
+        await send_snapshots(self.gateway, self.sink.client_id, {key})
+        batch = await self.sink.ready()
+        self.sink.push_back(batch)
+        return [f for f in batch if f.get("type") == "snapshot"]
+
+    async def _show_again(self, key: ConversationKey, request_id: str) -> None:
+        """A chat sent again: its answer from the start. Running: its snapshot, then live
+        pieces. Queued: nothing yet (its ``start`` follows). Finished: the saved answer as
+        ``start``, one ``response`` and ``end``."""
+        user = self.principal.user_id
+        if await self.gateway.runner.locate(request_id, user) is not None:
+            await self.snapshots(key)
+            return
+        saved: list[Frame] = [frames.answer_frame("start", key, request_id)]
+        finish = "stop"  # accepted long ago, its answer no longer among the recent messages
+        for record in reversed(await self.gateway.store.history(key, 500)):
+            if record.request_id == request_id and record.role == "assistant":
+                if record.content:
+                    saved.append(
+                        frames.answer_frame("response", key, request_id, content=record.content)
+                    )
+                finish = _FINISHED.get(record.status, "error")
+                break
+        saved.append(frames.answer_frame("end", key, request_id, finish_reason=finish))
+        self.sink.push_back(saved)
+
+
+@contextlib.asynccontextmanager
+async def open_stream(gateway: Gateway, principal: Principal) -> AsyncIterator[Stream]:
+    """An attached internal client for the duration of one stream; forgotten afterwards."""
+    hub = gateway.hub
+    client_id = f"{CLIENT_PREFIX}{uuid.uuid4().hex}"
+    hub.client(client_id, principal, ephemeral=True)
+    sink = StreamSink(client_id, principal.user_id, gateway.replay, hub.next_generation())
+    hub.attach(sink)
+    try:
+        await hub.watch(sink)  # several nodes: frames logged elsewhere wake this reader
+        yield Stream(gateway, principal, sink, ChatSession(gateway, principal, client_id))
+    finally:
+        sink.closed.set()
+        await hub.detach(sink)
+
+
+def relevant(frame: Frame, request_id: str, key: ConversationKey) -> bool:
+    """Whether a logged frame belongs to the stream of answer ``request_id`` in ``key``:
+    the answer's own frames and the reports delivered into its conversation meanwhile."""
+    kind = frame.get("type")
+    if kind == "auto_report":
+        return (
+            frame.get("project_id") == key.project_id
+            and frame.get("origin_agent", frame.get("agent_name")) == key.agent_name
+            and frame.get("thread_id", key.thread_id) == key.thread_id
+        )
+    return frame.get("request_id") == request_id and kind not in ("ack", "history")
