@@ -12,6 +12,8 @@ import contextvars
 import difflib
 import ipaddress
 import os
+import secrets
+import socket
 import tomllib
 import types
 from collections.abc import Iterator, Mapping
@@ -22,6 +24,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     field_validator,
     model_validator,
@@ -238,10 +241,12 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     heartbeat_s: float = Field(default=20.0, gt=0)
-    node_id: str | None = None
+    # Unset: unique per process (host name, pid, random suffix); see effective_node_id.
+    node_id: str | None = Field(default=None, min_length=1, max_length=200)
     default_project: str = "project_001"
     default_agent: str = "집사"
     projects: list[ProjectConfig] = Field(default_factory=default_projects)
+    _default_node_id: str = PrivateAttr(default="")
 
     @model_validator(mode="after")
     def _unique_projects(self) -> Settings:
@@ -249,6 +254,29 @@ class Settings(BaseSettings):
         if len(ids) != len(set(ids)):
             raise ValueError("a project id is declared twice")
         return self
+
+    @model_validator(mode="after")
+    def _cluster_needs_a_redis_bus(self) -> Settings:
+        # Without a shared bus, nodes sharing Redis logs cannot wake or cancel each other:
+        # answers would reach only the sockets of the node that ran them.
+        if self.replay.url != "memory://" and self.bus.url == "memory://":
+            raise ValueError(
+                "replay.url is Redis but bus.url is memory://: several nodes need "
+                "bus.url = redis://… as well (the same Redis is fine)"
+            )
+        if self.bus.url != "memory://" and self.replay.url == "memory://":
+            raise ValueError(
+                "bus.url is Redis but replay.url is memory://: several nodes need "
+                "replay.url = redis://… as well (the same Redis is fine)"
+            )
+        return self
+
+    def model_post_init(self, context: Any, /) -> None:
+        # One id per process and Settings, unique even among replicas bound to the same
+        # host:port (every pod of a deployment): nodes tell their own bus messages and leases
+        # from each other's by it.
+        host = socket.gethostname()[:120] or "dari"
+        self._default_node_id = f"{host}-{os.getpid()}-{secrets.token_hex(4)}"
 
     @classmethod
     def settings_customise_sources(
@@ -279,7 +307,12 @@ class Settings(BaseSettings):
 
     @property
     def effective_node_id(self) -> str:
-        return self.node_id or f"{self.server.host}:{self.server.port}"
+        return self.node_id or self._default_node_id
+
+    @property
+    def clustered(self) -> bool:
+        """Several nodes share clients through Redis (one node keeps everything in memory)."""
+        return self.bus.url != "memory://"
 
 
 class UnknownSettingError(ValueError):

@@ -18,7 +18,9 @@ TIMEOUT_S = 15.0
 async def _readyz(server: RunningServer) -> tuple[int, dict[str, Any]]:
     async with httpx.AsyncClient(base_url=server.http, timeout=10) as http:
         response = await http.get("/readyz")
-    return response.status_code, response.json()
+    body = response.json()
+    assert body.pop("node_id") == server.settings.effective_node_id  # which node answered
+    return response.status_code, body
 
 
 async def _is(server: RunningServer, status: int) -> bool:

@@ -399,6 +399,21 @@ async def test_fail_interrupted_marks_only_this_nodes_streaming_answers(store: S
     assert await store.fail_interrupted("node-unknown") == 0
 
 
+async def test_fail_interrupted_of_every_node_for_one_node_alone(store: SqlStore) -> None:
+    # A single node's id changes with each process: at start it fails whatever is left streaming.
+    await chat(store, "question")
+    earlier_process = await store.begin_answer(KEY, "r-1", "host-1-aaaa")
+    another = await store.begin_answer(ConversationKey("p2", "echo", "t"), "r-2", "host-2-bbbb")
+    done = await answer(store, "finished", node="host-1-aaaa")
+    assert await store.fail_interrupted(None) == 2
+    statuses = {m.id: m.status for m in await store.history(KEY, 100)}
+    assert statuses[earlier_process] == "failed" and statuses[done] == "complete"
+    assert [m.status for m in await store.history(ConversationKey("p2", "echo", "t"), 10)] == [
+        "failed"
+    ]
+    assert another and await store.fail_interrupted(None) == 0
+
+
 # --- delegated tasks and reports ------------------------------------------------------------
 
 

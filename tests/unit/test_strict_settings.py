@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import os
+import re
+import socket
 from pathlib import Path
 
 import pytest
@@ -119,3 +121,41 @@ def test_variables_that_are_not_settings_are_allowed(
     assert load(tmp_path, toml).projects[0].agents[0].options["api_key_env"] == "DARI_OPENAI_KEY"
     with pytest.raises(UnknownSettingError, match="DARI_OPENAI_KEY"):
         Settings.load(None)  # no agent names it: a misspelt setting as far as dari knows
+
+
+# --- node identity and cluster mode ------------------------------------------------------------
+
+
+def test_the_default_node_id_is_unique_per_process_and_settings() -> None:
+    first, second = Settings.load(None), Settings.load(None)
+    assert first.effective_node_id != second.effective_node_id
+    assert first.effective_node_id == first.effective_node_id  # stable for one Settings
+    assert re.fullmatch(
+        rf"{re.escape(socket.gethostname()[:120])}-{os.getpid()}-[0-9a-f]{{8}}",
+        first.effective_node_id,
+    )
+    # Replicas bound to the same address no longer share an id.
+    same_address = {"server": {"host": "0.0.0.0", "port": 8000}}
+    assert (
+        Settings.load(None, **same_address).effective_node_id
+        != Settings.load(None, **same_address).effective_node_id
+    )
+    assert Settings.load(None, node_id="pod-3").effective_node_id == "pod-3"
+
+
+@pytest.mark.parametrize(
+    ("bus", "replay", "says"),
+    [
+        ("memory://", "redis://127.0.0.1:6379/0", "bus.url = redis://"),
+        ("redis://127.0.0.1:6379/0", "memory://", "replay.url = redis://"),
+    ],
+)
+def test_cluster_mode_needs_redis_for_both_bus_and_replay(bus: str, replay: str, says: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape(says)):
+        Settings.load(None, bus={"url": bus}, replay={"url": replay})
+    both = Settings.load(
+        None,
+        bus={"url": replay if bus == "memory://" else bus},
+        replay={"url": replay if bus == "memory://" else bus},
+    )
+    assert both.clustered

@@ -83,9 +83,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Not ready while the store, the bus or a shared replay log is unreachable; a load
         # balancer then sends new connections elsewhere until the node recovers by itself.
         checks = await gateway.ready()
+        node = {"node_id": settings.effective_node_id}  # which replica answered
         if all(state == "ok" for state in checks.values()):
-            return JSONResponse({"status": "ready", **checks})
-        return JSONResponse({"status": "not ready", **checks}, status_code=503)
+            return JSONResponse({"status": "ready", **node, **checks})
+        return JSONResponse({"status": "not ready", **node, **checks}, status_code=503)
 
     from dari.app.metrics import router as metrics_router
 

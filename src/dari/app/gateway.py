@@ -112,7 +112,9 @@ class Gateway:
                 await self.replay.ping()
             except DariError as exc:
                 log.warning("%s; retrying on use, /readyz says not ready meanwhile", exc.message)
-        interrupted = await self.store.fail_interrupted(self.runner.node_id)
+        # One node alone on its store: whatever is left streaming was its previous process's.
+        mine = self.runner.node_id if self.settings.clustered else None
+        interrupted = await self.store.fail_interrupted(mine)
         if interrupted:
             log.warning("marked %d answer(s) interrupted by the last stop as failed", interrupted)
         await self.directory.start()

@@ -136,8 +136,11 @@ class Store(ABC):
         """The last ``limit`` messages (older than id ``before``), oldest first."""
 
     @abstractmethod
-    async def fail_interrupted(self, node_id: str) -> int:
-        """Mark answers this node left ``streaming`` (it stopped mid-answer) as ``failed``."""
+    async def fail_interrupted(self, node_id: str | None) -> int:
+        """Mark answers this node left ``streaming`` (it stopped mid-answer) as ``failed``.
+
+        ``None``: every node's (one node alone on its store, whose id changes per process).
+        """
 
     @abstractmethod
     async def create_task(

@@ -123,6 +123,11 @@ class _Statements:
             .where((messages.c.status == "streaming") & (messages.c.node_id == bindparam("node")))
             .values(status="failed", updated_at=bindparam("now"))
         )
+        self.fail_all_streaming = (
+            update(messages)
+            .where(messages.c.status == "streaming")
+            .values(status="failed", updated_at=bindparam("now"))
+        )
         self.insert_task = tasks.insert()
         self.update_task = update(tasks).where(tasks.c.id == bindparam("task_id"))
         self.task_of = select(tasks).where(tasks.c.id == bindparam("task_id"))
@@ -421,8 +426,11 @@ class SqlStore(Store):
         rows = await self._worker.run(read, _order(key))
         return [_message_record(row) for row in reversed(rows)]
 
-    async def fail_interrupted(self, node_id: str) -> int:
+    async def fail_interrupted(self, node_id: str | None) -> int:
         def fail(conn: Connection) -> int:
+            if node_id is None:
+                statement = self._sql.fail_all_streaming
+                return int(conn.execute(statement, {"now": _now()}).rowcount)
             return int(
                 conn.execute(self._sql.fail_streaming, {"node": node_id, "now": _now()}).rowcount
             )
