@@ -72,6 +72,21 @@ def of(client: WsClient, request_id: str, kind: str) -> list[Frame]:
     return [f for f in client.frames if f.get("request_id") == request_id and f["type"] == kind]
 
 
+async def first_of_each(client: WsClient, *wanted: tuple[str, str | None]) -> list[Frame]:
+    """The first frame of each ``(type, request_id or None for any)``, in whatever order they
+    arrive: among the frames already received, and those still to come."""
+
+    def matches(frame: Frame, kind: str, request_id: str | None) -> bool:
+        return frame.get("type") == kind and request_id in (None, frame.get("request_id"))
+
+    def found() -> list[Frame | None]:
+        return [next((f for f in client.frames if matches(f, *w)), None) for w in wanted]
+
+    if None in found():
+        await client.until(lambda _: None not in found())
+    return [frame for frame in found() if frame is not None]
+
+
 # --- the primary dialect ------------------------------------------------------------------
 
 
@@ -206,19 +221,24 @@ async def test_cancel_closes_the_upstream_request(
     await client.close()
 
 
-async def test_openai_delegation_reports_back(server: RunningServer, upstream: FakeOpenAI) -> None:
+# Paced, the delegating answer ends well after the delegated echo task has reported.
+@pytest.mark.parametrize("piece_delay_s", [0.0, 0.3], ids=["either_order", "report_first"])
+async def test_openai_delegation_reports_back(
+    server: RunningServer, upstream: FakeOpenAI, piece_delay_s: float
+) -> None:
     upstream.script(
         Reply(
             tool_calls=[
                 ToolCall("delegate_task", {"agent_name": "researcher", "task": "find facts"})
             ]
         ),
-        Reply(pieces=["The researcher ", "is on it."]),
+        Reply(pieces=["The researcher ", "is on it."], delay_s=piece_delay_s),
     )
     client = await primary(server, "dg")
     await client.chat("please research", agent="delegator", project="p1", id="d1")
-    text, end = await client.answer("d1")
-    report = await client.until_type("auto_report")
+    # The delegated task may finish (auto_report) before or after the delegating answer's end.
+    end, report = await first_of_each(client, ("end", "d1"), ("auto_report", None))
+    text = "".join(f["content"] for f in of(client, "d1", "response"))
 
     assert (text, end["finish_reason"]) == ("The researcher is on it.", "stop")
     steps = [(f["name"], f["state"]) for f in of(client, "d1", "step")]
