@@ -11,7 +11,7 @@ from dari import __version__
 from dari.app.credentials import credentials_of
 from dari.app.gateway import Gateway
 from dari.app.origin import origin_allowed
-from dari.auth.base import Principal
+from dari.auth.base import ALL, Principal
 from dari.protocol.errors import AccessError, ErrorCode, LookupFailed
 from dari.protocol.frames import DEFAULT_THREAD, ConversationKey
 
@@ -153,6 +153,8 @@ async def report(
 ) -> dict[str, Any]:
     """An external system reports a finished job: saved in the conversation, sent as auto_report."""
     principal.require_admin()
+    # Reports are fed to the agent's model: an admin of p1 writes nothing into p2.
+    principal.require(project_id, body.agent_name)
     gateway.directory.get(project_id, body.agent_name)
     origin = ConversationKey(project_id, body.agent_name, body.thread_id)
     task_id = body.task_id or "external"
@@ -170,7 +172,14 @@ async def broadcast(
     body: BroadcastIn, gateway: GatewayDep, principal: PrincipalDep
 ) -> dict[str, Any]:
     principal.require_admin()
-    if body.project_id is not None:
+    if body.project_id is None:
+        if ALL not in principal.projects:
+            raise AccessError(
+                "a broadcast to everyone needs an admin of every project; name a project_id",
+                code=ErrorCode.FORBIDDEN,
+            )
+    else:
+        principal.require(body.project_id)
         gateway.directory.project(body.project_id)
     frame: dict[str, Any] = {"type": "broadcast", "content": body.content}
     if body.project_id is not None:
