@@ -88,7 +88,32 @@ class SubscribeIn(_Inbound):
     thread_id: Name = DEFAULT_THREAD
 
 
-ClientFrame = ChatIn | PingIn | CancelIn | HistoryIn | SubscribeIn
+class ThreadsIn(_Inbound):
+    """List the caller's conversations (and those shared with them), newest activity first."""
+
+    type: Literal["threads"]
+    project_id: Name | None = None
+    agent_name: Name | None = None
+    limit: Annotated[int, Field(ge=1, le=200)] = 50
+    before: Annotated[int, Field(ge=1)] | None = None  # the ``next`` of the previous page
+
+
+ThreadAction = Literal["rename", "delete", "share", "unshare"]
+
+
+class ThreadIn(_Inbound):
+    """Manage one conversation: rename (``title``, null to go back to the automatic one),
+    delete its history, share it with the project or make it private again."""
+
+    type: Literal["thread"]
+    action: ThreadAction
+    project_id: Name
+    agent_name: Name
+    thread_id: Name = DEFAULT_THREAD
+    title: Annotated[str, StringConstraints(min_length=1, max_length=200), NoNul] | None = None
+
+
+ClientFrame = ChatIn | PingIn | CancelIn | HistoryIn | SubscribeIn | ThreadsIn | ThreadIn
 
 INBOUND_MODELS: dict[str, type[_Inbound]] = {
     "chat": ChatIn,
@@ -97,26 +122,44 @@ INBOUND_MODELS: dict[str, type[_Inbound]] = {
     "history": HistoryIn,
     "subscribe": SubscribeIn,
     "unsubscribe": SubscribeIn,
+    "threads": ThreadsIn,
+    "thread": ThreadIn,
 }
 
 
 @dataclass(frozen=True, slots=True)
 class ConversationKey:
-    """A conversation: answers within one run one at a time, in arrival order."""
+    """A conversation: answers within one run one at a time, in arrival order.
+
+    ``scope`` is never on the wire. It is the user id when one thread name stands for one
+    conversation per user (the default thread, private to each user: see
+    ``dari.conversations.policy``), and ``""`` when the thread name alone names the
+    conversation. So two users' ``main`` are two keys: their subscriptions, queues, leases and
+    progress records never meet, while both read ``thread_id: "main"``.
+    """
 
     project_id: str
     agent_name: str
     thread_id: str = DEFAULT_THREAD
+    scope: str = ""
 
     def fields(self) -> Frame:
+        """The conversation's wire fields (``scope`` stays inside the server)."""
         return {
             "project_id": self.project_id,
             "agent_name": self.agent_name,
             "thread_id": self.thread_id,
         }
 
+    def parts(self) -> list[str]:
+        """The key as a list, for names shared between nodes; ``ConversationKey(*parts)``
+        reads it back. An unscoped key keeps the three-part form it always had."""
+        names = [self.project_id, self.agent_name, self.thread_id]
+        return [*names, self.scope] if self.scope else names
+
     def __str__(self) -> str:
-        return f"{self.project_id}/{self.agent_name}/{self.thread_id}"
+        name = f"{self.project_id}/{self.agent_name}/{self.thread_id}"
+        return f"{name} (of {self.scope})" if self.scope else name
 
 
 # --- outbound builders -------------------------------------------------------------------

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from dari.protocol.frames import ConversationKey
+from dari.stores.threads import ThreadStore
 
 Role = Literal["user", "assistant", "report"]
 Status = Literal["complete", "streaming", "cancelled", "failed"]
@@ -82,6 +83,9 @@ class TaskRecord:
 
 
 class Store(ABC):
+    # Owners, sharing, titles, read markers and listing of conversations (stores/threads.py).
+    threads: ThreadStore
+
     @abstractmethod
     async def start(self) -> None: ...
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     ForeignKey,
@@ -15,6 +16,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 metadata = MetaData()
@@ -30,7 +32,18 @@ conversations = Table(
     Column("agent_name", String(128), nullable=False),
     Column("thread_id", String(128), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
-    UniqueConstraint("project_id", "agent_name", "thread_id", name="uq_conversation"),
+    # Revision 0003: whose conversation it is. ``scope`` is the user id of a per-user default
+    # thread ("" otherwise, see ConversationKey); ``owner`` the user who started it (never
+    # changes; NULL for conversations made before owners were recorded, which are shared);
+    # ``shared`` whether every user of the project may use it; ``title`` a rename.
+    Column("scope", String(256), nullable=False, server_default=""),
+    Column("owner", String(256)),
+    Column("shared", Boolean, nullable=False, server_default=false()),
+    Column("title", String(200)),
+    UniqueConstraint(
+        "project_id", "agent_name", "thread_id", "scope", name="uq_conversation_scope"
+    ),
+    Index("ix_conversations_owner", "owner"),
 )
 
 messages = Table(
@@ -48,8 +61,20 @@ messages = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("author", String(128)),  # reports: the agent that did the work (revision 0002)
+    Column("user_id", String(256)),  # user messages: who asked (revision 0003)
     Index("ix_messages_conversation", "conversation_id", "id"),
     Index("ix_messages_streaming", "status", "node_id"),
+    Index("ix_messages_request", "conversation_id", "request_id"),
+)
+
+# The newest message of a conversation each user has been shown (revision 0003): what is
+# newer is unread.
+conversation_reads = Table(
+    "conversation_reads",
+    metadata,
+    Column("user_id", String(256), primary_key=True),
+    Column("conversation_id", IdType, ForeignKey("conversations.id"), primary_key=True),
+    Column("message_id", BigInteger, nullable=False),
 )
 
 chat_requests = Table(
@@ -80,6 +105,7 @@ tasks = Table(
     Column("result", Text),
     Column("origin_agent", String(128)),
     Column("origin_thread", String(128)),
+    Column("origin_scope", String(256)),  # revision 0003
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True)),
 )

@@ -31,6 +31,7 @@ from dari.stores.base import (
 )
 from dari.stores.migrations import upgrade
 from dari.stores.schema import chat_requests, clients, conversations, messages, tasks
+from dari.stores.sql_threads import SqlThreads, key_params
 from dari.stores.workers import Worker, make_worker
 
 _REMEMBERED_REQUESTS = 50_000
@@ -74,7 +75,7 @@ def _mapped(source: asyncio.Future[A], convert: Callable[[A], B]) -> asyncio.Fut
 
 def _order(key: ConversationKey) -> str:
     """The worker's ordering key: one conversation's operations run in submission order."""
-    return "\x00".join((key.project_id, key.agent_name, key.thread_id))
+    return "\x00".join(key.parts())
 
 
 class _Statements:
@@ -98,6 +99,7 @@ class _Statements:
             (conversations.c.project_id == bindparam("project_id"))
             & (conversations.c.agent_name == bindparam("agent_name"))
             & (conversations.c.thread_id == bindparam("thread_id"))
+            & (conversations.c.scope == bindparam("scope"))
         )
         self.insert_message = messages.insert()
         self.update_message = update(messages).where(messages.c.id == bindparam("message_id"))
@@ -152,7 +154,7 @@ def _message_record(row: Row[Any]) -> MessageRecord:
 
 def _task_record(row: Row[Any]) -> TaskRecord:
     origin = (
-        ConversationKey(row.project_id, row.origin_agent, row.origin_thread)
+        ConversationKey(row.project_id, row.origin_agent, row.origin_thread, row.origin_scope or "")
         if row.origin_agent
         else None
     )
@@ -179,6 +181,7 @@ class SqlStore(Store):
         # Caches of facts that never change once committed, so repeats cost no query.
         self._conversation_ids: dict[ConversationKey, int] = {}
         self._owners: dict[str, str] = {}  # client_id -> user_id
+        self.threads = SqlThreads(self._worker, parsed.get_backend_name(), self._owners)
         # (user_id, client message id) -> the write saving that chat right now
         self._saving: dict[tuple[str, str], asyncio.Future[AcceptedChat]] = {}
         # (user_id, client message id) -> request_id of committed chats, newest last
@@ -204,16 +207,20 @@ class SqlStore(Store):
 
     # --- conversations and messages (run on the worker) -----------------------------------
 
-    def _conversation_id(self, conn: Connection, key: ConversationKey) -> int:
-        """The conversation's id, created if new. Not cached here: the caller caches it once
-        the transaction has committed (a rolled-back id would point at nothing)."""
+    def _conversation_id(
+        self, conn: Connection, key: ConversationKey, owner: str | None = None
+    ) -> int:
+        """The conversation's id, created if new (owned by ``owner``, or by the user of a
+        per-user thread). Not cached here: the caller caches it once the transaction has
+        committed (a rolled-back id would point at nothing)."""
         cached = self._conversation_ids.get(key)
         if cached is not None:
             return cached
-        fields = key.fields()
+        fields = key_params(key)
         found = conn.execute(self._sql.conversation_of, fields).scalar()
         if found is None:
-            conn.execute(self._sql.insert_conversation, {**fields, "created_at": _now()})
+            values = {**fields, "owner": owner or key.scope or None, "created_at": _now()}
+            conn.execute(self._sql.insert_conversation, values)
             found = conn.execute(self._sql.conversation_of, fields).scalar_one()
         return int(found)
 
@@ -229,10 +236,12 @@ class SqlStore(Store):
         request_id: str | None = None,
         node_id: str | None = None,
         author: str | None = None,
+        user_id: str | None = None,
     ) -> tuple[int, int, datetime]:
-        """Add a message to ``key``'s conversation (created if new); returns the conversation's
-        id (for the caller to cache once committed), the message's id and creation time."""
-        conversation_id = self._conversation_id(conn, key)
+        """Add a message to ``key``'s conversation (created if new, owned by ``user_id``);
+        returns the conversation's id (for the caller to cache once committed), the message's
+        id and creation time."""
+        conversation_id = self._conversation_id(conn, key, user_id)
         now = _now()
         result = conn.execute(
             self._sql.insert_message,
@@ -246,6 +255,7 @@ class SqlStore(Store):
                 "request_id": request_id,
                 "node_id": node_id,
                 "author": author,
+                "user_id": user_id,
                 "created_at": now,
                 "updated_at": now,
             },
@@ -349,7 +359,7 @@ class SqlStore(Store):
                     winner = conn.execute(sql.request_of, ids).scalar_one()
                     return AcceptedChat(str(winner), duplicate=True, message_id=None), None
             conversation_id, message_id, _ = self._insert_message(
-                conn, key, "user", message, images=images, request_id=request_id
+                conn, key, "user", message, images=images, request_id=request_id, user_id=user_id
             )
             return AcceptedChat(request_id, duplicate=False, message_id=message_id), (
                 conversation_id
@@ -415,7 +425,7 @@ class SqlStore(Store):
         def read(conn: Connection) -> list[Row[Any]]:
             conversation_id = self._conversation_ids.get(key)
             if conversation_id is None:
-                conversation_id = conn.execute(sql.conversation_of, key.fields()).scalar()
+                conversation_id = conn.execute(sql.conversation_of, key_params(key)).scalar()
                 if conversation_id is None:
                     return []
             params = {"conversation_id": conversation_id, "limit": limit}
@@ -455,6 +465,7 @@ class SqlStore(Store):
             "result": None,
             "origin_agent": origin.agent_name if origin else None,
             "origin_thread": origin.thread_id if origin else None,
+            "origin_scope": origin.scope if origin else None,
             "created_at": now,
             "finished_at": None,
         }
