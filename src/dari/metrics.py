@@ -87,3 +87,6 @@ REPLAY = Counter("dari_resume_total", "Reconnections that asked to resume", ["re
 REPLAYED_FRAMES = Counter("dari_replayed_frames_total", "Frames sent again on resume")
 ERRORS = Counter("dari_errors_total", "Error frames sent", ["code"])
 RATE_LIMITED = Counter("dari_rate_limited_total", "Frames refused by the rate limit")
+TASK_FAILURES = Counter(
+    "dari_background_task_failures_total", "Background tasks that ended with an error", ["task"]
+)

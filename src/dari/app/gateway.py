@@ -5,36 +5,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from collections.abc import Callable
 
 from dari.agents.directory import AgentDirectory
 from dari.auth.base import Authenticator, NoAuth
 from dari.buses import Bus, open_bus
+from dari.hub.delivery import Delivery
 from dari.hub.hub import Hub
-from dari.hub.replay import MemoryReplayLog, ReplayLog
-from dari.protocol.errors import DariError
+from dari.protocol.errors import ConfigError, DariError
+from dari.runner.queue import ConversationQueue
 from dari.runner.runner import Runner
 from dari.settings import Settings
 from dari.stores.base import Store, open_store
+from dari.supervise import supervise
 
-if TYPE_CHECKING:
-    from dari.hub.shared import SharedHub
+__all__ = ["ConfigError", "Gateway"]
 
 log = logging.getLogger("dari")
 _READY_TIMEOUT_S = 2.0
-
-
-@runtime_checkable
-class _Remote(Protocol):
-    """A replay log on a server (Redis): checked by /readyz, closed at stop."""
-
-    async def ping(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-
-class ConfigError(Exception):
-    """Settings that cannot work; the message says how to fix them."""
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 def build_authenticator(settings: Settings) -> Authenticator:
@@ -51,36 +40,51 @@ def build_authenticator(settings: Settings) -> Authenticator:
     return JwtAuthenticator(settings.auth)
 
 
-def build_replay(settings: Settings) -> ReplayLog:
+# The one place where one node and several part ways: every other module sees the interfaces.
+
+
+def build_delivery(settings: Settings, bus: Bus) -> Delivery:
+    """``replay.url`` picks the engine: ``memory://`` (one node) or Redis (several nodes,
+    which then also need the Redis bus to wake and cancel each other)."""
     replay = settings.replay
     if replay.url == "memory://":
-        return MemoryReplayLog(replay.max_frames, replay.max_age_s)
-    if replay.url.startswith(("redis://", "rediss://", "unix://")):
-        from dari.hub.replay_redis import RedisReplayLog
-
-        # Shared by every node: a client resumes on any of them with seq going on at +1.
-        return RedisReplayLog(replay.url, replay.max_frames, replay.max_age_s)
-    raise ConfigError(
-        f"replay.url {replay.url!r}: use memory:// (one node) or redis://host:port/db (several)"
-    )
-
-
-def build_shared(replay: ReplayLog, bus: Bus, settings: Settings) -> SharedHub | None:
-    """With the replay log in Redis, several nodes may serve the same clients: subscriptions,
-    queues and wakes are shared too. One node on ``memory://`` shares nothing."""
-    if isinstance(replay, MemoryReplayLog):
         if settings.bus.url != "memory://":
             raise ConfigError(
                 "bus.url is Redis but replay.url is memory://: several nodes need "
                 "replay.url = redis://… as well (the same Redis is fine)"
             )
-        return None
-    from dari.hub.replay_redis import RedisReplayLog
-    from dari.hub.shared import SharedHub
+        from dari.hub.delivery_memory import MemoryDelivery
+        from dari.hub.replay import MemoryReplayLog
 
-    if not isinstance(replay, RedisReplayLog):
-        return None
-    return SharedHub(replay, bus, settings.replay.idle_client_ttl_s)
+        return MemoryDelivery(MemoryReplayLog(replay.max_frames, replay.max_age_s))
+    if replay.url.startswith(_REDIS_SCHEMES):
+        if not settings.bus.url.startswith(_REDIS_SCHEMES):
+            raise ConfigError(
+                "replay.url is Redis but bus.url is memory://: nodes could not wake or cancel "
+                "each other. Set bus.url = redis://… too (the same Redis is fine)"
+            )
+        from dari.hub.delivery_redis import RedisDelivery
+        from dari.hub.replay_redis import RedisReplayLog
+
+        # Shared by every node: a client resumes on any of them with seq going on at +1.
+        log_ = RedisReplayLog(replay.url, replay.max_frames, replay.max_age_s)
+        return RedisDelivery(log_, bus, replay.idle_client_ttl_s)
+    raise ConfigError(
+        f"replay.url {replay.url!r}: use memory:// (one node) or redis://host:port/db (several)"
+    )
+
+
+def queue_factory(delivery: Delivery) -> Callable[[Runner], ConversationQueue]:
+    """The conversation queue of the engine ``build_delivery`` chose."""
+    from dari.hub.delivery_redis import RedisDelivery
+
+    if isinstance(delivery, RedisDelivery):
+        from dari.runner.queue_redis import RedisQueue
+
+        return lambda runner: RedisQueue(runner, delivery)
+    from dari.runner.queue_memory import MemoryQueue
+
+    return MemoryQueue
 
 
 class Gateway:
@@ -92,26 +96,20 @@ class Gateway:
             raise ConfigError(str(exc)) from None
         self.authenticator = build_authenticator(settings)
         self.store: Store = open_store(settings.store.url)
-        self.replay = build_replay(settings)
-        self.hub = Hub(
-            self.replay,
-            settings.replay.idle_client_ttl_s,
-            build_shared(self.replay, self.bus, settings),
-            settings.effective_node_id,
-        )
+        self.delivery = build_delivery(settings, self.bus)
+        self.replay = self.delivery.replay
+        self.hub = Hub(self.delivery, settings.replay.idle_client_ttl_s)
         self.directory = AgentDirectory(settings)
-        self.runner = Runner(settings, self.hub, self.store, self.directory)
+        self.runner = Runner(
+            settings, self.hub, self.store, self.directory, queue_factory(self.delivery)
+        )
         self._janitor: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.store.start()
         # Redis may be down at start: the node starts anyway (not ready) and connects later.
         await self.bus.start()
-        if isinstance(self.replay, _Remote):
-            try:
-                await self.replay.ping()
-            except DariError as exc:
-                log.warning("%s; retrying on use, /readyz says not ready meanwhile", exc.message)
+        await self.delivery.start()  # refuses a node id that a live node already uses
         # One node alone on its store: whatever is left streaming was its previous process's.
         mine = self.runner.node_id if self.settings.clustered else None
         interrupted = await self.store.fail_interrupted(mine)
@@ -120,7 +118,7 @@ class Gateway:
         await self.directory.start()
         await self.runner.start()
         self.bus.on_reconnect(self.hub.wake_all)  # wakes sent while cut off were lost
-        self._janitor = asyncio.create_task(self._sweep())
+        self._janitor = supervise(self._sweep(), "forgetting idle clients")
 
     async def _sweep(self) -> None:
         while True:
@@ -139,9 +137,8 @@ class Gateway:
         for connection in self.hub.connections():
             await connection.close(1001, "server shutting down")
         await self.directory.aclose()
+        await self.delivery.close()
         await self.bus.close()
-        if isinstance(self.replay, _Remote):
-            await self.replay.close()
         await self.store.close()
 
     async def ready(self) -> dict[str, str]:
@@ -157,11 +154,10 @@ class Gateway:
         except Exception:
             checks["store"] = "unreachable"
         checks["bus"] = "ok" if self.bus.healthy else "unreachable"
-        if isinstance(self.replay, _Remote):
-            try:
-                async with asyncio.timeout(_READY_TIMEOUT_S):
-                    await self.replay.ping()
-                checks["replay"] = "ok"
-            except (DariError, TimeoutError):
-                checks["replay"] = "unreachable"
+        try:
+            async with asyncio.timeout(_READY_TIMEOUT_S):
+                await self.delivery.ping()
+            checks["replay"] = "ok"
+        except (DariError, TimeoutError):
+            checks["replay"] = "unreachable"
         return checks

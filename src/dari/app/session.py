@@ -16,7 +16,7 @@ from dari.app.images import check_images
 from dari.auth.base import Principal
 from dari.protocol import frames
 from dari.protocol.codec import decode_client_frame
-from dari.protocol.errors import DariError, ErrorCode, LookupFailed
+from dari.protocol.errors import DariError, ErrorCode, LookupFailed, Unavailable
 from dari.protocol.frames import (
     CancelIn,
     ChatIn,
@@ -95,32 +95,48 @@ class ChatSession:
             await self.reply(frames.error(ErrorCode.INTERNAL, "internal error; nothing was lost"))
 
     async def chat(self, frame: ChatIn) -> None:
-        gateway = self.gateway
+        gateway, runner = self.gateway, self.gateway.runner
         key = ConversationKey(frame.project_id, frame.agent_name, frame.thread_id)
         self.principal.require(key.project_id, key.agent_name)
         check_images(frame.images, gateway.settings.limits)
-        await gateway.runner.admission(key)
-        accepted = await gateway.store.accept_chat(
-            user_id=self.principal.user_id,
-            client_message_id=frame.id,
-            request_id=frame.id or f"r-{uuid.uuid4().hex}",
-            key=key,
-            message=frame.message,
-            images=frame.images,
-        )
-        await gateway.hub.join(self.client_id, key)
-        if accepted.duplicate:
-            await self.reply(
-                frames.ack(
-                    id=frame.id, request_id=accepted.request_id, queued=0, duplicate=True, key=key
-                )
+        user_id = self.principal.user_id
+        # Saving the message and queuing it happen under the conversation's ordering point,
+        # so history order is run order, on one node or many.
+        async with runner.ordered(key):
+            try:
+                await runner.admission(key)
+            except Unavailable:
+                # A resend of a chat accepted before is acknowledged as a duplicate, whatever
+                # the queue or the agent's state is now: its answer runs or ran already.
+                known = await gateway.store.find_request(user_id, frame.id) if frame.id else None
+                if known is None:
+                    raise
+                await gateway.hub.join(self.client_id, key)
+                await self._ack(frame, key, known, queued=0, duplicate=True)
+                return
+            accepted = await gateway.store.accept_chat(
+                user_id=user_id,
+                client_message_id=frame.id,
+                request_id=frame.id or f"r-{uuid.uuid4().hex}",
+                key=key,
+                message=frame.message,
+                images=frame.images,
             )
-            return
-        job = Job(accepted.request_id, key, frame.message, frame.images, self.principal.user_id)
-        queued = await gateway.runner.enqueue(job)
+            # Subscribed before the answer is queued: its first frame reaches this client.
+            await gateway.hub.join(self.client_id, key)
+            if accepted.duplicate:
+                await self._ack(frame, key, accepted.request_id, queued=0, duplicate=True)
+                return
+            job = Job(accepted.request_id, key, frame.message, frame.images, user_id)
+            queued = await runner.enqueue(job)
+            await self._ack(frame, key, accepted.request_id, queued=queued, duplicate=False)
+
+    async def _ack(
+        self, frame: ChatIn, key: ConversationKey, request_id: str, *, queued: int, duplicate: bool
+    ) -> None:
         await self.reply(
             frames.ack(
-                id=frame.id, request_id=accepted.request_id, queued=queued, duplicate=False, key=key
+                id=frame.id, request_id=request_id, queued=queued, duplicate=duplicate, key=key
             )
         )
 
@@ -190,17 +206,4 @@ class ChatSession:
 
 async def send_snapshots(gateway: Gateway, client_id: str, keys: set[ConversationKey]) -> None:
     """The text so far of every answer in progress in ``keys``; live pieces follow."""
-    if gateway.hub.shared is not None:
-        await gateway.hub.snapshots(client_id, keys)  # answers running on any node
-        return
-    for progress in gateway.runner.snapshots(keys):
-        await gateway.hub.send(
-            client_id,
-            frames.answer_frame(
-                "snapshot",
-                progress.key,
-                progress.request_id,
-                content=progress.text(),
-                steps=list(progress.steps),
-            ),
-        )
+    await gateway.hub.snapshots(client_id, keys)

@@ -161,7 +161,7 @@ async def chat_socket(websocket: WebSocket, client_id: str) -> None:
     if state.connection is None and _over_connection_cap(gateway, principal):
         await websocket.close(code=CloseCode.POLICY_VIOLATION, reason="too many connections")
         return
-    await hub.restore(state)  # several nodes: subscriptions made on any of them
+    await hub.restore(state)  # subscriptions made on any node
     position = await gateway.replay.position(client_id)
     plan = plan_resume(
         websocket.query_params.get("last_seq"), websocket.query_params.get("epoch"), position
@@ -182,17 +182,19 @@ async def chat_socket(websocket: WebSocket, client_id: str) -> None:
     except StaleConnection:
         await websocket.close(CloseCode.REPLACED, "a newer connection of this client_id exists")
         return
-    if previous is not None:
-        await previous.close(CloseCode.REPLACED, "replaced by a newer connection")
-    await hub.watch(connection)  # several nodes: frames logged elsewhere wake this writer
-    if websocket.query_params.get("last_seq") is not None:
-        metrics.REPLAY.labels("resumed" if plan.resumed else "not_resumed").inc()
-        if plan.resumed:
-            metrics.REPLAYED_FRAMES.inc(position.head - plan.position)
     metrics.CONNECTIONS.labels("chat").inc()
     metrics.CONNECTIONS_OPEN.labels("chat").inc()
-    session = ChatSession(gateway, principal, client_id)
+    # From here on the socket counts as attached: whatever fails (Redis away while watching),
+    # the finally below detaches it, so it never lingers against the user's connection cap.
     try:
+        if previous is not None:
+            await previous.close(CloseCode.REPLACED, "replaced by a newer connection")
+        await hub.watch(connection)  # frames logged on any node wake this writer
+        if websocket.query_params.get("last_seq") is not None:
+            metrics.REPLAY.labels("resumed" if plan.resumed else "not_resumed").inc()
+            if plan.resumed:
+                metrics.REPLAYED_FRAMES.inc(position.head - plan.position)
+        session = ChatSession(gateway, principal, client_id)
         await connection.send_direct(
             frames.welcome(
                 client_id=client_id,
@@ -245,7 +247,6 @@ async def thread_socket(websocket: WebSocket, thread_id: str) -> None:
         render=thread_dialect.render,
     )
     gateway.hub.attach(connection)
-    await gateway.hub.watch(connection)
     session = ChatSession(gateway, principal, client_id)
 
     async def on_text(data: str | bytes | None) -> None:
@@ -270,10 +271,11 @@ async def thread_socket(websocket: WebSocket, thread_id: str) -> None:
             data = orjson.dumps(chat).decode()
         await session.handle_raw(data)
 
-    connection.start()
     metrics.CONNECTIONS.labels("thread").inc()
     metrics.CONNECTIONS_OPEN.labels("thread").inc()
     try:
+        await gateway.hub.watch(connection)
+        connection.start()
         await _receive_loop(websocket, connection, session, on_text)
     except WebSocketDisconnect:
         pass

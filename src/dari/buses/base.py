@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from dari.protocol.errors import BusError as BusError  # part of the one error tree
+
 
 @dataclass(frozen=True, slots=True)
 class BusMessage:
@@ -27,8 +29,6 @@ Handler = Callable[[BusMessage], Awaitable[None]]
 ReconnectHandler = Callable[[], Awaitable[None]]
 
 
-class BusError(Exception):
-    """A message could not be published (the bus is unreachable)."""
 
 
 class Bus(ABC):

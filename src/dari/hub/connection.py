@@ -26,7 +26,7 @@ from collections.abc import Callable
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from dari.hub.direct import DirectSocket
-from dari.hub.replay import MemoryReplayLog, ReplayLog
+from dari.hub.replay import ReplayLog
 from dari.metrics import BYTES_OUT, FRAMES_OUT
 from dari.protocol.codec import encode
 from dari.protocol.errors import CloseCode
@@ -100,7 +100,7 @@ class Connection:
         # dari.app.raw_send); Starlette's state checks add per-frame cost and nothing else.
         self._server_send = websocket.scope.get(SERVER_SEND)
         # The direct writer reads the log without awaiting: only the in-memory log allows it.
-        self._memory = replay if isinstance(replay, MemoryReplayLog) else None
+        self._memory = replay.immediate()
         direct = DirectSocket.for_send(self._server_send) if self._memory else None
         self._direct = direct
         self._started = False
@@ -272,8 +272,7 @@ class Connection:
         from here when it is next in line, and reads the log for anything else."""
         if self._memory is not None or seq <= self.sent:
             return
-        reading = getattr(self.replay, "reading_epoch", None)
-        if reading is None or reading(self.client_id) != epoch:
+        if self.replay.reading_epoch(self.client_id) != epoch:
             return  # another numbering: the writer's next read finds out and ends the socket
         if len(self._offered) >= _MAX_OFFERED:
             self._offered.clear()  # a client this far behind is served from the log

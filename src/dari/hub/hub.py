@@ -2,24 +2,26 @@
 
 A client (a ``client_id``) outlives its sockets: its subscriptions and its replay log stay
 while it reconnects. Delivering a frame to a client means appending it to the client's log and
-waking the client's writer if a socket is attached here.
+waking the client's writer. What may cross nodes (shared subscriptions, logs, wakes) goes
+through the ``Delivery`` chosen from the settings (``hub/delivery.py``); the hub itself is the
+same on one node and on many.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Collection, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import TypeVar
 
-from dari.auth.base import ANONYMOUS, Principal
-from dari.buses.base import BusMessage
+from dari.auth.base import Principal
+from dari.hub.clients import Clients, ClientState
 from dari.hub.connection import Connection
-from dari.hub.replay import MemoryReplayLog, ReplayLog
-from dari.hub.shared import ATTACHED, SharedHub
-from dari.protocol.errors import AccessError, CloseCode, ErrorCode
+from dari.hub.delivery import Delivery
+from dari.protocol.errors import AccessError, ErrorCode
 from dari.protocol.frames import ConversationKey, Frame
+
+__all__ = ["ClientState", "Hub", "StaleConnection"]
 
 K = TypeVar("K")
 
@@ -28,41 +30,17 @@ class StaleConnection(Exception):
     """A newer connection of the same client_id is already attached."""
 
 
-@dataclass(slots=True)
-class ClientState:
-    client_id: str
-    user_id: str
-    # What the client's current (or last) principal may see: frames of a project or agent it
-    # may not use are neither fanned out to it nor replayed to it.
-    principal: Principal = ANONYMOUS
-    conversations: set[ConversationKey] = field(default_factory=set)
-    projects: set[str] = field(default_factory=set)
-    connection: Connection | None = None
-    last_seen: float = field(default_factory=time.monotonic)
-    ephemeral: bool = False  # sockets of the second dialect: no resume, forgotten on close
-
-
 class Hub:
-    def __init__(
-        self,
-        replay: ReplayLog,
-        idle_client_ttl_s: float = 3600.0,
-        shared: SharedHub | None = None,
-        node_id: str = "",
-    ) -> None:
-        self.replay = replay
+    def __init__(self, delivery: Delivery, idle_client_ttl_s: float = 3600.0) -> None:
+        self.delivery = delivery
+        self.replay = delivery.replay
         self.idle_client_ttl_s = idle_client_ttl_s
-        # Several nodes: subscriptions and delivery go through Redis (see hub/shared.py).
-        # Without it every path below is the single-node one, unchanged.
-        self.shared = shared
-        self.node_id = node_id
-        self.clients: dict[str, ClientState] = {}
+        self.clients: Clients = {}
+        delivery.bind(self.clients)
         self._generation = 0
         self._open_per_user: Counter[str] = Counter()
         self._conversation_subs: dict[ConversationKey, set[str]] = {}
         self._project_subs: dict[str, set[str]] = {}
-        # The memory log appends without awaiting, which keeps a fan-out atomic.
-        self._append_now = replay.append_now if isinstance(replay, MemoryReplayLog) else None
 
     # --- clients and sockets ---------------------------------------------------------------
 
@@ -91,39 +69,23 @@ class Hub:
 
     async def restore(self, state: ClientState) -> None:
         """Take up the subscriptions the client made on any node, as far as its principal
-        still allows (several nodes only)."""
-        if self.shared is None:
-            return
+        still allows."""
         client_id, principal = state.client_id, state.principal
-        conversations, projects = await self.shared.subscriptions(client_id)
+        conversations, projects = await self.delivery.subscriptions(client_id)
         for project in projects:
             if principal.can_see_project(project):
                 self.subscribe_project(client_id, project)
             else:
-                await self.shared.unsubscribe_project(client_id, project)
+                await self.delivery.unsubscribe_project(client_id, project)
         for key in conversations:
             if principal.can_use(key.project_id, key.agent_name):
                 self.subscribe(client_id, key)
             else:
-                await self.shared.unsubscribe(client_id, key)
+                await self.delivery.unsubscribe(client_id, key)
 
     async def watch(self, connection: Connection) -> None:
-        """Listen for the wakes of an attached socket's client (several nodes only)."""
-        if self.shared is None:
-            return
-        client_id = connection.client_id
-
-        async def on_message(message: BusMessage) -> None:
-            state = self.clients.get(client_id)
-            current = state.connection if state is not None else None
-            if current is None:
-                return
-            if message.payload == ATTACHED:
-                await current.close(CloseCode.REPLACED, "replaced by a newer connection")
-            else:
-                current.notify()
-
-        await self.shared.attached(client_id, self.node_id, on_message)
+        """Frames logged on any node for this client wake ``connection``'s writer here."""
+        await self.delivery.attached(connection.client_id)
 
     async def wake_all(self) -> None:
         """Re-read every attached client's log (wakes may have been lost)."""
@@ -165,8 +127,7 @@ class Hub:
         self._open_per_user[state.user_id] -= 1
         if self._open_per_user[state.user_id] <= 0:
             del self._open_per_user[state.user_id]
-        if self.shared is not None:
-            await self.shared.detached(connection.client_id, self.node_id)
+        await self.delivery.detached(connection.client_id)
         if state.ephemeral:
             await self.forget(connection.client_id)
 
@@ -177,11 +138,8 @@ class Hub:
                 self._discard(self._conversation_subs, key, client_id)
             for project in state.projects:
                 self._discard(self._project_subs, project, client_id)
-        if self.shared is not None:
-            # Another node may serve this client now: the shared state goes only if not.
-            await self.shared.forget(client_id, force=state is not None and state.ephemeral)
-            return
-        await self.replay.forget(client_id)
+        # Another node may serve this client now: its shared state goes only if not.
+        await self.delivery.forget(client_id, force=state is not None and state.ephemeral)
 
     async def forget_idle(self) -> int:
         """Drop clients absent for longer than the idle TTL (their logs have expired anyway)."""
@@ -193,11 +151,9 @@ class Hub:
         ]
         for client_id in idle:
             await self.forget(client_id)
-        if self.shared is not None:
-            attached = [s for s in self.clients.values() if s.connection is not None]
-            await self.shared.still_attached([s.client_id for s in attached], self.node_id)
-            for state in attached:
-                await self.shared.touch(state.client_id, state.conversations, state.projects)
+        await self.delivery.refresh(
+            [s.client_id for s in self.clients.values() if s.connection is not None]
+        )
         return len(idle)
 
     def connections(self) -> list[Connection]:
@@ -227,26 +183,22 @@ class Hub:
     async def join(self, client_id: str, key: ConversationKey) -> None:
         """Subscribe, on every node."""
         self.subscribe(client_id, key)
-        if self.shared is not None:
-            await self.shared.subscribe(client_id, key)
+        await self.delivery.subscribe(client_id, key)
 
     async def leave(self, client_id: str, key: ConversationKey) -> None:
         self.unsubscribe(client_id, key)
-        if self.shared is not None:
-            await self.shared.unsubscribe(client_id, key)
+        await self.delivery.unsubscribe(client_id, key)
 
     async def join_project(self, client_id: str, project_id: str) -> None:
         self.subscribe_project(client_id, project_id)
-        if self.shared is not None:
-            await self.shared.subscribe_project(client_id, project_id)
+        await self.delivery.subscribe_project(client_id, project_id)
 
     async def leave_project(self, client_id: str, project_id: str) -> None:
         keys = [k for k in self.clients[client_id].conversations if k.project_id == project_id]
         self.unsubscribe_project(client_id, project_id)
-        if self.shared is not None:
-            await self.shared.unsubscribe_project(client_id, project_id)
-            for key in keys:
-                await self.shared.unsubscribe(client_id, key)
+        await self.delivery.unsubscribe_project(client_id, project_id)
+        for key in keys:
+            await self.delivery.unsubscribe(client_id, key)
 
     @staticmethod
     def _discard(index: dict[K, set[str]], key: K, client_id: str) -> None:
@@ -274,83 +226,23 @@ class Hub:
 
     async def send(self, client_id: str, frame: Frame, merge_key: str | None = None) -> int:
         """Log ``frame`` for one client and wake its writer; returns the frame's seq."""
-        if self._append_now is not None:
-            seq = self._append_now(client_id, frame, merge_key)
-        else:
-            seq = await self.replay.append(client_id, frame, merge_key)
-        state = self.clients.get(client_id)
-        if state is not None and state.connection is not None:
-            state.connection.notify()
-        elif self.shared is not None:
-            await self.shared.wake((client_id,))
-        return seq
-
-    async def _fan_out(
-        self, client_ids: Iterable[str], frame: Frame, conversation: ConversationKey | None = None
-    ) -> int:
-        """Several nodes: log for every client (and the conversation's subscribers) in one
-        step, then wake each reader."""
-        assert self.shared is not None
-        epoch, targets = await self.shared.fan_out(frame, client_ids, conversation)
-        remote = []
-        for client_id, seq in targets:
-            state = self.clients.get(client_id)
-            if state is not None and state.connection is not None:
-                # Handed over as logged, so this node's writer need not read it back.
-                state.connection.offer(epoch, seq, frame)
-                state.connection.notify()
-            else:
-                remote.append(client_id)
-        await self.shared.wake(remote)
-        return len(targets)
-
-    def _deliver_now(self, client_ids: Collection[str], frame: Frame, merge_key: str | None) -> int:
-        """One node, memory log: log for each client and notify its socket, without awaiting
-        (the per-piece path: no coroutine per subscriber)."""
-        append_now = self._append_now
-        assert append_now is not None
-        copy = len(client_ids) > 1  # each client numbers its own frames: each gets its own copy
-        clients = self.clients
-        for client_id in client_ids:
-            append_now(client_id, dict(frame) if copy else frame, merge_key)
-            state = clients.get(client_id)
-            if state is not None and state.connection is not None:
-                state.connection.notify()
-        return len(client_ids)
+        return await self.delivery.send(client_id, frame, merge_key)
 
     async def send_many(
         self, client_ids: Iterable[str], frame: Frame, merge_key: str | None = None
     ) -> int:
-        if self.shared is not None:
-            return await self._fan_out(client_ids, frame)  # no merging in the shared log
-        targets = tuple(client_ids)
-        if self._append_now is not None:
-            return self._deliver_now(targets, frame, merge_key)
-        for client_id in targets:
-            await self.send(client_id, dict(frame) if len(targets) > 1 else frame, merge_key)
-        return len(targets)
+        return await self.delivery.send_many(tuple(client_ids), frame, merge_key)
 
     async def publish(
         self, key: ConversationKey, frame: Frame, merge_key: str | None = None
     ) -> int:
         local = self._conversation_subs.get(key, ())
-        if self.shared is not None:
-            # Even with nobody subscribed: an answer's pieces also record its progress.
-            # Subscribers are read in the same step as the logs grow: see snapshots().
-            return await self._fan_out(local, frame, key)
-        if self._append_now is not None:
-            return self._deliver_now(local, frame, merge_key)
-        return await self.send_many(tuple(local), frame, merge_key)
+        return await self.delivery.publish(key, local, frame, merge_key)
 
     async def snapshots(self, client_id: str, keys: Iterable[ConversationKey]) -> None:
-        """Several nodes: log for the client a snapshot of each answer running in ``keys``,
-        wherever it runs."""
-        assert self.shared is not None
-        for key in keys:
-            if await self.shared.snapshot(client_id, key):
-                state = self.clients.get(client_id)
-                if state is not None and state.connection is not None:
-                    state.connection.notify()
+        """Log for the client a snapshot of each answer running in ``keys``, wherever it
+        runs; live pieces follow."""
+        await self.delivery.snapshots(client_id, keys)
 
     async def publish_project(self, project_id: str, frame: Frame) -> int:
         # The frame names its project, so can_see_frame checks project (and agent) access.
@@ -361,15 +253,13 @@ class Hub:
             for cid in self.project_subscribers(project_id)
             if clients[cid].principal.can_see_frame(frame)
         ]
-        if self.shared is not None:
-            # Clients held by other nodes are filtered there, when their writer renders.
-            elsewhere = await self.shared.project_subscribers(project_id)
-            subscribers.extend(cid for cid in elsewhere if cid not in clients)
+        # Clients held by other nodes are filtered there, when their writer renders.
+        elsewhere = await self.delivery.project_subscribers(project_id)
+        subscribers.extend(cid for cid in elsewhere if cid not in clients)
         return await self.send_many(subscribers, frame)
 
     async def broadcast(self, frame: Frame, project_id: str | None = None) -> int:
         if project_id is not None:
             return await self.publish_project(project_id, frame)
-        if self.shared is not None:
-            return await self._fan_out(set(self.clients) | await self.shared.all_clients(), frame)
-        return await self.send_many(list(self.clients), frame)
+        everyone = set(self.clients) | await self.delivery.all_clients()
+        return await self.send_many(everyone, frame)

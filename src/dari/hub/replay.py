@@ -12,16 +12,34 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections import deque
+from typing import Protocol
 
 from dari.metrics import COALESCED
 from dari.protocol.frames import Frame
 from dari.protocol.resume import LogPosition
 
 
+class ImmediateReads(Protocol):
+    """Reads that never await: a writer can send from a loop callback (``hub/direct.py``)."""
+
+    def read_now(self, client_id: str, after: int, limit: int) -> list[Frame] | None: ...
+
+    def head_now(self, client_id: str) -> int: ...
+
+
 class ReplayLog(ABC):
     """Per-client numbered frames. Implementations: memory (one node), Redis Streams (several)."""
 
     epoch: str
+
+    def immediate(self) -> ImmediateReads | None:
+        """The log's non-awaiting reads, if it has them (only a log in this process does)."""
+        return None
+
+    def reading_epoch(self, client_id: str) -> str | None:
+        """The epoch this node's writer for ``client_id`` reads in, where logs can change
+        epoch under a running writer (a shared log whose server lost its data)."""
+        return None
 
     @abstractmethod
     async def append(self, client_id: str, frame: Frame, merge_key: str | None = None) -> int:
@@ -90,6 +108,9 @@ class MemoryReplayLog(ReplayLog):
         self.max_frames = max_frames
         self.max_age_s = max_age_s
         self._logs: dict[str, _ClientLog] = {}
+
+    def immediate(self) -> MemoryReplayLog:
+        return self
 
     def _trim(self, log: _ClientLog, now: float) -> None:
         while len(log.frames) > self.max_frames:

@@ -38,7 +38,7 @@ from redis.exceptions import RedisError
 
 from dari.buses.redis import redis_client
 from dari.hub.replay import ReplayLog
-from dari.protocol.errors import DariError, ErrorCode
+from dari.protocol.errors import StoreUnavailable
 from dari.protocol.frames import Frame
 from dari.protocol.resume import LogPosition
 
@@ -118,10 +118,8 @@ return {current, head, first, redis.call('XRANGE', KEYS[3], id(after + 1), '+', 
 )
 
 
-class ReplayUnavailable(DariError):
+class ReplayUnavailable(StoreUnavailable):
     """Redis cannot be reached: the frame was not logged, or the log not read."""
-
-    code = ErrorCode.INTERNAL
 
 
 def _candidate() -> str:

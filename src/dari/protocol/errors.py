@@ -1,11 +1,28 @@
 """Error codes, close codes and the one exception tree of dari.
 
-DariError                 an error with a stable wire code
- ├── ProtocolError        a frame the client sent is unusable (bad_request, too_large)
- ├── AccessError          unauthorized / forbidden
- ├── LookupFailed         project_not_found, agent_not_found, not_found
- ├── Unavailable          agent_not_running, queue_full, rate_limited
- └── AgentFailed          the model or graph raised or timed out
+One class per wire code; the classes a caller catches group them::
+
+    DariError                   an error with a stable wire code
+     ├── ProtocolError          bad_request: a frame the client sent is unusable
+     │    └── TooLarge          too_large
+     ├── AccessError            forbidden
+     │    └── Unauthorized      unauthorized
+     ├── LookupFailed           not_found
+     │    ├── ProjectNotFound   project_not_found
+     │    └── AgentNotFound     agent_not_found
+     ├── Unavailable            agent_not_running: try again later
+     │    ├── QueueFull         queue_full
+     │    ├── Busy              busy
+     │    └── RateLimited       rate_limited
+     ├── AgentFailed            agent_failed: the model or graph raised or timed out
+     └── InternalError          internal: dari's own machinery
+          ├── ConfigError       settings that cannot work (refused at start)
+          ├── BusError          a message between nodes could not be sent
+          ├── StoreUnavailable  replay log / shared state unreachable (hub/replay_redis.py)
+          └── MigrationError    the database schema cannot be brought up to date
+
+A ``DariError`` may still be raised with an explicit ``code=``; ``error_class(code)`` names the
+class of each code.
 """
 
 from __future__ import annotations
@@ -88,3 +105,73 @@ class Unavailable(DariError):
 
 class AgentFailed(DariError):
     code = ErrorCode.AGENT_FAILED
+
+
+class TooLarge(ProtocolError):
+    code = ErrorCode.TOO_LARGE
+
+
+class Unauthorized(AccessError):
+    code = ErrorCode.UNAUTHORIZED
+
+
+class ProjectNotFound(LookupFailed):
+    code = ErrorCode.PROJECT_NOT_FOUND
+
+
+class AgentNotFound(LookupFailed):
+    code = ErrorCode.AGENT_NOT_FOUND
+
+
+class QueueFull(Unavailable):
+    code = ErrorCode.QUEUE_FULL
+
+
+class Busy(Unavailable):
+    code = ErrorCode.BUSY
+
+
+class RateLimited(Unavailable):
+    code = ErrorCode.RATE_LIMITED
+
+
+class InternalError(DariError):
+    code = ErrorCode.INTERNAL
+
+
+class ConfigError(InternalError):
+    """Settings that cannot work; the message says how to fix them."""
+
+
+class BusError(InternalError):
+    """A message could not be published (the bus is unreachable)."""
+
+
+class StoreUnavailable(InternalError):
+    """Shared state (a replay log, queues in Redis) cannot be reached."""
+
+
+class MigrationError(InternalError):
+    """The database's schema cannot be brought to the version this dari needs."""
+
+
+_BY_CODE: dict[ErrorCode, type[DariError]] = {
+    ErrorCode.BAD_REQUEST: ProtocolError,
+    ErrorCode.TOO_LARGE: TooLarge,
+    ErrorCode.UNAUTHORIZED: Unauthorized,
+    ErrorCode.FORBIDDEN: AccessError,
+    ErrorCode.PROJECT_NOT_FOUND: ProjectNotFound,
+    ErrorCode.AGENT_NOT_FOUND: AgentNotFound,
+    ErrorCode.AGENT_NOT_RUNNING: Unavailable,
+    ErrorCode.NOT_FOUND: LookupFailed,
+    ErrorCode.QUEUE_FULL: QueueFull,
+    ErrorCode.BUSY: Busy,
+    ErrorCode.RATE_LIMITED: RateLimited,
+    ErrorCode.AGENT_FAILED: AgentFailed,
+    ErrorCode.INTERNAL: InternalError,
+}
+
+
+def error_class(code: ErrorCode) -> type[DariError]:
+    """The exception class of a wire code (every code has exactly one)."""
+    return _BY_CODE[code]

@@ -52,7 +52,7 @@ class AnswerRun:
         hub, store = runner.hub, runner.store
         rid = job.request_id
         began = time.monotonic()
-        runner.in_progress[(job.user_id, rid)] = self.progress
+        await hub.delivery.answer_began(self.progress)
         row: asyncio.Future[int] | None = None
         checkpoint: asyncio.Task[None] | None = None
         finish: FinishReason = "stop"
@@ -62,9 +62,8 @@ class AnswerRun:
             # The row's place in history is fixed now; the agent starts without waiting for
             # the write (the first checkpoint and the final save wait for it).
             row = store.begin_answer(key, rid, runner.node_id)
-            if runner.shared is not None:
-                # Another node's reaper must be able to fail this row if this node dies.
-                await runner.shared.begun(job, await asyncio.shield(row))
+            # Another node's reaper must be able to fail this row if this node dies.
+            await runner.queue.begun(job, await asyncio.shield(row))
             checkpoint = asyncio.create_task(self._checkpoint(row))
             agent = runner.directory.get(key.project_id, key.agent_name)
             history_limit = agent.config.history_limit if agent.backend.uses_history else 0
@@ -187,11 +186,10 @@ class AnswerRun:
                 await checkpoint
         # Several nodes: a reaper may have ended this answer already (its node seemed dead).
         owned = True
-        if runner.shared is not None and runner.shared.runs(self.job):
-            try:
-                owned = await runner.shared.claim_end(self.job)
-            except DariError as exc:
-                log.warning("cannot claim the end of %s (%s); ending it here", rid, exc.message)
+        try:
+            owned = await runner.queue.claim_end(self.job)
+        except DariError as exc:
+            log.warning("cannot claim the end of %s (%s); ending it here", rid, exc.message)
         try:
             if row is not None and owned:
                 try:
@@ -203,11 +201,9 @@ class AnswerRun:
                         message_id, self.progress.text(), _STATUS[finish], self.progress.steps
                     )
         finally:
-            runner.in_progress.pop((self.job.user_id, rid), None)
             if owned:
                 await runner.hub.publish(
                     key, frames.answer_frame("end", key, rid, finish_reason=finish)
                 )
-            if runner.hub.shared is not None:
-                with contextlib.suppress(DariError):
-                    await runner.hub.shared.drop_progress(key, rid)
+            with contextlib.suppress(DariError):
+                await runner.hub.delivery.answer_ended(self.progress)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -19,6 +18,15 @@ class Outcome:
     error: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class DelegatedTask:
+    """What a job done for another conversation reports to: the agent that did the work and
+    the conversation that asked for it (its report lands there)."""
+
+    agent_name: str
+    origin: ConversationKey
+
+
 @dataclass(eq=False, slots=True)
 class Job:
     request_id: str
@@ -26,8 +34,8 @@ class Job:
     message: str
     images: list[str]
     user_id: str
-    # Called when the answer has ended and been saved (delegated tasks report through it).
-    on_done: Callable[[Outcome], Awaitable[None]] | None = None
+    # A delegated task: reported to its origin once the answer has ended and been saved.
+    delegated: DelegatedTask | None = None
     cancelled: bool = False
     task: asyncio.Task[Outcome] | None = None
 

@@ -114,6 +114,10 @@ class Store(ABC):
         """Save the user's message, once per (user, client message id)."""
 
     @abstractmethod
+    async def find_request(self, user_id: str, client_message_id: str) -> str | None:
+        """The request id of ``user_id``'s chat ``client_message_id`` if it was accepted."""
+
+    @abstractmethod
     def begin_answer(
         self, key: ConversationKey, request_id: str, node_id: str
     ) -> asyncio.Future[int]:

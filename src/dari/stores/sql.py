@@ -372,6 +372,23 @@ class SqlStore(Store):
             self._remember_request(user_id, client_message_id, accepted.request_id)
         return accepted
 
+    async def find_request(self, user_id: str, client_message_id: str) -> str | None:
+        flight = (user_id, client_message_id)
+        known = self._requests.get(flight)
+        if known is not None:
+            return known
+        saving = self._saving.get(flight)
+        if saving is not None:
+            return (await asyncio.shield(saving)).request_id
+        ids = {"user_id": user_id, "client_message_id": client_message_id}
+        found = await self._worker.run(
+            lambda conn: conn.execute(self._sql.request_of, ids).scalar()
+        )
+        if found is None:
+            return None
+        self._remember_request(user_id, client_message_id, str(found))
+        return str(found)
+
     def _remember_request(self, user_id: str, client_message_id: str, request_id: str) -> None:
         requests = self._requests
         requests[(user_id, client_message_id)] = request_id

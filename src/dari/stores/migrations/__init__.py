@@ -21,6 +21,8 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from dari.protocol.errors import MigrationError as MigrationError  # part of the one error tree
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent
 BASELINE = "0001"
 # The tables and columns revision 0001 creates: what create_all made before migrations existed.
@@ -62,8 +64,6 @@ BASELINE_COLUMNS: dict[str, frozenset[str]] = {
 _PG_LOCK_KEY = 0x64617269  # "dari"
 
 
-class MigrationError(RuntimeError):
-    """The database's schema cannot be brought to the current revision automatically."""
 
 
 def make_config(url: str | None = None, connection: Connection | None = None) -> Config:

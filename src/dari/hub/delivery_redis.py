@@ -1,4 +1,4 @@
-"""What the hub shares with the other nodes when the replay log is in Redis.
+"""Several nodes: delivery through Redis (the ``Delivery`` of a cluster).
 
 One node holds a client's socket; any node may produce frames for it. So subscriptions live in
 Redis, a frame for a client goes into the client's shared log, and the node holding the socket
@@ -24,18 +24,23 @@ any node, or the text saved when the node running it died, is exactly what subsc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import Any
 
 import orjson
 from redis.exceptions import RedisError
 
 from dari.buses.base import Bus, BusError, BusMessage
+from dari.hub.delivery import Delivery
 from dari.hub.replay_redis import LUA_PRELUDE, RedisReplayLog, ReplayUnavailable
+from dari.protocol.errors import CloseCode
 from dari.protocol.frames import ConversationKey, Frame
+from dari.runner.jobs import Progress
+from dari.supervise import supervise
 
 log = logging.getLogger("dari.hub")
 
@@ -166,14 +171,19 @@ def conversation_of(name: str | bytes) -> ConversationKey:
 
 
 _FAN_OUT_BATCH = 128  # frames per script call at most
+# Fan-outs waiting for the call in flight; past this a producer gets ReplayUnavailable rather
+# than the node's memory growing while Redis is slow.
+MAX_QUEUED_FAN_OUTS = 20_000
 
 
 def _decode(values: Iterable[bytes | str]) -> set[str]:
     return {v.decode() if isinstance(v, bytes) else v for v in values}
 
 
-class SharedHub:
+class RedisDelivery(Delivery):
     def __init__(self, log: RedisReplayLog, bus: Bus, ttl_s: float) -> None:
+        super().__init__()
+        self.replay = log
         self.log = log
         self.bus = bus
         self.redis = log.redis
@@ -188,6 +198,22 @@ class SharedHub:
         self._sender: asyncio.Task[None] | None = None
         self._snapshot = self.redis.register_script(_SNAPSHOT)
         self._watchers: dict[str, Callable[[BusMessage], Awaitable[None]]] = {}
+
+    async def start(self) -> None:
+        # Redis may be down at start: the node starts anyway (not ready) and connects later.
+        try:
+            await self.log.ping()
+        except ReplayUnavailable as exc:
+            log.warning("%s; retrying on use, /readyz says not ready meanwhile", exc.message)
+
+    async def ping(self) -> None:
+        await self.log.ping()
+
+    async def close(self) -> None:
+        if self._sender is not None and not self._sender.done():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(self._sender), 5)
+        await self.log.close()
 
     async def _call(self, work: Awaitable[Any]) -> Any:
         try:
@@ -247,21 +273,25 @@ class SharedHub:
             conversations, projects = await self._call(pipe.execute())
         return {conversation_of(name) for name in conversations}, _decode(projects)
 
-    async def touch(
-        self, client_id: str, conversations: Iterable[ConversationKey], projects: Iterable[str]
-    ) -> None:
-        """Push back the expiry of a client and its subscriptions (it is still around)."""
-        expiry = self._expiry()
+    async def refresh(self, attached: Iterable[str]) -> None:
+        """Refresh the attachment records of the sockets this node holds, and push back the
+        expiry of those clients and their subscriptions (they are still around)."""
+        expiry, lease = self._expiry(), int(self.ttl_s * 1000)
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(self._k("clients"), {client_id: expiry})
-            for key in conversations:
-                name = conversation_name(key)
-                self._add(pipe, self._k("subs", "c", name), client_id, expiry)
-                self._add(pipe, self._k("subs", "pc", key.project_id), name, expiry)
-                self._add(pipe, self._k("client", client_id, "c"), name, expiry)
-            for project in projects:
-                self._add(pipe, self._k("subs", "p", project), client_id, expiry)
-                self._add(pipe, self._k("client", client_id, "p"), project, expiry)
+            for client_id in attached:
+                state = self.clients.get(client_id)
+                if state is None:
+                    continue
+                pipe.set(self._k("attached", client_id), self.bus.node_id, px=lease)
+                pipe.zadd(self._k("clients"), {client_id: expiry})
+                for key in state.conversations:
+                    name = conversation_name(key)
+                    self._add(pipe, self._k("subs", "c", name), client_id, expiry)
+                    self._add(pipe, self._k("subs", "pc", key.project_id), name, expiry)
+                    self._add(pipe, self._k("client", client_id, "c"), name, expiry)
+                for project in state.projects:
+                    self._add(pipe, self._k("subs", "p", project), client_id, expiry)
+                    self._add(pipe, self._k("client", client_id, "p"), project, expiry)
             await self._call(pipe.execute())
 
     async def project_subscribers(self, project_id: str) -> set[str]:
@@ -277,7 +307,7 @@ class SharedHub:
         now = int(time.time() * 1000)
         return _decode(await self._call(self.redis.zrangebyscore(self._k("clients"), now, "+inf")))
 
-    async def forget(self, client_id: str, *, force: bool = False) -> bool:
+    async def forget(self, client_id: str, *, force: bool = False) -> None:
         """Drop the client's shared state and log, unless another node still serves it
         (``force``: a socket-bound client id that nobody can come back with)."""
         counter, stream = self.log.log_keys(client_id)
@@ -290,12 +320,61 @@ class SharedHub:
             stream,
         ]
         now = int(time.time() * 1000)
-        dropped = await self._call(
+        await self._call(
             self._forget(keys=keys, args=[client_id, 0 if force else now, self.prefix])
         )
-        return bool(dropped)
 
     # --- delivery ----------------------------------------------------------------------------
+
+    async def send(self, client_id: str, frame: Frame, merge_key: str | None = None) -> int:
+        seq = await self.log.append(client_id, frame, merge_key)
+        state = self.clients.get(client_id)
+        if state is not None and state.connection is not None:
+            state.connection.notify()
+        else:
+            await self.wake((client_id,))
+        return seq
+
+    async def send_many(
+        self, client_ids: Collection[str], frame: Frame, merge_key: str | None = None
+    ) -> int:
+        return await self._deliver(client_ids, frame)  # no merging in the shared log
+
+    async def publish(
+        self,
+        key: ConversationKey,
+        local: Collection[str],
+        frame: Frame,
+        merge_key: str | None = None,
+    ) -> int:
+        # Even with nobody subscribed: an answer's pieces also record its progress.
+        # Subscribers are read in the same step as the logs grow: see snapshots().
+        return await self._deliver(local, frame, key)
+
+    async def _deliver(
+        self, client_ids: Iterable[str], frame: Frame, conversation: ConversationKey | None = None
+    ) -> int:
+        # Shielded: once the frame is logged its readers must be woken, even if the producer
+        # is cancelled meanwhile (an ``end`` left in a log with no wake is never sent).
+        return await asyncio.shield(self._log_and_wake(list(client_ids), frame, conversation))
+
+    async def _log_and_wake(
+        self, client_ids: list[str], frame: Frame, conversation: ConversationKey | None
+    ) -> int:
+        """Log for every client (and the conversation's subscribers) in one step, then wake
+        each reader: a local socket is handed the frame as logged, others are woken."""
+        epoch, targets = await self.fan_out(frame, client_ids, conversation)
+        remote = []
+        for client_id, seq in targets:
+            state = self.clients.get(client_id)
+            if state is not None and state.connection is not None:
+                # Handed over as logged, so this node's writer need not read it back.
+                state.connection.offer(epoch, seq, frame)
+                state.connection.notify()
+            else:
+                remote.append(client_id)
+        await self.wake(remote)
+        return len(targets)
 
     async def fan_out(
         self,
@@ -335,13 +414,24 @@ class SharedHub:
             len(clients),
             *clients,
         ]
+        if len(self._queued) >= MAX_QUEUED_FAN_OUTS:
+            raise ReplayUnavailable("shared state too slow: too many frames waiting for Redis")
         future: asyncio.Future[tuple[str, list[tuple[str, int]]]] = (
             asyncio.get_running_loop().create_future()
         )
         self._queued.append((group, future))
         if self._sender is None or self._sender.done():
-            self._sender = asyncio.create_task(self._send_queued())
+            self._sender = supervise(
+                self._send_queued(), "fan-out to Redis", on_failure=self._fail_queued
+            )
         return await future
+
+    def _fail_queued(self, exc: BaseException) -> None:
+        """The sender stopped unexpectedly: its waiters fail instead of hanging."""
+        queued, self._queued = self._queued, []
+        for _group, future in queued:
+            if not future.done():
+                future.set_exception(ReplayUnavailable(f"fan-out stopped: {exc!r}"))
 
     async def _send_queued(self) -> None:
         log = self.log
@@ -378,6 +468,21 @@ class SharedHub:
                 ]
                 if not future.done():
                     future.set_result((epoch, targets))
+
+    async def snapshots(self, client_id: str, keys: Iterable[ConversationKey]) -> None:
+        for key in keys:
+            if await self.snapshot(client_id, key):
+                state = self.clients.get(client_id)
+                if state is not None and state.connection is not None:
+                    state.connection.notify()
+                else:
+                    await self.wake((client_id,))
+
+    async def answer_began(self, progress: Progress) -> None:
+        """Nothing to do: the answer's progress grows with its fan-outs (see fan_out)."""
+
+    async def answer_ended(self, progress: Progress) -> None:
+        await self.drop_progress(progress.key, progress.request_id)
 
     async def snapshot(self, client_id: str, key: ConversationKey) -> bool:
         """Log a ``snapshot`` of the answer running in ``key`` (on any node) for the client.
@@ -435,17 +540,27 @@ class SharedHub:
 
     # --- sockets -----------------------------------------------------------------------------
 
-    async def attached(
-        self, client_id: str, node_id: str, on_message: Callable[[BusMessage], Awaitable[None]]
-    ) -> None:
-        """A socket of ``client_id`` is attached here: listen for its wakes, tell the others."""
+    async def attached(self, client_id: str) -> None:
+        """A socket of ``client_id`` is attached here: listen for its wakes, tell the others
+        (a socket of the same client on another node is closed as replaced)."""
+
+        async def on_message(message: BusMessage) -> None:
+            state = self.clients.get(client_id)
+            current = state.connection if state is not None else None
+            if current is None:
+                return
+            if message.payload == ATTACHED:
+                await current.close(CloseCode.REPLACED, "replaced by a newer connection")
+            else:
+                current.notify()
+
         previous = self._watchers.pop(client_id, None)
         if previous is not None:
             await self.bus.unsubscribe(self._k("wake", client_id), previous)
         self._watchers[client_id] = on_message
         await self.bus.subscribe(self._k("wake", client_id), on_message)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(self._k("attached", client_id), node_id, px=int(self.ttl_s * 1000))
+            pipe.set(self._k("attached", client_id), self.bus.node_id, px=int(self.ttl_s * 1000))
             pipe.zadd(self._k("clients"), {client_id: self._expiry()})
             await self._call(pipe.execute())
         try:
@@ -453,19 +568,12 @@ class SharedHub:
         except BusError as exc:
             log.warning("announcing %s failed: %s", client_id, exc)
 
-    async def detached(self, client_id: str, node_id: str) -> None:
+    async def detached(self, client_id: str) -> None:
         handler = self._watchers.pop(client_id, None)
         if handler is not None:
             await self.bus.unsubscribe(self._k("wake", client_id), handler)
         try:
-            await self._detach(keys=[self._k("attached", client_id)], args=[node_id])
+            await self._detach(keys=[self._k("attached", client_id)], args=[self.bus.node_id])
             await self.redis.zadd(self._k("clients"), {client_id: self._expiry()})
         except (RedisError, OSError) as exc:
             log.warning("recording that %s left failed: %s", client_id, exc)
-
-    async def still_attached(self, client_ids: Iterable[str], node_id: str) -> None:
-        """Refresh the attachment records of the sockets this node holds."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for client_id in client_ids:
-                pipe.set(self._k("attached", client_id), node_id, px=int(self.ttl_s * 1000))
-            await self._call(pipe.execute())

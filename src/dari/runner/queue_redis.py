@@ -1,4 +1,4 @@
-"""Ordering across nodes: one queue per conversation in Redis, run by whoever holds its lease.
+"""Several nodes: one queue per conversation in Redis, run by whoever holds its lease.
 
 A chat arriving at any node is pushed onto ``queue:<conversation>``; the node then tries to take
 ``lease:<conversation>`` (SET NX PX, ``cluster.lease_s``). The holder pops and runs the chats
@@ -11,10 +11,16 @@ A node that dies stops renewing. Every node's reaper (every ``cluster.reap_s``) 
 leases past their expiry (``leases``, a sorted set of expiry times) and claims each one
 atomically: the claimer ends the answer that was running honestly (``agent_failed``, then
 ``end`` with ``error``), saves the text its subscribers received as ``failed``
-(``progress:<request_id>``, see hub/shared.py), and starts the next chat of that conversation.
-The end of an answer is claimed once (``ended:<run>``, SET NX): a node that comes back after
-being reaped neither saves nor ends it a second time. Each queued chat gets a run id of its
-own, because request ids are unique per user only.
+(``progress:<request_id>``, see hub/delivery_redis.py), and starts the next chat of that
+conversation.
+The end of an answer is claimed once (``ended:<run>``, SET NX, holding the claimer's node id): a
+node that comes back after being reaped neither saves nor ends it a second time, and a node's
+own claim is never taken for a lost lease by its renewals. The lease is released only after the
+answer's final save, so the next chat of the conversation never starts before it.
+
+Accepting a chat and pushing it happen under ``order:<conversation>`` (a short lock, taken
+after a local one), so the order of user messages in history is the order of the queue. Each
+queued chat gets a run id of its own, because request ids are unique per user only.
 
 Cancel works from any node: a queued chat is removed from the list by the node that got the
 cancel; a running one is cancelled by its node, told over the bus (channel ``<prefix>cancel``,
@@ -36,19 +42,22 @@ import contextlib
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from redis.exceptions import RedisError
 
-from dari.buses.base import Bus, BusError, BusMessage
-from dari.hub.shared import SharedHub, conversation_name, conversation_of
+from dari.buses.base import BusError, BusMessage
+from dari.hub.delivery_redis import RedisDelivery, conversation_name, conversation_of
 from dari.protocol import frames
 from dari.protocol.errors import ErrorCode, Unavailable
 from dari.protocol.frames import ConversationKey
 from dari.runner.answer import AnswerRun
-from dari.runner.jobs import Job, Outcome
+from dari.runner.jobs import DelegatedTask, Job, Outcome
+from dari.runner.queue import ConversationQueue, OrderingLocks
+from dari.supervise import supervise
 
 if TYPE_CHECKING:
     from dari.runner.runner import Runner
@@ -56,14 +65,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("dari.runner")
 
 RECORD_TTL_S = 24 * 3600.0  # bookkeeping of one request outlives any answer
+ORDER_LOCK_S = 10.0  # the longest a chat's acceptance may hold its conversation's order
 
 # KEYS: lease, leases. ARGV: node, lease ms, conversation, expiry ms, running run id ('' none),
 # ended:<run> key. Take or keep the lease; 0 when another node holds it or the running
-# answer was already ended by a reaper.
+# answer was already ended by another node (a reaper). Its own end is not a loss.
 _HOLD = """
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return 0 end
-if ARGV[5] ~= '' and redis.call('EXISTS', ARGV[6]) == 1 then return 0 end
+if ARGV[5] ~= '' then
+  local ended = redis.call('GET', ARGV[6])
+  if ended and ended ~= ARGV[1] then return 0 end
+end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
 return 1
@@ -99,14 +112,21 @@ redis.call('DEL', KEYS[3])
 return running
 """
 
-# KEYS: ended:<run>, answer:<run>, running, req:<[user, request]>. ARGV: "<run> <request>", TTL ms.
-# The answer's record ({} if none) when this caller ends it; nil when someone already did.
+# KEYS: ended:<run>, answer:<run>, running, req:<[user, request]>. ARGV: "<run> <request>", TTL ms,
+# the claiming node. The answer's record ({} if none) when this caller ends it; nil when someone
+# already did.
 _CLAIM_END = """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[2]) then return false end
+if not redis.call('SET', KEYS[1], ARGV[3], 'NX', 'PX', ARGV[2]) then return false end
 local record = redis.call('HGETALL', KEYS[2])
 redis.call('DEL', KEYS[2], KEYS[4])
 if redis.call('GET', KEYS[3]) == ARGV[1] then redis.call('DEL', KEYS[3]) end
 return record
+"""
+
+# KEYS: order:<conversation>. ARGV: token. Release the ordering lock if this caller holds it.
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 # KEYS: queue. Every queued chat, removed.
@@ -117,22 +137,15 @@ return queued
 """
 
 
-@dataclass(frozen=True, slots=True)
-class DelegatedTask:
-    """What a node needs to report a delegated task: who did it, for which conversation."""
-
-    agent_name: str
-    origin: ConversationKey
-
-    def encode(self) -> list[str]:
-        return [self.agent_name, conversation_name(self.origin)]
-
-    @classmethod
-    def decode(cls, value: list[str]) -> DelegatedTask:
-        return cls(value[0], conversation_of(value[1]))
+def _encode_task(task: DelegatedTask) -> list[str]:
+    return [task.agent_name, conversation_name(task.origin)]
 
 
-def _encode(job: Job, run_id: str, task: DelegatedTask | None) -> bytes:
+def _decode_task(value: list[str]) -> DelegatedTask:
+    return DelegatedTask(value[0], conversation_of(value[1]))
+
+
+def _encode(job: Job, run_id: str) -> bytes:
     key = job.key
     data: dict[str, Any] = {
         "x": run_id,
@@ -142,8 +155,8 @@ def _encode(job: Job, run_id: str, task: DelegatedTask | None) -> bytes:
         "i": job.images,
         "u": job.user_id,
     }
-    if task is not None:
-        data["t"] = task.encode()
+    if job.delegated is not None:
+        data["t"] = _encode_task(job.delegated)
     return orjson.dumps(data)
 
 
@@ -152,25 +165,25 @@ def _run_of(payload: bytes) -> str:
     return run_id
 
 
-def _decode(payload: bytes) -> tuple[Job, str, DelegatedTask | None]:
+def _decode(payload: bytes) -> tuple[Job, str]:
     data = orjson.loads(payload)
-    job = Job(data["r"], ConversationKey(*data["k"]), data["m"], data["i"], data["u"])
-    task = DelegatedTask.decode(data["t"]) if "t" in data else None
-    return job, data["x"], task
+    task = _decode_task(data["t"]) if "t" in data else None
+    job = Job(data["r"], ConversationKey(*data["k"]), data["m"], data["i"], data["u"], task)
+    return job, data["x"]
 
 
 def _text(value: bytes | str | None) -> str:
     return value.decode() if isinstance(value, bytes) else (value or "")
 
 
-class SharedRunner:
-    def __init__(self, runner: Runner, hub: SharedHub, bus: Bus, node_id: str) -> None:
+class RedisQueue(ConversationQueue):
+    def __init__(self, runner: Runner, delivery: RedisDelivery) -> None:
         self.runner = runner
-        self.hub = hub
-        self.bus = bus
-        self.node_id = node_id
-        self.redis = hub.redis
-        self.prefix = hub.prefix
+        self.hub = delivery
+        self.bus = delivery.bus
+        self.node_id = delivery.bus.node_id
+        self.redis = delivery.redis
+        self.prefix = delivery.prefix
         # A dead node's answer is ended at most lease_s + reap_s after its last renewal.
         self.timing = runner.settings.cluster
         self._hold = self.redis.register_script(_HOLD)
@@ -179,6 +192,8 @@ class SharedRunner:
         self._claim_dead = self.redis.register_script(_CLAIM_DEAD)
         self._claim_end = self.redis.register_script(_CLAIM_END)
         self._drain = self.redis.register_script(_DRAIN)
+        self._unlock = self.redis.register_script(_UNLOCK)
+        self._local_order = OrderingLocks()
         self.workers: dict[str, asyncio.Task[None]] = {}
         self.current: dict[str, Job] = {}  # conversation name -> the job running here
         self._runs: dict[str, str] = {}  # conversation name -> the run id of that job
@@ -208,7 +223,7 @@ class SharedRunner:
 
     async def start(self) -> None:
         await self.bus.subscribe(self._k("cancel"), self._on_cancel)
-        self._reaper = asyncio.create_task(self._reap_forever(), name="dari-reaper")
+        self._reaper = supervise(self._reap_forever(), "reaping expired leases")
 
     async def close(self) -> None:
         if self._reaper is not None:
@@ -228,6 +243,34 @@ class SharedRunner:
 
     # --- submitting --------------------------------------------------------------------------
 
+    @asynccontextmanager
+    async def _ordered(self, key: ConversationKey) -> AsyncIterator[None]:
+        name = conversation_name(key)
+        # Local callers queue on a local lock first (in arrival order, no polling of Redis);
+        # the Redis lock then orders this node against the others.
+        async with self._local_order.hold(key):
+            lock, token = self._k("order", name), uuid.uuid4().hex
+            ttl = self._ms(ORDER_LOCK_S)
+            delay = 0.002
+            async with asyncio.timeout(ORDER_LOCK_S):
+                while not await self._call(self.redis.set(lock, token, nx=True, px=ttl)):
+                    await asyncio.sleep(delay)  # another node accepts a chat here right now
+                    delay = min(delay * 2, 0.05)
+            try:
+                yield
+            finally:
+                with contextlib.suppress(Unavailable):
+                    await self._call(self._unlock(keys=[lock], args=[token]))
+
+    def ordered(self, key: ConversationKey) -> AbstractAsyncContextManager[None]:
+        return self._ordered(key)
+
+    def size(self) -> int:
+        return len(self.current)
+
+    def running_here(self) -> list[Job]:
+        return list(self.current.values())
+
     async def depth(self, key: ConversationKey) -> int:
         name = conversation_name(key)
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -236,15 +279,15 @@ class SharedRunner:
             queued, running = await self._call(pipe.execute())
         return int(queued) + int(running)
 
-    async def enqueue(self, job: Job, task: DelegatedTask | None = None) -> int:
+    async def enqueue(self, job: Job) -> int:
         """Queue ``job`` for its conversation on every node; how many answers are ahead.
 
-        A delegated ``task`` is queued the same way (its conversation is its own, so this node
+        A delegated task is queued the same way (its conversation is its own, so this node
         takes the lease and runs it at once): it is then reaped like any answer if this node
         dies, and whichever node ends it reports it.
         """
         name = conversation_name(job.key)
-        payload = _encode(job, uuid.uuid4().hex, task)
+        payload = _encode(job, uuid.uuid4().hex)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.llen(self._k("queue", name))
             pipe.exists(self._k("running", name))
@@ -264,8 +307,7 @@ class SharedRunner:
             )
         )
         if taken:
-            worker = asyncio.create_task(self._work(key), name=f"dari-queue-{key}")
-            self.workers[name] = worker
+            self.workers[name] = supervise(self._work(key), f"queue of {name}")
 
     def _expiry(self) -> int:
         return self._ms(time.time() + self.timing.lease_s)
@@ -294,8 +336,8 @@ class SharedRunner:
                     if released != 0:
                         return
                     continue
-                job, run_id, task = _decode(payload)
-                await self._run(name, job, run_id, task)
+                job, run_id = _decode(payload)
+                await self._run(name, job, run_id)
         except Exception:
             log.exception("the queue of %s stopped on this node; its lease will expire", key)
         finally:
@@ -303,7 +345,8 @@ class SharedRunner:
             if self.workers.get(name) is me:
                 del self.workers[name]
 
-    async def _run(self, name: str, job: Job, run_id: str, task: DelegatedTask | None) -> None:
+    async def _run(self, name: str, job: Job, run_id: str) -> None:
+        task = job.delegated
         answer = self._k("answer", run_id)
         record: dict[Any, Any] = {
             "c": name,
@@ -312,7 +355,7 @@ class SharedRunner:
             "u": job.user_id,
         }
         if task is not None:
-            record["t"] = orjson.dumps(task.encode()).decode()  # for a reaper to report it
+            record["t"] = orjson.dumps(_encode_task(task)).decode()  # for a reaper to report it
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(
                 self._k("running", name), f"{run_id} {job.request_id}", px=self._ms(RECORD_TTL_S)
@@ -391,6 +434,8 @@ class SharedRunner:
 
     async def claim_end(self, job: Job) -> bool:
         """Whether the caller ends the answer (saves it and sends ``end``): only once."""
+        if not self.runs(job):
+            return True
         name = conversation_name(job.key)
         run_id = self._runs.get(name, "")
         record = await self._call(self._end_record(name, run_id, job.request_id, job.user_id))
@@ -408,7 +453,7 @@ class SharedRunner:
                 self._k("running", name),
                 self._req(user_id, request_id),
             ],
-            args=[f"{run_id} {request_id}", self._ms(RECORD_TTL_S)],
+            args=[f"{run_id} {request_id}", self._ms(RECORD_TTL_S), self.node_id],
         )
         if result is None:
             return None
@@ -474,7 +519,7 @@ class SharedRunner:
         await self.hub.drop_progress(key, request_id)
         if record.get("t"):
             # A delegated task: it failed with its node, and says so where it was asked for.
-            task = DelegatedTask.decode(orjson.loads(record["t"]))
+            task = _decode_task(orjson.loads(record["t"]))
             outcome = Outcome("error", text, f"the node running it ({node}) stopped")
             await self.runner.report_task(request_id, task.agent_name, task.origin, outcome)
 
@@ -532,5 +577,4 @@ class SharedRunner:
 
     async def _end_unstarted(self, job: Job) -> None:
         await self._call(self.redis.delete(self._req(job.user_id, job.request_id)))
-        job.cancelled = True
         await self.runner.end_unstarted(job)

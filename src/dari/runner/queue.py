@@ -1,0 +1,95 @@
+"""The conversation queue interface: where chats wait, in which order, and who runs them.
+
+One answer runs at a time per conversation, in the order its chats were accepted. Chosen once
+from the settings (``runner/factory``: ``build_queue``):
+
+- ``MemoryQueue`` (``queue_memory.py``): one node; a FIFO and a worker task per busy
+  conversation, in process memory.
+- ``RedisQueue`` (``queue_redis.py``): several nodes; one list per conversation in Redis, run
+  by whichever node holds the conversation's lease, reaped when a node dies.
+
+The runner (``runner.py``) holds the policies (double-texting, delegation, reports) and is the
+same on both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+from dari.protocol.frames import ConversationKey
+from dari.runner.jobs import Job
+
+
+class ConversationQueue(ABC):
+    @abstractmethod
+    async def start(self) -> None:
+        """Take up what the last stop or a dead node left (orphaned tasks, expired leases)."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Stop starting answers; the runner has cancelled the running ones."""
+
+    @abstractmethod
+    def ordered(self, key: ConversationKey) -> AbstractAsyncContextManager[None]:
+        """The conversation's ordering point. Accepting a chat (saving the user's message)
+        and queuing it happen under it, so history order is run order on every engine."""
+
+    @abstractmethod
+    async def depth(self, key: ConversationKey) -> int:
+        """Chats queued or running in ``key``, on every node."""
+
+    @abstractmethod
+    async def enqueue(self, job: Job) -> int:
+        """Queue ``job``; return how many answers are ahead of it (0: it starts now)."""
+
+    @abstractmethod
+    async def locate(self, request_id: str, user_id: str) -> ConversationKey | None:
+        """The conversation of ``user_id``'s chat ``request_id``, queued or running anywhere."""
+
+    @abstractmethod
+    async def cancel_request(self, request_id: str, user_id: str) -> bool: ...
+
+    @abstractmethod
+    async def cancel_conversation(self, key: ConversationKey) -> int:
+        """Cancel what runs and what waits in ``key``; returns how many chats."""
+
+    @abstractmethod
+    def running_here(self) -> list[Job]:
+        """Jobs whose answers run on this node now."""
+
+    @abstractmethod
+    def size(self) -> int:
+        """Chats waiting or running on this node (the queue depth gauge)."""
+
+    @abstractmethod
+    async def begun(self, job: Job, message_id: int) -> None:
+        """The answer's row exists (a reaper on another node may now save what it streamed)."""
+
+    @abstractmethod
+    async def claim_end(self, job: Job) -> bool:
+        """Whether the caller ends the answer (saves it and sends ``end``): exactly once, even
+        if a reaper on another node took the answer for dead."""
+
+
+class OrderingLocks:
+    """One asyncio lock per conversation, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[ConversationKey, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: ConversationKey) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)

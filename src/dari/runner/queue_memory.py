@@ -1,0 +1,158 @@
+"""One node: a FIFO and a worker task per busy conversation, in process memory."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from dari.protocol.frames import ConversationKey
+from dari.runner.answer import AnswerRun
+from dari.runner.jobs import Job, Outcome
+from dari.runner.queue import ConversationQueue, OrderingLocks
+
+if TYPE_CHECKING:
+    from dari.runner.runner import Runner
+
+log = logging.getLogger("dari.runner")
+
+
+@dataclass(eq=False, slots=True)
+class _Conversation:
+    key: ConversationKey
+    waiting: deque[Job] = field(default_factory=deque)
+    running: Job | None = None
+    worker: asyncio.Task[None] | None = None
+
+    def depth(self) -> int:
+        return len(self.waiting) + (1 if self.running else 0)
+
+
+class MemoryQueue(ConversationQueue):
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        self._conversations: dict[ConversationKey, _Conversation] = {}
+        self._ordering = OrderingLocks()
+
+    async def start(self) -> None:
+        """A task still ``running`` at start was cut off by the last stop or crash: it is
+        failed and reported, so its origin learns it will not complete."""
+        runner = self.runner
+        for task in await runner.store.running_tasks():
+            if task.origin is None:
+                await runner.store.finish_task(task.id, "failed", "interrupted by a restart")
+                continue
+            log.warning("task %s was cut off by the last stop; reporting it failed", task.id)
+            outcome = Outcome("error", "", "the gateway restarted while it ran")
+            await runner.report_task(task.id, task.agent_name, task.origin, outcome)
+
+    async def close(self) -> None:
+        workers = []
+        for conversation in self._conversations.values():
+            conversation.waiting.clear()
+            if conversation.worker is not None:
+                conversation.worker.cancel()
+                workers.append(conversation.worker)
+        if workers:
+            await asyncio.wait(workers, timeout=5)
+
+    def ordered(self, key: ConversationKey) -> AbstractAsyncContextManager[None]:
+        return self._ordering.hold(key)
+
+    async def depth(self, key: ConversationKey) -> int:
+        conversation = self._conversations.get(key)
+        return conversation.depth() if conversation else 0
+
+    def size(self) -> int:
+        return sum(conversation.depth() for conversation in self._conversations.values())
+
+    async def enqueue(self, job: Job) -> int:
+        conversation = self._conversations.get(job.key)
+        if conversation is None:
+            conversation = self._conversations[job.key] = _Conversation(job.key)
+        ahead = conversation.depth()
+        conversation.waiting.append(job)
+        if conversation.worker is None:
+            conversation.worker = asyncio.create_task(
+                self._work(conversation), name=f"dari: queue {job.key}"
+            )
+        return ahead
+
+    async def _work(self, conversation: _Conversation) -> None:
+        runner = self.runner
+        try:
+            while conversation.waiting:
+                job = conversation.waiting.popleft()
+                conversation.running = job
+                job.task = asyncio.create_task(AnswerRun(runner, job).run())
+                try:
+                    outcome = await job.task
+                except asyncio.CancelledError:
+                    if runner.closing:
+                        raise
+                    continue
+                except Exception:
+                    log.exception("answer %s crashed", job.request_id)
+                    continue
+                finally:
+                    conversation.running = None
+                if job.delegated is not None:
+                    task = job.delegated
+                    runner.spawn(
+                        runner.report_task(job.request_id, task.agent_name, task.origin, outcome)
+                    )
+        finally:
+            conversation.worker = None
+            if not conversation.waiting and conversation.running is None:
+                self._conversations.pop(conversation.key, None)
+
+    def _jobs(self) -> list[tuple[_Conversation, Job]]:
+        return [
+            (c, job)
+            for c in self._conversations.values()
+            for job in ([c.running] if c.running else []) + list(c.waiting)
+        ]
+
+    async def locate(self, request_id: str, user_id: str) -> ConversationKey | None:
+        for _conversation, job in self._jobs():
+            if job.request_id == request_id and job.user_id == user_id:
+                return job.key
+        return None
+
+    async def cancel_request(self, request_id: str, user_id: str) -> bool:
+        for conversation, job in self._jobs():
+            if job.request_id != request_id or job.user_id != user_id:
+                continue
+            if job is conversation.running:
+                self.runner.cancel_job(job)
+            else:
+                conversation.waiting.remove(job)
+                await self.runner.end_unstarted(job)
+            return True
+        return False
+
+    async def cancel_conversation(self, key: ConversationKey) -> int:
+        conversation = self._conversations.get(key)
+        if conversation is None:
+            return 0
+        count = 0
+        unstarted = list(conversation.waiting)
+        conversation.waiting.clear()
+        if conversation.running is not None:
+            self.runner.cancel_job(conversation.running)
+            count += 1
+        for job in unstarted:
+            await self.runner.end_unstarted(job)
+        return count + len(unstarted)
+
+    async def begun(self, job: Job, message_id: int) -> None:
+        return None  # no other node can take the answer over
+
+    async def claim_end(self, job: Job) -> bool:
+        return True  # only this node ever ends its answers
+
+    def running_here(self) -> list[Job]:
+        return [c.running for c in self._conversations.values() if c.running is not None]
