@@ -13,7 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from dari import __version__
-from dari.app import ai_sdk, rest, session_cookie, ws
+from dari.app import ag_ui, ai_sdk, rest, session_cookie, ws
 from dari.app.gateway import Gateway
 from dari.app.logs import install_log_filters
 from dari.app.raw_send import ExposeServerSend
@@ -95,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(session_cookie.router)
     app.include_router(ws.router)
     app.include_router(ai_sdk.router)
+    app.include_router(ag_ui.router)
     if (WEB_DIR / "index.html").is_file():
         app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
     return app

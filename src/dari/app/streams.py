@@ -12,20 +12,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from fastapi import Request
+from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
 
 from dari.app.gateway import Gateway
-from dari.app.session import ChatSession, send_snapshots
+from dari.app.session import ChatSession
 from dari.auth.base import Principal
 from dari.hub.connection import Connection
 from dari.hub.replay import ReplayLog
 from dari.protocol import frames
-from dari.protocol.errors import DariError, ErrorCode
-from dari.protocol.frames import ChatIn, ConversationKey, Frame
+from dari.protocol.codec import decode_client_frame
+from dari.protocol.errors import DariError, ErrorCode, ProtocolError
+from dari.protocol.frames import ChatIn, ConversationKey, Frame, HistoryIn, SubscribeIn
 
 CLIENT_PREFIX = "thread."  # the hub's internal clients: refused on /ws/chat (see app/ws.py)
+SSE_KEEPALIVE = ": keep-alive\n\n"  # an SSE comment: parsers skip it, idle proxies see traffic
 _BATCH = 256
+# A frontend sends the whole conversation with every request: bounded by this many chat frames.
+_BODY_FRAMES = 16
 _FINISHED: dict[str, str] = {"complete": "stop", "cancelled": "cancelled", "failed": "error"}
 
 
@@ -136,15 +146,36 @@ class Stream:
         return request_id, duplicate
 
     async def snapshots(self, key: ConversationKey) -> list[Frame]:
-        """Follow ``key`` from now on; the ``snapshot`` of each answer running in it.
-
-        The snapshots stay in line for :meth:`StreamSink.frames`, before the live pieces.
-        """
-        await self.gateway.hub.join(self.sink.client_id, key)
-        await send_snapshots(self.gateway, self.sink.client_id, {key})
+        """Follow ``key`` from now on (a ``subscribe``); the ``snapshot`` of each answer
+        running in it. The snapshots stay in line for :meth:`StreamSink.frames`, before the
+        live pieces."""
+        await self.session.subscribe(SubscribeIn(type="subscribe", **key.fields()))
         batch = await self.sink.ready()
         self.sink.push_back(batch)
         return [f for f in batch if f.get("type") == "snapshot"]
+
+    async def history(self, key: ConversationKey, limit: int) -> list[Frame]:
+        """The conversation's saved messages (a ``history`` frame's), oldest first; the
+        frames logged meanwhile stay in line."""
+        await self.session.history(HistoryIn(type="history", limit=limit, **key.fields()))
+        batch = await self.sink.ready()
+        found = [f for f in batch if f.get("type") == "history"]
+        self.sink.push_back([f for f in batch if f.get("type") != "history"])
+        messages: list[Frame] = found[-1]["messages"] if found else []
+        return messages
+
+    async def answer(
+        self, key: ConversationKey, request_id: str, idle_s: float
+    ) -> AsyncIterator[Frame | None]:
+        """The frames of answer ``request_id`` (and reports into ``key`` meanwhile), through
+        its ``end``; ``None`` after ``idle_s`` quiet seconds. Raises :class:`StreamLost` if
+        the stream is closed first (the server is stopping)."""
+        async for frame in self.sink.frames(idle_s):
+            if frame is None or relevant(frame, request_id, key):
+                yield frame
+                if frame is not None and frame["type"] == "end":
+                    return
+        raise StreamLost("the stream was closed before the answer ended; resume it")
 
     async def _show_again(self, key: ConversationKey, request_id: str) -> None:
         """A chat sent again: its answer from the start. Running: its snapshot, then live
@@ -195,3 +226,69 @@ def relevant(frame: Frame, request_id: str, key: ConversationKey) -> bool:
             and frame.get("thread_id", key.thread_id) == key.thread_id
         )
     return frame.get("request_id") == request_id and kind not in ("ack", "history")
+
+
+# --- HTTP plumbing shared by the dialects -----------------------------------------------------
+
+
+async def read_body(request: Request, gateway: Gateway) -> bytes:
+    """The request body, refused past a bound (``too_large``) before it is all buffered."""
+    limit = gateway.settings.limits.max_message_bytes * _BODY_FRAMES
+    if int(request.headers.get("content-length") or 0) > limit:
+        raise ProtocolError(f"body exceeds {limit} bytes", code=ErrorCode.TOO_LARGE)
+    body = bytearray()
+    async for piece in request.stream():
+        body += piece
+        if len(body) > limit:
+            raise ProtocolError(f"body exceeds {limit} bytes", code=ErrorCode.TOO_LARGE)
+    return bytes(body)
+
+
+def conversation_key(
+    gateway: Gateway, principal: Principal, project_id: str, agent_name: str, thread_id: str
+) -> ConversationKey:
+    """The conversation a dialect's chat or thread id names, once the principal may use it."""
+    principal.require(project_id, agent_name)
+    gateway.directory.get(project_id, agent_name)
+    if not 0 < len(thread_id) <= 128 or "\x00" in thread_id:
+        raise ProtocolError("the chat or thread id must be 1 to 128 characters")
+    return ConversationKey(project_id, agent_name, thread_id)
+
+
+def chat_frame(
+    gateway: Gateway, key: ConversationKey, message_id: str, text: str, images: list[str]
+) -> ChatIn:
+    """The ``chat`` frame for a dialect's input, validated as one from a socket would be."""
+    raw: dict[str, Any] = {
+        "type": "chat",
+        "message": text,
+        "images": images,
+        "id": message_id,
+        **key.fields(),
+    }
+    frame = decode_client_frame(
+        orjson.dumps(raw).decode(), max_bytes=gateway.settings.limits.max_message_bytes
+    )
+    assert isinstance(frame, ChatIn)
+    return frame
+
+
+def sse_response(
+    body: AsyncIterator[str], opened: contextlib.AsyncExitStack, headers: Mapping[str, str]
+) -> StreamingResponse:
+    """Stream ``body``; the stream's hub client is let go when it ends or the client leaves."""
+
+    async def cleanup() -> None:
+        with contextlib.suppress(Exception):
+            await opened.aclose()
+
+    async def guarded() -> AsyncIterator[str]:
+        try:
+            async for text in body:
+                yield text
+        finally:
+            # A client that goes away cancels this; the answer itself goes on.
+            await asyncio.shield(cleanup())
+
+    # The background task also lets go of a stream whose body was never iterated.
+    return StreamingResponse(guarded(), headers=headers, background=BackgroundTask(cleanup))

@@ -32,7 +32,6 @@ HEADERS = {
     "x-vercel-ai-ui-message-stream": "v1",
 }
 DONE = "data: [DONE]\n\n"
-KEEPALIVE = ": keep-alive\n\n"  # an SSE comment: parsers skip it, idle proxies see traffic
 
 # dari's finish reasons → the AI SDK's (``cancelled`` becomes an ``abort`` chunk instead).
 _FINISH_REASONS = {

@@ -1,0 +1,217 @@
+"""AG-UI on the engine: an agent endpoint any AG-UI client (``HttpAgent``, CopilotKit) can run.
+
+- ``POST /api/ag-ui/{project}/{agent}``: a ``RunAgentInput`` (``threadId`` is the dari thread,
+  ``runId`` the chat's idempotency key, the last user message the input) answered by the run's
+  events over SSE.
+- ``WS /api/ag-ui/{project}/{agent}/ws[?threadId=…]``: the same events, one JSON event per text
+  frame; each text frame sent is a ``RunAgentInput``. The socket follows its thread: every
+  answer in it (from any frontend) is a run. Beyond the spec, reconnection: a socket that opens
+  on a thread gets ``MESSAGES_SNAPSHOT`` (the saved messages) inside the running answer's run,
+  then that answer's events so far and live ones; with nothing running, the snapshot comes in
+  a run of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+
+from ag_ui.core import RunAgentInput, RunErrorEvent
+from fastapi import APIRouter, Request, Response, WebSocket, WebSocketDisconnect
+
+from dari.app.credentials import credentials_of
+from dari.app.gateway import Gateway
+from dari.app.origin import origin_allowed
+from dari.app.rest import gateway_of, principal_of
+from dari.app.streams import (
+    SSE_KEEPALIVE,
+    Stream,
+    chat_frame,
+    conversation_key,
+    open_stream,
+    read_body,
+    sse_response,
+)
+from dari.auth.base import Principal
+from dari.protocol import ag_ui, frames
+from dari.protocol.errors import CloseCode, DariError, ErrorCode
+from dari.protocol.frames import ConversationKey
+
+router = APIRouter(prefix="/api/ag-ui/{project_id}/{agent_name}")
+HEADERS = {
+    "content-type": ag_ui.CONTENT_TYPE,
+    "cache-control": "no-cache",
+    "connection": "keep-alive",
+    "x-accel-buffering": "no",
+}
+HISTORY_LIMIT = 200  # saved messages in a reconnecting socket's MESSAGES_SNAPSHOT
+
+
+async def _accept_run(stream: Stream, key: ConversationKey, run: RunAgentInput) -> str:
+    """Accept a run's input as a ``chat`` (its ``runId`` is the id); the answer's request id."""
+    text, images = ag_ui.user_input(run)
+    chat = chat_frame(stream.gateway, key, run.run_id, text, images)
+    request_id, _ = await stream.chat(chat)
+    return request_id
+
+
+async def stream_run(
+    stream: Stream, key: ConversationKey, run_id: str, request_id: str, idle_s: float
+) -> AsyncIterator[str]:
+    run = ag_ui.RunStream(key.thread_id, run_id, request_id)
+    for event in run.begin():
+        yield ag_ui.sse(event)
+    try:
+        async for frame in stream.answer(key, request_id, idle_s):
+            if frame is None:
+                yield SSE_KEEPALIVE
+                continue
+            for event in run.feed(frame):
+                yield ag_ui.sse(event)
+    except DariError as exc:
+        yield ag_ui.sse(RunErrorEvent(message=exc.message, code=str(exc.code)))
+
+
+@router.post("")
+async def run_agent(project_id: str, agent_name: str, request: Request) -> Response:
+    gateway = gateway_of(request)
+    principal = principal_of(request)
+    run = ag_ui.parse_input(await read_body(request, gateway))
+    key = conversation_key(gateway, principal, project_id, agent_name, run.thread_id)
+    opened = contextlib.AsyncExitStack()
+    stream = await opened.enter_async_context(open_stream(gateway, principal))
+    try:
+        request_id = await _accept_run(stream, key, run)
+    except BaseException:
+        await opened.aclose()
+        raise
+    body = stream_run(stream, key, run.run_id, request_id, gateway.settings.heartbeat_s)
+    return sse_response(body, opened, HEADERS)
+
+
+# --- the WebSocket binding ----------------------------------------------------------------
+
+
+async def _authenticate(websocket: WebSocket, gateway: Gateway) -> Principal | None:
+    """The principal, or None after refusing the socket (the close code says why)."""
+    if not origin_allowed(websocket, gateway.settings):
+        await websocket.close(code=CloseCode.POLICY_VIOLATION)  # before accept: HTTP 403
+        return None
+    try:
+        return gateway.authenticator.authenticate(
+            credentials_of(websocket, gateway.settings.auth.cookie_name, allow_query_token=True)
+        )
+    except DariError as exc:
+        await websocket.accept()
+        await websocket.close(code=CloseCode.UNAUTHORIZED, reason=exc.message[:120])
+        return None
+
+
+class _ThreadSocket:
+    """One socket following one thread: the writer renders its log, the reader takes runs."""
+
+    def __init__(self, websocket: WebSocket, stream: Stream, project_id: str, agent_name: str):
+        self.websocket = websocket
+        self.stream = stream
+        self.project_id = project_id
+        self.agent_name = agent_name
+        self.key: ConversationKey | None = None
+        self.writer: asyncio.Task[None] | None = None
+
+    async def follow(self, thread_id: str) -> None:
+        """Join the thread: its saved messages, the running answer so far, then live."""
+        stream = self.stream
+        key = conversation_key(
+            stream.gateway, stream.principal, self.project_id, self.agent_name, thread_id
+        )
+        await stream.snapshots(key)
+        history = await stream.history(key, HISTORY_LIMIT)
+        pending = await stream.sink.ready()
+        stream.sink.push_back(pending)
+        # Answers whose run is sent as events (running, or begun since) stay out of the
+        # snapshot, so no text is shown twice; the snapshot opens the first of those runs.
+        running = {str(f["request_id"]) for f in pending if f.get("type") in ("start", "snapshot")}
+        snapshot = ag_ui.messages_snapshot(history, running)
+        thread = ag_ui.ThreadStream(thread_id, snapshot if running else None)
+        if not running:
+            run_id = f"history-{uuid.uuid4().hex[:12]}"
+            for event in ag_ui.history_run(thread_id, run_id, snapshot):
+                await self.websocket.send_text(ag_ui.text(event))
+        self.key = key
+        self.writer = asyncio.create_task(self._write(thread))
+
+    async def _write(self, thread: ag_ui.ThreadStream) -> None:
+        try:
+            async for frame in self.stream.sink.frames():
+                if frame is None:
+                    continue
+                for event in thread.feed(frame):
+                    await self.websocket.send_text(ag_ui.text(event))
+        except DariError as exc:
+            error = RunErrorEvent(message=exc.message, code=str(exc.code))
+            with contextlib.suppress(Exception):
+                await self.websocket.send_text(ag_ui.text(error))
+        except Exception:  # the socket went away: the reader sees the disconnect
+            return
+        with contextlib.suppress(Exception):
+            await self.websocket.close(code=CloseCode.TRY_AGAIN_LATER, reason="stream closed")
+
+    async def take(self, data: str) -> None:
+        """One ``RunAgentInput``; refusals come back as ``RUN_ERROR`` through the log, in line
+        with the events."""
+        try:
+            run = ag_ui.parse_input(data)
+            if self.key is None:
+                await self.follow(run.thread_id)
+            assert self.key is not None
+            if run.thread_id != self.key.thread_id:
+                raise DariError(
+                    f"this socket follows thread {self.key.thread_id!r}; open another for "
+                    f"{run.thread_id!r}",
+                    code=ErrorCode.BAD_REQUEST,
+                )
+            await _accept_run(self.stream, self.key, run)
+        except DariError as exc:
+            if self.key is None:  # nothing follows the log yet: say it directly
+                error = RunErrorEvent(message=exc.message, code=str(exc.code))
+                await self.websocket.send_text(ag_ui.text(error))
+                return
+            await self.stream.session.reply(frames.error(exc.code, exc.message))
+
+
+@router.websocket("/ws")
+async def run_socket(websocket: WebSocket, project_id: str, agent_name: str) -> None:
+    gateway: Gateway = websocket.app.state.gateway
+    principal = await _authenticate(websocket, gateway)
+    if principal is None:
+        return
+    if not principal.can_use(project_id, agent_name):
+        await websocket.accept()
+        await websocket.close(code=CloseCode.FORBIDDEN, reason="not allowed to use this agent")
+        return
+    await websocket.accept()
+    async with open_stream(gateway, principal) as stream:
+        socket = _ThreadSocket(websocket, stream, project_id, agent_name)
+        try:
+            thread_id = websocket.query_params.get("threadId")
+            if thread_id is not None:
+                await socket.follow(thread_id)
+            while True:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                data = message.get("text")
+                if data is None:
+                    data = (message.get("bytes") or b"").decode("utf-8", "replace")
+                await socket.take(data)
+        except DariError as exc:  # the thread given on the URL is not one this user may follow
+            await websocket.close(code=CloseCode.POLICY_VIOLATION, reason=exc.message[:120])
+        except WebSocketDisconnect:
+            pass
+        finally:
+            if socket.writer is not None:
+                socket.writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await socket.writer
