@@ -115,6 +115,13 @@ class ServerSettings(Section):
     ws_backend: Literal["auto", "websockets-sansio", "websockets", "wsproto"] = "websockets-sansio"
     per_message_deflate: bool = False
     handshake_timeout_s: float = Field(default=10.0, gt=0)
+    # A connection whose request line and headers have not all arrived this long after it
+    # opened (or after its next request began) gets 408 and is closed: slowloris.
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    # Open TCP connections (WebSocket or not) past which a new one gets 503 and is closed.
+    # Behind a proxy every connection comes from its address: raise the per-IP cap to match.
+    max_connections: int = Field(default=10_000, ge=1)
+    max_connections_per_ip: int = Field(default=2_000, ge=1)
     # With a value, /metrics answers only `Authorization: Bearer <metrics_token>` (401 else);
     # without, it is open, as Prometheus endpoints usually are (bind or firewall it).
     metrics_token: SecretStr | None = None

@@ -6,6 +6,7 @@ import uvicorn
 
 from dari.app.factory import create_app
 from dari.app.handshake import guarded_protocol
+from dari.app.http_guard import guarded_http_protocol
 from dari.settings import Settings
 
 
@@ -14,13 +15,18 @@ def uvicorn_config(settings: Settings, **overrides: object) -> uvicorn.Config:
     if ws in ("auto", "websockets-sansio"):
         # The same protocol, plus handshake guards (unparseable requests, handshake timeout).
         ws = guarded_protocol(settings.server.handshake_timeout_s)
+    server = settings.server
     options: dict[str, object] = {
-        "host": settings.server.host,
-        "port": settings.server.port,
+        "host": server.host,
+        "port": server.port,
+        # Header timeout and connection caps, before uvicorn's HTTP layer sees a request.
+        "http": guarded_http_protocol(
+            server.header_timeout_s, server.max_connections, server.max_connections_per_ip
+        ),
         "ws": ws,
         # The WebSocket layer itself refuses frames and fragmented messages over the limit (1009).
         "ws_max_size": settings.limits.hard_max_bytes,
-        "ws_per_message_deflate": settings.server.per_message_deflate,
+        "ws_per_message_deflate": server.per_message_deflate,
         # Protocol-level pings; a peer that does not answer within one more interval is dropped.
         "ws_ping_interval": settings.heartbeat_s,
         "ws_ping_timeout": settings.heartbeat_s,
