@@ -14,6 +14,7 @@ BACKENDS: dict[str, tuple[str, str, str | None]] = {
     "python": ("dari.agents.python", "PythonBackend", None),
     "openai": ("dari.agents.openai", "OpenAIBackend", "openai"),
     "langgraph": ("dari.agents.langgraph", "LangGraphBackend", "langgraph"),
+    "ag-ui": ("dari.agents.ag_ui", "AgUiBackend", None),
 }
 
 

@@ -36,7 +36,7 @@ from dari.app.streams import (
 )
 from dari.auth.base import Principal
 from dari.protocol import ag_ui, frames
-from dari.protocol.errors import CloseCode, DariError, ErrorCode
+from dari.protocol.errors import CloseCode, DariError, ProtocolError
 from dari.protocol.frames import ConversationKey
 
 router = APIRouter(prefix="/api/ag-ui/{project_id}/{agent_name}")
@@ -167,10 +167,9 @@ class _ThreadSocket:
                 await self.follow(run.thread_id)
             assert self.key is not None
             if run.thread_id != self.key.thread_id:
-                raise DariError(
+                raise ProtocolError(
                     f"this socket follows thread {self.key.thread_id!r}; open another for "
-                    f"{run.thread_id!r}",
-                    code=ErrorCode.BAD_REQUEST,
+                    f"{run.thread_id!r}"
                 )
             await _accept_run(self.stream, self.key, run)
         except DariError as exc:

@@ -28,7 +28,7 @@ from dari.hub.connection import Connection
 from dari.hub.replay import ReplayLog
 from dari.protocol import frames
 from dari.protocol.codec import decode_client_frame
-from dari.protocol.errors import DariError, ErrorCode, ProtocolError
+from dari.protocol.errors import InternalError, ProtocolError, TooLarge
 from dari.protocol.frames import ChatIn, ConversationKey, Frame, HistoryIn, SubscribeIn
 
 CLIENT_PREFIX = "thread."  # the hub's internal clients: refused on /ws/chat (see app/ws.py)
@@ -39,10 +39,8 @@ _BODY_FRAMES = 16
 _FINISHED: dict[str, str] = {"complete": "stop", "cancelled": "cancelled", "failed": "error"}
 
 
-class StreamLost(DariError):
-    """The reader fell behind the replay window: frames it never read are gone."""
-
-    code = ErrorCode.INTERNAL
+class StreamLost(InternalError):
+    """The stream cannot go on: it fell behind the replay window, or the hub closed it."""
 
 
 class StreamSink(Connection):
@@ -136,12 +134,14 @@ class Stream:
         batch = await self.sink.ready()
         acks = [f for f in batch if f.get("type") == "ack" and f.get("id") == chat.id]
         if not acks:
-            raise DariError("the chat was accepted but not acknowledged", code=ErrorCode.INTERNAL)
+            raise InternalError("the chat was accepted but not acknowledged")
         # With several nodes the answer may already have started: keep its frames.
         self.sink.push_back([f for f in batch if f is not acks[0]])
         request_id, duplicate = str(acks[0]["request_id"]), bool(acks[0]["duplicate"])
         if duplicate:
-            key = ConversationKey(chat.project_id, chat.agent_name, chat.thread_id)
+            key = self.gateway.conversations.key(
+                self.principal, chat.project_id, chat.agent_name, chat.thread_id
+            )
             await self._show_again(key, request_id)
         return request_id, duplicate
 
@@ -235,12 +235,12 @@ async def read_body(request: Request, gateway: Gateway) -> bytes:
     """The request body, refused past a bound (``too_large``) before it is all buffered."""
     limit = gateway.settings.limits.max_message_bytes * _BODY_FRAMES
     if int(request.headers.get("content-length") or 0) > limit:
-        raise ProtocolError(f"body exceeds {limit} bytes", code=ErrorCode.TOO_LARGE)
+        raise TooLarge(f"body exceeds {limit} bytes")
     body = bytearray()
     async for piece in request.stream():
         body += piece
         if len(body) > limit:
-            raise ProtocolError(f"body exceeds {limit} bytes", code=ErrorCode.TOO_LARGE)
+            raise TooLarge(f"body exceeds {limit} bytes")
     return bytes(body)
 
 
@@ -252,7 +252,8 @@ def conversation_key(
     gateway.directory.get(project_id, agent_name)
     if not 0 < len(thread_id) <= 128 or "\x00" in thread_id:
         raise ProtocolError("the chat or thread id must be 1 to 128 characters")
-    return ConversationKey(project_id, agent_name, thread_id)
+    # The user's own conversation under these names (their "main" is theirs alone).
+    return gateway.conversations.key(principal, project_id, agent_name, thread_id)
 
 
 def chat_frame(
