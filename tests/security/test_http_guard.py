@@ -86,7 +86,7 @@ async def test_a_stalled_request_is_closed_within_the_header_timeout(
     answer = await raw.read_until_closed(HEADER_TIMEOUT_S + 3)
     elapsed = time.monotonic() - started
     raw.close()
-    assert answer.startswith(b"HTTP/1.1 408 ") and HEADER_TIMEOUT_S * 0.8 <= elapsed
+    assert answer.startswith(b"HTTP/1.1 408 ") and elapsed >= HEADER_TIMEOUT_S * 0.8
     assert refusals("408") == before + 1
 
 

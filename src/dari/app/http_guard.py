@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from typing import Any
+from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -69,9 +69,10 @@ class ConnectionLimits:
 
 
 class GuardedHttpProtocol(HttpToolsProtocol):
-    header_timeout_s = 10.0
-    limits = ConnectionLimits(10_000, 2_000)
-    _ws_classes: dict[type[Any], type[Any]] = {}
+    # Set per server by guarded_http_protocol.
+    header_timeout_s: ClassVar[float] = 10.0
+    limits: ClassVar[ConnectionLimits] = ConnectionLimits(10_000, 2_000)
+    _ws_classes: ClassVar[dict[type[Any], type[Any]]] = {}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
