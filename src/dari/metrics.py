@@ -77,6 +77,12 @@ FIRST_TOKEN = Histogram(
     ["agent"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+MODEL_TOKENS = Counter(
+    "dari_model_tokens_total",
+    "Tokens the models reported using (kind: prompt, completion, and reasoning, which is "
+    "part of completion)",
+    ["project", "agent", "kind"],
+)
 ANSWER_DURATION = Histogram(
     "dari_answer_duration_seconds",
     "From an answer's start to its end",

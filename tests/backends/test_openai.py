@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from dari.agents.base import AgentEvent, HistoryMessage, Step
+from dari.agents.base import AgentEvent, Finish, HistoryMessage, Reasoning, Step, Usage
 from dari.agents.openai import MAX_TOOL_ROUNDS, OpenAIBackend
 from dari.protocol.errors import AgentFailed, DariError, ErrorCode
 from dari.settings import AgentConfig, ProjectConfig, Settings
 from tests.backends.context import RecordingContext, collect, make_request
-from tests.backends.fake_openai import FakeOpenAI, Reply, ToolCall
+from tests.backends.fake_openai import FakeOpenAI, Reply, ToolCall, think
 from tests.backends.recorded import TOOL_CALLS
 
 Factory = Callable[..., Awaitable[OpenAIBackend]]
@@ -173,7 +173,75 @@ async def test_a_trailing_usage_chunk_without_choices_is_fine(
     # Servers asked for usage end with a chunk whose choices list is empty.
     upstream.script(Reply(pieces=["ok"], finish_reason="length", usage=True))
     backend = await make_backend()
-    assert await collect(backend.stream(make_request(), RecordingContext())) == ["ok"]
+    assert await collect(backend.stream(make_request(), RecordingContext())) == [
+        "ok",
+        Usage(prompt_tokens=3, completion_tokens=1, total_tokens=9),
+        Finish("length"),
+    ]
+
+
+async def test_reasoning_usage_and_finish_are_events_in_upstream_order(
+    make_backend: Factory, upstream: FakeOpenAI
+) -> None:
+    usage = {
+        "prompt_tokens": 5,
+        "completion_tokens": 9,
+        "total_tokens": 14,
+        "completion_tokens_details": {"reasoning_tokens": 6},
+    }
+    upstream.script(
+        Reply(
+            pieces=[think("Hmm, "), think("a greeting.", key="reasoning"), "Hi", think("!"), "!"],
+            finish_reason="content_filter",
+            usage=usage,
+            empty_first=True,
+        )
+    )
+    backend = await make_backend()
+
+    events = await collect(backend.stream(make_request(), RecordingContext()))
+
+    assert upstream.requests[0]["stream_options"] == {"include_usage": True}
+    assert events == [
+        Reasoning("Hmm, "),
+        Reasoning("a greeting."),
+        "Hi",
+        Reasoning("!"),
+        "!",
+        Usage(prompt_tokens=5, completion_tokens=9, total_tokens=14, reasoning_tokens=6),
+        Finish("content_filter"),
+    ]
+
+
+async def test_a_plain_stop_yields_no_finish_event(
+    make_backend: Factory, upstream: FakeOpenAI
+) -> None:
+    upstream.script(Reply(pieces=["done"]))
+    backend = await make_backend()
+    assert await collect(backend.stream(make_request(), RecordingContext())) == ["done"]
+
+
+async def test_include_usage_can_be_turned_off(make_backend: Factory, upstream: FakeOpenAI) -> None:
+    backend = await make_backend(include_usage=False)
+    await collect(backend.stream(make_request(), RecordingContext()))
+    assert "stream_options" not in upstream.requests[0]
+
+
+async def test_tool_calls_cut_off_by_the_token_limit_are_not_run(
+    make_backend: Factory, upstream: FakeOpenAI
+) -> None:
+    upstream.script(
+        Reply(
+            pieces=["Let me "],
+            tool_calls=[ToolCall("delegate_task", {"agent_name": "researcher", "task": "x"})],
+            finish_reason="length",
+        )
+    )
+    backend = await make_backend(can_delegate=True, others=(RESEARCHER,))
+    ctx = RecordingContext()
+    events = await collect(backend.stream(make_request(), ctx))
+    assert events == ["Let me ", Finish("length")]
+    assert ctx.delegations == [] and len(upstream.requests) == 1
 
 
 # --- keys and options ---------------------------------------------------------------------

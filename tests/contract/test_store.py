@@ -369,6 +369,35 @@ async def test_history_records_have_the_wire_shape(store: SqlStore) -> None:
     assert (wire["request_id"], wire["images"]) == ("r-wire", ["https://example.com/a.png"])
 
 
+async def test_an_answer_keeps_its_reasoning_usage_and_finish_reason_apart(store: SqlStore) -> None:
+    await chat(store, "think first")
+    message_id = await store.begin_answer(KEY, "r-thinks", "node-a")
+    await store.save_answer(message_id, "Hel", "streaming", [], reasoning="Greeting")
+    [_, streaming] = await store.history(KEY, 10)
+    assert (streaming.content, streaming.reasoning, streaming.usage) == ("Hel", "Greeting", None)
+    usage = {"prompt_tokens": 3, "completion_tokens": 9, "total_tokens": 12, "reasoning_tokens": 4}
+    await store.save_answer(
+        message_id,
+        "Hello",
+        "complete",
+        [],
+        reasoning="Greeting. Be brief.",
+        usage=usage,
+        finish_reason="length",
+    )
+    [question, answer] = await store.history(KEY, 10)
+    assert (answer.content, answer.reasoning) == ("Hello", "Greeting. Be brief.")
+    assert (answer.usage, answer.finish_reason) == (usage, "length")
+    wire = answer.to_wire()
+    assert (wire["reasoning"], wire["usage"], wire["finish_reason"]) == (
+        "Greeting. Be brief.",
+        usage,
+        "length",
+    )
+    # Messages with none of these keep their shape.
+    assert not {"reasoning", "usage", "finish_reason"} & set(question.to_wire())
+
+
 # --- interrupted answers --------------------------------------------------------------------
 
 

@@ -1,10 +1,12 @@
 """The streaming interface every backend implements.
 
 A backend's ``stream()`` is an async iterator of events: ``str`` pieces of the answer, in order,
-and :class:`Step` markers for work in progress. The runner turns pieces into ``response`` frames
-as soon as they are yielded; nothing waits for the whole answer. Cancellation arrives as
-``asyncio.CancelledError`` at the backend's current ``await``: backends close upstream requests
-in ``finally`` blocks (an ``async with`` does it for them).
+:class:`Step` markers for work in progress, :class:`Reasoning` pieces (the model's thinking,
+shown apart from the answer), :class:`Usage` (what a model call cost; several are summed) and
+:class:`Finish` (why the answer ended, when not simply ``stop``). The runner turns pieces into
+``response`` frames as soon as they are yielded; nothing waits for the whole answer.
+Cancellation arrives as ``asyncio.CancelledError`` at the backend's current ``await``: backends
+close upstream requests in ``finally`` blocks (an ``async with`` does it for them).
 """
 
 from __future__ import annotations
@@ -35,7 +37,60 @@ class Step:
         return {"name": self.name, "content": self.content, "state": self.state}
 
 
-AgentEvent = str | Step
+@dataclass(frozen=True, slots=True)
+class Reasoning:
+    """A piece of the model's reasoning: streamed as a ``reasoning`` frame, saved apart from
+    the answer, never part of its text."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens one model call used, as the model's server reported them. A backend that calls
+    the model several times for one answer yields one per call; the runner sums them."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    reasoning_tokens: int | None = None  # part of completion_tokens, where the server says
+
+    def __add__(self, other: Usage) -> Usage:
+        reasoning = (
+            None
+            if self.reasoning_tokens is None and other.reasoning_tokens is None
+            else (self.reasoning_tokens or 0) + (other.reasoning_tokens or 0)
+        )
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+            self.total_tokens + other.total_tokens,
+            reasoning,
+        )
+
+    def to_wire(self) -> dict[str, int]:
+        wire = {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        }
+        if self.reasoning_tokens is not None:
+            wire["reasoning_tokens"] = self.reasoning_tokens
+        return wire
+
+
+ModelFinish = Literal["stop", "length", "content_filter"]
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """Why the model stopped: ``length`` (it hit its token limit), ``content_filter`` (the
+    provider withheld the rest) or ``stop``. The last one yielded is the answer's."""
+
+    reason: ModelFinish
+
+
+AgentEvent = str | Step | Reasoning | Usage | Finish
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,12 @@
 Works with OpenAI, vLLM, Ollama, llama.cpp's server and LM Studio. Options (all but ``model``
 optional): ``base_url``, ``model``, ``api_key_env``, ``system_prompt``, ``temperature``,
 ``max_tokens``, ``timeout_s``, ``max_retries``, ``history_limit``, ``report_role``,
-``delegates``. See docs/backends.md.
+``delegates``, ``include_usage``. See docs/backends.md.
+
+Besides the text, the backend yields the model's reasoning (``delta.reasoning_content`` or
+``delta.reasoning``) as :class:`Reasoning`, each completion's usage (asked for with
+``stream_options.include_usage``) as :class:`Usage`, and :class:`Finish` when the model was cut
+off (``length``, ``content_filter``).
 
 Every upstream failure (an error status, a timeout, a stream that stops half way) ends the answer
 with :class:`AgentFailed` and a short message that names no URL or key. Retries are off by
@@ -37,8 +42,12 @@ from dari.agents.base import (
     AgentContext,
     AgentEvent,
     AgentRequest,
+    Finish,
     HistoryMessage,
+    ModelFinish,
+    Reasoning,
     Step,
+    Usage,
 )
 from dari.agents.messages import content_parts, report_text
 from dari.agents.sse import DONE, MalformedChunk, SSEDecoder, ToolCall, Turn, UpstreamError
@@ -50,6 +59,11 @@ DELEGATE_TOOL = "delegate_task"
 NO_KEY = "not-needed"  # local servers ignore the key, but the client wants one
 _DETAIL_STATUSES = frozenset({400, 404, 413, 422})  # their message helps and holds no secret
 _DRAIN_S = 0.1  # how long to read on after [DONE] for the body's end
+# Upstream finish reasons that end the answer short of what the model meant to say.
+_CUT_SHORT: dict[str | None, ModelFinish] = {
+    "length": "length",
+    "content_filter": "content_filter",
+}
 
 
 class OpenAIOptions(BaseModel):
@@ -68,6 +82,8 @@ class OpenAIOptions(BaseModel):
     history_limit: int | None = Field(default=None, ge=0)  # on top of the agent's own limit
     report_role: Literal["assistant", "system"] = "assistant"
     delegates: list[str] | None = None  # agents the model may hand tasks to
+    # Ask for the usage chunk (stream_options); off for servers that refuse the field.
+    include_usage: bool = True
 
 
 class OpenAIBackend(AgentBackend):
@@ -103,6 +119,14 @@ class OpenAIBackend(AgentBackend):
             async with contextlib.aclosing(completion) as pieces:
                 async for piece in pieces:
                     yield piece
+            usage = usage_of(turn.usage)
+            if usage is not None:
+                yield usage
+            finish = turn.finish_reason
+            if finish in _CUT_SHORT:
+                # Tool calls cut off by the token limit or a filter are not run.
+                yield Finish(_CUT_SHORT[finish])
+                return
             if not turn.calls or round_ == MAX_TOOL_ROUNDS:
                 return
             messages.append(assistant_message(turn))
@@ -121,8 +145,8 @@ class OpenAIBackend(AgentBackend):
 
     async def _complete(
         self, messages: list[ChatCompletionMessageParam], turn: Turn, *, last: bool
-    ) -> AsyncGenerator[str, None]:
-        """Stream one completion into ``turn``, yielding its text as it arrives.
+    ) -> AsyncGenerator[str | Reasoning, None]:
+        """Stream one completion into ``turn``, yielding its text and reasoning as they arrive.
 
         The official client sends the request (auth, base URL, retries, status errors); the
         body is read raw (:mod:`dari.agents.sse`), not as one pydantic model per chunk."""
@@ -147,7 +171,9 @@ class OpenAIBackend(AgentBackend):
                         if payload == DONE:
                             await _drain(events, broken)
                             break
-                        piece = turn.add(orjson.loads(payload))[1]
+                        reasoning, piece = turn.add(orjson.loads(payload))
+                        if reasoning:
+                            yield Reasoning(reasoning)
                         if piece:
                             yield piece
             except timeouts as exc:
@@ -171,6 +197,8 @@ class OpenAIBackend(AgentBackend):
             extra["temperature"] = self.options.temperature
         if self.options.max_tokens is not None:
             extra["max_tokens"] = self.options.max_tokens
+        if self.options.include_usage:
+            extra["stream_options"] = {"include_usage": True}
         if self._tools:
             extra["tools"] = self._tools
             if last:
@@ -313,6 +341,27 @@ def delegation(call: ToolCall) -> tuple[str, str] | str:
     if not isinstance(agent_name, str) or not isinstance(task, str) or not task.strip():
         return 'expected arguments {"agent_name": string, "task": non-empty string}'
     return agent_name, task
+
+
+def usage_of(usage: dict[str, Any] | None) -> Usage | None:
+    """The usage object of a chunk as :class:`Usage`; None if absent or not understood."""
+    if not usage:
+        return None
+    try:
+        details = usage.get("completion_tokens_details") or {}
+        reasoning = details.get("reasoning_tokens")
+        prompt, completion = (
+            int(usage.get("prompt_tokens") or 0),
+            int(usage.get("completion_tokens") or 0),
+        )
+        return Usage(
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=int(usage.get("total_tokens") or prompt + completion),
+            reasoning_tokens=None if reasoning is None else int(reasoning),
+        )
+    except (AttributeError, TypeError, ValueError):
+        return None  # a server's odd usage must not fail an answer that streamed fine
 
 
 def assistant_message(turn: Turn) -> ChatCompletionMessageParam:

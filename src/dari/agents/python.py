@@ -2,7 +2,8 @@
 
 The function is called as ``func(request, ctx)`` with an :class:`AgentRequest` (message, images,
 history, ids) and an :class:`AgentContext` (``step``, ``delegate``), and yields ``str`` pieces
-or :class:`Step` events::
+or :class:`Step`, :class:`Reasoning`, :class:`Usage` and :class:`Finish` events
+(``dari.agents.base``)::
 
     async def answer(request, ctx):
         await ctx.step("search", "찾는 중...")
@@ -17,7 +18,18 @@ import inspect
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from dari.agents.base import AgentBackend, AgentContext, AgentEvent, AgentRequest, Step
+from dari.agents.base import (
+    AgentBackend,
+    AgentContext,
+    AgentEvent,
+    AgentRequest,
+    Finish,
+    Reasoning,
+    Step,
+    Usage,
+)
+
+_EVENTS = (str, Step, Reasoning, Usage, Finish)
 
 
 def load_entrypoint(spec: str) -> Any:
@@ -48,9 +60,10 @@ class PythonBackend(AgentBackend):
 
     async def stream(self, request: AgentRequest, ctx: AgentContext) -> AsyncIterator[AgentEvent]:
         async for event in self._func(request, ctx):
-            if isinstance(event, str | Step):
+            if isinstance(event, _EVENTS):
                 yield event
             elif event is not None:
                 raise TypeError(
-                    f"python agent yielded {type(event).__name__}, expected str or Step"
+                    f"python agent yielded {type(event).__name__}, expected str, Step, "
+                    "Reasoning, Usage or Finish"
                 )

@@ -1,4 +1,5 @@
-"""Assembling answers from frames: start, response pieces, snapshot (text so far), end."""
+"""Assembling answers from frames: start, response and reasoning pieces, snapshot (text so far),
+end (how it ended, what it cost)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ class Answer:
     steps: list[dict[str, Any]] = field(default_factory=list)
     finish_reason: str | None = None
     error: dict[str, Any] | None = None
+    reasoning: str = ""  # the model's reasoning, never part of text
+    usage: dict[str, int] | None = None
 
     @property
     def done(self) -> bool:
@@ -37,6 +40,7 @@ class AnswerBook:
         if not isinstance(request_id, str) or kind not in (
             "start",
             "response",
+            "reasoning",
             "snapshot",
             "step",
             "end",
@@ -46,14 +50,18 @@ class AnswerBook:
         answer = self.get(request_id)
         if kind == "response":
             answer.text += frame.get("content", "")
+        elif kind == "reasoning":
+            answer.reasoning += frame.get("content", "")
         elif kind == "snapshot":
             # The text so far replaces whatever this client had: pieces follow it live.
             answer.text = frame.get("content", "")
             answer.steps = list(frame.get("steps", []))
+            answer.reasoning = frame.get("reasoning", "")
         elif kind == "step":
             answer.steps.append({k: frame.get(k) for k in ("name", "content", "state")})
         elif kind == "end":
             answer.finish_reason = frame.get("finish_reason")
+            answer.usage = frame.get("usage")
         elif kind == "error":
             answer.error = frame
         return answer

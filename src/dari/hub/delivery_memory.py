@@ -118,5 +118,6 @@ class MemoryDelivery(Delivery):
                     progress.request_id,
                     content=progress.text(),
                     steps=list(progress.steps),
+                    reasoning=progress.reasoning_text(),
                 )
                 await self.send(client_id, snapshot)

@@ -206,8 +206,19 @@ def ack(
 
 
 def answer_frame(kind: str, key: ConversationKey, request_id: str, **fields: Any) -> Frame:
-    """A frame that belongs to an answer: start, response, step, end, snapshot."""
+    """A frame that belongs to an answer: start, response, reasoning, step, end, snapshot."""
     return {"type": kind, "request_id": request_id, **key.fields(), **fields}
+
+
+def end(
+    key: ConversationKey, request_id: str, finish_reason: str, usage: dict[str, int] | None = None
+) -> Frame:
+    """``end``: how the answer ended (``stop``, ``length``, ``content_filter``, ``cancelled``,
+    ``error``) and, when the backend reported it, what it cost in tokens."""
+    frame = answer_frame("end", key, request_id, finish_reason=finish_reason)
+    if usage is not None:
+        frame["usage"] = usage
+    return frame
 
 
 def error(code: ErrorCode, message: str, request_id: str | None = None) -> Frame:

@@ -2,7 +2,10 @@
 
 Frames go to every client subscribed to the conversation as soon as the agent yields them. The
 answer is saved on a timer while it streams (never once per piece) and for good when it ends,
-with status complete, cancelled or failed and exactly the text that was relayed.
+with status complete, cancelled or failed and exactly the text that was relayed. The model's
+reasoning goes out as ``reasoning`` frames and is saved apart from the text; its usage (summed
+over the answer's model calls) and how it ended (``length``, ``content_filter``) reach the
+``end`` frame, the saved answer and the metrics.
 """
 
 from __future__ import annotations
@@ -14,8 +17,16 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from dari.agents.base import AgentEvent, AgentRequest, HistoryMessage, Step
-from dari.metrics import ANSWER_DURATION, FIRST_TOKEN, TOKENS
+from dari.agents.base import (
+    AgentEvent,
+    AgentRequest,
+    Finish,
+    HistoryMessage,
+    Reasoning,
+    Step,
+    Usage,
+)
+from dari.metrics import ANSWER_DURATION, FIRST_TOKEN, MODEL_TOKENS, TOKENS
 from dari.protocol import frames
 from dari.protocol.errors import DariError, ErrorCode
 from dari.runner.context import RunContext
@@ -29,6 +40,8 @@ log = logging.getLogger("dari.runner")
 
 _STATUS: dict[FinishReason, Status] = {
     "stop": "complete",
+    "length": "complete",  # complete as the model left it; finish_reason says it was cut
+    "content_filter": "complete",
     "cancelled": "cancelled",
     "error": "failed",
 }
@@ -69,6 +82,7 @@ class AnswerRun:
             history_limit = agent.config.history_limit if agent.backend.uses_history else 0
             request = await self._request(history_limit)
             await self._stream(agent.backend.stream(request, RunContext(self)))
+            finish = self.progress.finish
         except asyncio.CancelledError:
             if not job.cancelled:
                 # The gateway is shutting down: save what we have as failed, then stop.
@@ -95,7 +109,9 @@ class AnswerRun:
             except DariError as exc:
                 # The shared log is unreachable (Redis away): still save what was said.
                 log.warning("cannot tell %s's subscribers it failed: %s", rid, exc.message)
-        outcome = Outcome(finish, self.progress.text(), error.message if error else None)
+        outcome = Outcome(
+            finish, self.progress.text(), error.message if error else None, self.progress.usage
+        )
         ANSWER_DURATION.labels(key.agent_name, finish).observe(time.monotonic() - began)
         await self._finish(row, checkpoint, finish)
         return outcome
@@ -151,8 +167,10 @@ class AnswerRun:
                         if yield_every and len(pieces) % yield_every == 0:
                             # A backend that never really awaits would otherwise hog the loop.
                             await asyncio.sleep(0)
-                    else:
+                    elif isinstance(event, Step):
                         await self.emit_step(event)
+                    else:
+                        await self._note(event)
         finally:
             # Close the backend's generator now, so upstream requests end with the answer.
             aclose = getattr(events, "aclose", None)
@@ -160,17 +178,44 @@ class AnswerRun:
                 with contextlib.suppress(Exception):
                     await aclose()
 
+    async def _note(self, event: Reasoning | Usage | Finish) -> None:
+        """Reasoning goes out at once, in its own frames; usage and finish wait for the end."""
+        progress = self.progress
+        if isinstance(event, Reasoning):
+            text = event.text
+            if "\x00" in text:
+                text = text.replace("\x00", "\ufffd")
+            if text:
+                progress.reasoning.append(text)
+                key, rid = self.job.key, self.job.request_id
+                # Its own merge key: a reasoning piece never merges into an answer piece.
+                await self.runner.hub.publish(
+                    key,
+                    frames.answer_frame("reasoning", key, rid, content=text),
+                    rid + "\x00reasoning",
+                )
+        elif isinstance(event, Usage):
+            progress.usage = event if progress.usage is None else progress.usage + event
+        else:
+            progress.finish = event.reason
+
     async def _checkpoint(self, row: asyncio.Future[int]) -> None:
         interval = self.runner.settings.store.checkpoint_s
         progress = self.progress
         message_id = await asyncio.shield(row)  # cancelling this task must not cancel the row
         while True:
             await asyncio.sleep(interval)
-            length = sum(len(piece) for piece in progress.pieces)
+            length = sum(len(piece) for piece in progress.pieces) + sum(
+                len(piece) for piece in progress.reasoning
+            )
             if length != progress.saved_length:
                 progress.saved_length = length
                 await self.runner.store.save_answer(
-                    message_id, progress.text(), "streaming", list(progress.steps)
+                    message_id,
+                    progress.text(),
+                    "streaming",
+                    list(progress.steps),
+                    reasoning=progress.reasoning_text(),
                 )
 
     async def _finish(
@@ -184,6 +229,10 @@ class AnswerRun:
             checkpoint.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await checkpoint
+        usage = self.progress.usage
+        if usage is not None:
+            _count(key.project_id, key.agent_name, usage)
+        wire_usage = usage.to_wire() if usage is not None else None
         # Several nodes: a reaper may have ended this answer already (its node seemed dead).
         owned = True
         try:
@@ -198,12 +247,24 @@ class AnswerRun:
                     log.exception("the row of answer %s could not be written", rid)
                 else:
                     await runner.store.save_answer(
-                        message_id, self.progress.text(), _STATUS[finish], self.progress.steps
+                        message_id,
+                        self.progress.text(),
+                        _STATUS[finish],
+                        self.progress.steps,
+                        reasoning=self.progress.reasoning_text(),
+                        usage=wire_usage,
+                        finish_reason=finish,
                     )
         finally:
             if owned:
-                await runner.hub.publish(
-                    key, frames.answer_frame("end", key, rid, finish_reason=finish)
-                )
+                await runner.hub.publish(key, frames.end(key, rid, finish, wire_usage))
             with contextlib.suppress(DariError):
                 await runner.hub.delivery.answer_ended(self.progress)
+
+
+def _count(project_id: str, agent_name: str, usage: Usage) -> None:
+    """Add an answer's usage to /metrics (reasoning tokens are part of completion tokens)."""
+    MODEL_TOKENS.labels(project_id, agent_name, "prompt").inc(usage.prompt_tokens)
+    MODEL_TOKENS.labels(project_id, agent_name, "completion").inc(usage.completion_tokens)
+    if usage.reasoning_tokens is not None:
+        MODEL_TOKENS.labels(project_id, agent_name, "reasoning").inc(usage.reasoning_tokens)

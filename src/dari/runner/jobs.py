@@ -6,9 +6,12 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from dari.agents.base import Usage
 from dari.protocol.frames import ConversationKey
 
-FinishReason = Literal["stop", "cancelled", "error"]
+# stop, length and content_filter come from the model (length: it hit its token limit;
+# content_filter: the provider withheld the rest); cancelled and error from the gateway.
+FinishReason = Literal["stop", "length", "content_filter", "cancelled", "error"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,6 +19,7 @@ class Outcome:
     finish_reason: FinishReason
     text: str
     error: str | None = None
+    usage: Usage | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,13 +46,20 @@ class Job:
 
 @dataclass(eq=False, slots=True)
 class Progress:
-    """The text and steps of an answer so far: what a ``snapshot`` frame carries."""
+    """The text, steps and reasoning of an answer so far: what a ``snapshot`` frame carries;
+    and what the model said of how it ended and what it cost."""
 
     request_id: str
     key: ConversationKey
     pieces: list[str] = field(default_factory=list)
     steps: list[dict[str, Any]] = field(default_factory=list)
-    saved_length: int = 0  # characters already checkpointed to the store
+    saved_length: int = 0  # characters (text and reasoning) already checkpointed to the store
+    reasoning: list[str] = field(default_factory=list)
+    usage: Usage | None = None  # summed over the model calls of the answer
+    finish: FinishReason = "stop"  # as the model said; the gateway's own reasons override it
 
     def text(self) -> str:
         return "".join(self.pieces)
+
+    def reasoning_text(self) -> str:
+        return "".join(self.reasoning)

@@ -30,9 +30,13 @@ class MessageRecord:
     created_at: datetime
     steps: list[dict[str, Any]] = field(default_factory=list)
     author: str | None = None  # reports: the agent that did the work
+    # Answers: the model's reasoning (never part of content), its usage, how it ended.
+    reasoning: str = ""
+    usage: dict[str, int] | None = None
+    finish_reason: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        wire = {
+        wire: dict[str, Any] = {
             "id": self.id,
             "role": self.role,
             "content": self.content,
@@ -46,6 +50,13 @@ class MessageRecord:
             # The same fields as the live auto_report frame, so a reload shows the same thing.
             wire["task_id"] = self.request_id
             wire["agent_name"] = self.author
+        # Only where there is something to say, so other messages keep their shape.
+        if self.finish_reason is not None:
+            wire["finish_reason"] = self.finish_reason
+        if self.usage is not None:
+            wire["usage"] = self.usage
+        if self.reasoning:
+            wire["reasoning"] = self.reasoning
         return wire
 
 
@@ -129,8 +140,18 @@ class Store(ABC):
 
     @abstractmethod
     async def save_answer(
-        self, message_id: int, content: str, status: Status, steps: list[dict[str, Any]]
-    ) -> None: ...
+        self,
+        message_id: int,
+        content: str,
+        status: Status,
+        steps: list[dict[str, Any]],
+        *,
+        reasoning: str = "",
+        usage: dict[str, int] | None = None,
+        finish_reason: str | None = None,
+    ) -> None:
+        """Save the answer so far (status ``streaming``) or for good. ``usage`` and
+        ``finish_reason`` are given when it ends."""
 
     @abstractmethod
     async def add_report(

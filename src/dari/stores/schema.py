@@ -61,6 +61,11 @@ messages = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("author", String(128)),  # reports: the agent that did the work (revision 0002)
+    # Answers (revision 0004): the model's reasoning, kept apart from the text; its usage
+    # ({prompt_tokens, completion_tokens, total_tokens, reasoning_tokens?}); how it ended.
+    Column("reasoning", Text),
+    Column("usage", JSON),
+    Column("finish_reason", String(32)),
     Column("user_id", String(256)),  # user messages: who asked (revision 0003)
     Index("ix_messages_conversation", "conversation_id", "id"),
     Index("ix_messages_streaming", "status", "node_id"),

@@ -149,6 +149,9 @@ def _message_record(row: Row[Any]) -> MessageRecord:
         created_at=_aware(row.created_at),
         steps=list(row.steps or []),
         author=row.author,
+        reasoning=row.reasoning or "",
+        usage=row.usage,
+        finish_reason=row.finish_reason,
     )
 
 
@@ -404,13 +407,24 @@ class SqlStore(Store):
         return _mapped(added, lambda result: result[0])
 
     async def save_answer(
-        self, message_id: int, content: str, status: Status, steps: list[dict[str, Any]]
+        self,
+        message_id: int,
+        content: str,
+        status: Status,
+        steps: list[dict[str, Any]],
+        *,
+        reasoning: str = "",
+        usage: dict[str, int] | None = None,
+        finish_reason: str | None = None,
     ) -> None:
         values = {
             "message_id": message_id,
             "content": content,
             "status": status,
             "steps": steps,
+            "reasoning": reasoning or None,
+            "usage": usage,
+            "finish_reason": finish_reason,
             "updated_at": _now(),
         }
         await self._worker.run(lambda conn: conn.execute(self._sql.update_message, values))
