@@ -11,10 +11,20 @@ import asyncio
 import random
 from typing import Any
 
+import pytest
+
 from dari.client import DariClient
 from dari.protocol.frames import ConversationKey
 from tests.conftest import ServerFactory
+from tests.support.engines import ENGINES
 from tests.support.proxy import CUT_KINDS, ChaosProxy
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    """Everything here holds on one node (memory) and on the several-node engine (Redis)."""
+    return str(request.param)
+
 
 CLIENTS = 20
 ANSWERS_PER_CLIENT = 10

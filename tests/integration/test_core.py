@@ -6,11 +6,20 @@ import asyncio
 import json
 
 import httpx
+import pytest
 
 from dari.protocol.frames import ConversationKey
 from tests.conftest import ServerFactory
 from tests.support.client import WsClient, seqs
+from tests.support.engines import ENGINES
 from tests.support.server import RunningServer
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    """Everything here holds on one node (memory) and on the several-node engine (Redis)."""
+    return str(request.param)
+
 
 SLOW_ECHO = {
     "projects": [

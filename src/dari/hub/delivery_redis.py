@@ -37,7 +37,7 @@ from redis.exceptions import RedisError
 from dari.buses.base import Bus, BusError, BusMessage
 from dari.hub.delivery import Delivery
 from dari.hub.replay_redis import LUA_PRELUDE, RedisReplayLog, ReplayUnavailable
-from dari.protocol.errors import CloseCode
+from dari.protocol.errors import CloseCode, ConfigError
 from dari.protocol.frames import ConversationKey, Frame
 from dari.runner.jobs import Progress
 from dari.supervise import supervise
@@ -162,13 +162,31 @@ return {current, seq}
 
 
 def conversation_name(key: ConversationKey) -> str:
-    return orjson.dumps([key.project_id, key.agent_name, key.thread_id]).decode()
+    # A per-user conversation's name ends with its user (key.scope): two users' "main" are
+    # two queues, leases, subscriber sets and progress records.
+    return orjson.dumps(key.parts()).decode()
 
 
 def conversation_of(name: str | bytes) -> ConversationKey:
-    project_id, agent_name, thread_id = orjson.loads(name)
-    return ConversationKey(project_id, agent_name, thread_id)
+    return ConversationKey(*orjson.loads(name))
 
+
+NODE_TTL_S = 15.0  # a node id is free again this long after its process stopped renewing it
+
+# KEYS: node:<id>. ARGV: instance token, TTL ms. Take or renew the claim; returns the other
+# holder's token when a live process of another instance holds it, else nil.
+_CLAIM_NODE = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return holder end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false
+"""
+
+# KEYS: node:<id>. ARGV: instance token. Drop the claim if it is this instance's.
+_RELEASE_NODE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 _FAN_OUT_BATCH = 128  # frames per script call at most
 # Fan-outs waiting for the call in flight; past this a producer gets ReplayUnavailable rather
@@ -198,21 +216,59 @@ class RedisDelivery(Delivery):
         self._sender: asyncio.Task[None] | None = None
         self._snapshot = self.redis.register_script(_SNAPSHOT)
         self._watchers: dict[str, Callable[[BusMessage], Awaitable[None]]] = {}
+        # This process's claim on its node id: a second live process with the same id is
+        # refused at start (it would drop this one's bus messages as its own echoes).
+        self._instance = os.urandom(8).hex()
+        self._claim_node = self.redis.register_script(_CLAIM_NODE)
+        self._release_node = self.redis.register_script(_RELEASE_NODE)
+        self._node_keeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        # Redis may be down at start: the node starts anyway (not ready) and connects later.
+        """Claim this node's id (refusing one a live node holds), then keep the claim.
+
+        Redis may be down at start: the node starts anyway (not ready), connects later and
+        claims its id then."""
         try:
             await self.log.ping()
+            await self._claim_node_id()
         except ReplayUnavailable as exc:
             log.warning("%s; retrying on use, /readyz says not ready meanwhile", exc.message)
+        self._node_keeper = supervise(self._keep_node_id(), "keeping the node id")
+
+    async def _claim_node_id(self) -> None:
+        key, ttl = self._k("node", self.bus.node_id), int(NODE_TTL_S * 1000)
+        holder = await self._call(self._claim_node(keys=[key], args=[self._instance, ttl]))
+        if holder not in (None, b"", ""):
+            raise ConfigError(
+                f"node_id {self.bus.node_id!r} is in use by a live node (seen in Redis within "
+                f"the last {NODE_TTL_S:.0f} s): give each node its own node_id, or leave it "
+                "unset for a unique default"
+            )
+
+    async def _keep_node_id(self) -> None:
+        while True:
+            await asyncio.sleep(NODE_TTL_S / 3)
+            try:
+                await self._claim_node_id()
+            except ReplayUnavailable:
+                continue  # Redis away: readiness says so; the claim is renewed when it is back
+            except ConfigError as exc:
+                log.error("%s", exc.message)  # another process took the id while Redis was away
 
     async def ping(self) -> None:
         await self.log.ping()
 
     async def close(self) -> None:
+        if self._node_keeper is not None:
+            self._node_keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._node_keeper
         if self._sender is not None and not self._sender.done():
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(asyncio.shield(self._sender), 5)
+        with contextlib.suppress(ReplayUnavailable, RedisError, OSError):
+            key = self._k("node", self.bus.node_id)
+            await self._release_node(keys=[key], args=[self._instance])
         await self.log.close()
 
     async def _call(self, work: Awaitable[Any]) -> Any:
@@ -392,7 +448,10 @@ class RedisDelivery(Delivery):
         op, side_key, value = "", self._k("none"), b""
         kind = frame["type"]
         if kind in ("response", "step") and isinstance(frame.get("request_id"), str):
-            key = ConversationKey(frame["project_id"], frame["agent_name"], frame["thread_id"])
+            # The frame has only the wire names; the conversation (with its scope) is given.
+            key = conversation or ConversationKey(
+                frame["project_id"], frame["agent_name"], frame["thread_id"]
+            )
             text_key, steps_key = self._progress_keys(key, frame["request_id"])
             if kind == "response":
                 op, side_key, value = "append", text_key, frame["content"].encode()
