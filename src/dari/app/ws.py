@@ -22,14 +22,21 @@ from dari import __version__, metrics
 from dari.app.credentials import credentials_of
 from dari.app.gateway import Gateway
 from dari.app.origin import origin_allowed
+from dari.app.refusals import note_socket_refusal, refuse
 from dari.app.session import ChatSession, RateLimitExceeded, send_snapshots
 from dari.auth.base import Principal
+from dari.conversations.redaction import Redactions
 from dari.hub.connection import Connection, Renderer
 from dari.hub.hub import StaleConnection
-from dari.hub.replay_redis import ReplayUnavailable
 from dari.protocol import frames, thread_dialect
 from dari.protocol.codec import encode
-from dari.protocol.errors import CloseCode, DariError, ErrorCode, ProtocolError
+from dari.protocol.errors import (
+    CloseCode,
+    DariError,
+    ErrorCode,
+    ProtocolError,
+    StoreUnavailable,
+)
 from dari.protocol.ids import is_valid_client_id
 from dari.protocol.resume import plan_resume
 
@@ -38,14 +45,16 @@ router = APIRouter()
 THREAD_PREFIX = "thread."
 
 
-def _visible_render(principal: Principal) -> Renderer:
-    """Encode frames; one the principal may no longer see keeps its seq but not its content."""
-    if principal.unrestricted:
-        return encode
+def _visible_render(principal: Principal, deleted: Redactions) -> Renderer:
+    """Encode frames; one the principal may no longer see (or of a deleted conversation's
+    history) keeps its seq but not its content."""
+    everything = principal.unrestricted
 
     def render(frame: frames.Frame) -> str:
-        if principal.can_see_frame(frame):
-            return encode(frame)
+        if everything or principal.can_see_frame(frame):
+            shown = deleted.visible(principal, frame)
+            if shown is not None:
+                return encode(shown)
         return encode({"type": "redacted", "seq": frame["seq"]})
 
     return render
@@ -59,7 +68,7 @@ def _gateway(websocket: WebSocket) -> Gateway:
 async def _authenticate(websocket: WebSocket, gateway: Gateway) -> Principal | None:
     """The principal, or None after refusing the socket (the close code says why)."""
     if not origin_allowed(websocket, gateway.settings):
-        await websocket.close(code=CloseCode.POLICY_VIOLATION)  # before accept: HTTP 403
+        await refuse(websocket, CloseCode.POLICY_VIOLATION, "origin")  # before accept: 403
         return None
     try:
         return gateway.authenticator.authenticate(
@@ -67,12 +76,17 @@ async def _authenticate(websocket: WebSocket, gateway: Gateway) -> Principal | N
         )
     except DariError as exc:
         await websocket.accept()
-        await websocket.close(code=CloseCode.UNAUTHORIZED, reason=exc.message[:120])
+        await refuse(websocket, CloseCode.UNAUTHORIZED, exc.message[:120])
         return None
 
 
-def _over_connection_cap(gateway: Gateway, principal: Principal) -> bool:
+def _over_connection_cap(
+    gateway: Gateway, principal: Principal, client_id: str | None = None
+) -> bool:
     """Whether one more socket would pass the user's limit (a replacement is not one more)."""
+    state = gateway.hub.clients.get(client_id) if client_id is not None else None
+    if state is not None and state.connection is not None and state.user_id == principal.user_id:
+        return False
     limit = gateway.settings.limits.max_connections_per_user
     return gateway.hub.open_connections(principal.user_id) >= limit
 
@@ -86,12 +100,14 @@ async def _receive_loop(
     while not connection.closed.is_set():
         timeout = None if expires_at is None else expires_at - time.time()
         if timeout is not None and timeout <= 0:  # also under steady traffic
+            note_socket_refusal(websocket, CloseCode.UNAUTHORIZED, "token expired")
             await connection.close(CloseCode.UNAUTHORIZED, "token expired")
             return
         try:
             async with asyncio.timeout(timeout):
                 message = await websocket.receive()
         except TimeoutError:
+            note_socket_refusal(websocket, CloseCode.UNAUTHORIZED, "token expired")
             await connection.close(CloseCode.UNAUTHORIZED, "token expired")
             return
         if message["type"] == "websocket.disconnect":
@@ -107,6 +123,7 @@ async def _receive_loop(
                 frames.error(ErrorCode.RATE_LIMITED, "too many frames; closing the connection")
             )
             await connection.flush(seq, timeout=1.0)
+            note_socket_refusal(websocket, CloseCode.POLICY_VIOLATION, "rate limit exceeded")
             await connection.close(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
             return
 
@@ -121,7 +138,7 @@ def _closed_while_redis_is_away(
     async def wrapper(websocket: WebSocket, *args: Any, **kwargs: Any) -> None:
         try:
             await handler(websocket, *args, **kwargs)
-        except ReplayUnavailable as exc:
+        except StoreUnavailable as exc:
             log.warning("closing a socket: %s", exc.message)
             with contextlib.suppress(Exception):
                 await websocket.close(code=CloseCode.TRY_AGAIN_LATER, reason="try again later")
@@ -136,10 +153,15 @@ async def chat_socket(websocket: WebSocket, client_id: str) -> None:
     settings = gateway.settings
     generation = gateway.hub.next_generation()  # before any await: the arrival order
     if not is_valid_client_id(client_id):
-        await websocket.close(code=CloseCode.POLICY_VIOLATION)  # before any state exists
+        await refuse(websocket, CloseCode.POLICY_VIOLATION, "invalid client_id")  # no state yet
         return
     principal = await _authenticate(websocket, gateway)
     if principal is None:
+        return
+    # Every refusal comes before the claim below: a refused handshake takes no client_id.
+    if _over_connection_cap(gateway, principal, client_id):
+        await websocket.accept()
+        await refuse(websocket, CloseCode.POLICY_VIOLATION, "too many connections")
         return
     # "thread." ids belong to sockets of the second dialect: never anyone else's to attach to.
     if client_id.startswith(THREAD_PREFIX):
@@ -148,7 +170,7 @@ async def chat_socket(websocket: WebSocket, client_id: str) -> None:
         owner = await gateway.store.claim_client(client_id, principal.user_id)
     if owner != principal.user_id:
         await websocket.accept()
-        await websocket.close(code=CloseCode.FORBIDDEN, reason="client_id belongs to another user")
+        await refuse(websocket, CloseCode.FORBIDDEN, "client_id belongs to another user")
         return
     await websocket.accept()
 
@@ -156,12 +178,13 @@ async def chat_socket(websocket: WebSocket, client_id: str) -> None:
     try:
         state = hub.client(client_id, principal)
     except DariError:
-        await websocket.close(code=CloseCode.FORBIDDEN, reason="client_id belongs to another user")
+        await refuse(websocket, CloseCode.FORBIDDEN, "client_id belongs to another user")
         return
     if state.connection is None and _over_connection_cap(gateway, principal):
-        await websocket.close(code=CloseCode.POLICY_VIOLATION, reason="too many connections")
+        await refuse(websocket, CloseCode.POLICY_VIOLATION, "too many connections")
         return
     await hub.restore(state)  # subscriptions made on any node
+    await gateway.conversations.prune(state)  # ... except to threads unshared meanwhile
     position = await gateway.replay.position(client_id)
     plan = plan_resume(
         websocket.query_params.get("last_seq"), websocket.query_params.get("epoch"), position
@@ -174,7 +197,7 @@ async def chat_socket(websocket: WebSocket, client_id: str) -> None:
         position=plan.position,
         send_timeout_s=settings.limits.send_timeout_s,
         max_lag_frames=settings.limits.max_lag_frames,
-        render=_visible_render(state.principal),
+        render=_visible_render(state.principal, gateway.conversations.redactions),
         generation=generation,
     )
     try:
@@ -225,14 +248,14 @@ async def thread_socket(websocket: WebSocket, thread_id: str) -> None:
     gateway = _gateway(websocket)
     settings = gateway.settings
     if not 0 < len(thread_id) <= 128:
-        await websocket.close(code=CloseCode.POLICY_VIOLATION)
+        await refuse(websocket, CloseCode.POLICY_VIOLATION, "invalid thread_id")
         return
     principal = await _authenticate(websocket, gateway)
     if principal is None:
         return
     await websocket.accept()
     if _over_connection_cap(gateway, principal):
-        await websocket.close(code=CloseCode.POLICY_VIOLATION, reason="too many connections")
+        await refuse(websocket, CloseCode.POLICY_VIOLATION, "too many connections")
         return
     client_id = f"{THREAD_PREFIX}{uuid.uuid4().hex}"
     gateway.hub.client(client_id, principal, ephemeral=True)

@@ -52,7 +52,7 @@ from redis.exceptions import RedisError
 from dari.buses.base import BusError, BusMessage
 from dari.hub.delivery_redis import RedisDelivery, conversation_name, conversation_of
 from dari.protocol import frames
-from dari.protocol.errors import ErrorCode, Unavailable
+from dari.protocol.errors import ErrorCode, StoreUnavailable, Unavailable
 from dari.protocol.frames import ConversationKey
 from dari.runner.answer import AnswerRun
 from dari.runner.jobs import DelegatedTask, Job, Outcome
@@ -150,7 +150,7 @@ def _encode(job: Job, run_id: str) -> bytes:
     data: dict[str, Any] = {
         "x": run_id,
         "r": job.request_id,
-        "k": [key.project_id, key.agent_name, key.thread_id],
+        "k": key.parts(),
         "m": job.message,
         "i": job.images,
         "u": job.user_id,
@@ -211,9 +211,7 @@ class RedisQueue(ConversationQueue):
         try:
             return await work
         except (RedisError, OSError) as exc:
-            raise Unavailable(
-                f"the shared queue is unreachable: {exc}", code=ErrorCode.INTERNAL
-            ) from exc
+            raise StoreUnavailable(f"the shared queue is unreachable: {exc}") from exc
 
     @staticmethod
     def _ms(seconds: float) -> int:
@@ -259,7 +257,7 @@ class RedisQueue(ConversationQueue):
             try:
                 yield
             finally:
-                with contextlib.suppress(Unavailable):
+                with contextlib.suppress(StoreUnavailable):
                     await self._call(self._unlock(keys=[lock], args=[token]))
 
     def ordered(self, key: ConversationKey) -> AbstractAsyncContextManager[None]:
