@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from ag_ui.core import Event
@@ -121,13 +121,17 @@ async def test_a_refused_run_is_an_http_error(server_factory: ServerFactory) -> 
     assert no_user.status_code == 400 and not_input.status_code == 400
 
 
+class Server(Protocol):
+    def ws(self, path: str) -> str: ...
+
+
 class AgUiSocket:
     def __init__(self, connection: ClientConnection) -> None:
         self.connection = connection
         self.events: list[dict[str, Any]] = []
 
     @classmethod
-    async def open(cls, server: RunningServer, agent: str, query: str = "") -> AgUiSocket:
+    async def open(cls, server: Server, agent: str, query: str = "") -> AgUiSocket:
         url = server.ws(f"/api/ag-ui/p1/{agent}/ws{query}")
         return cls(await connect(url, compression=None))
 

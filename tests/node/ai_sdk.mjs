@@ -1,11 +1,14 @@
 // Drives the `ai` package's own DefaultChatTransport against a live dari server.
-// Usage: node ai_sdk.mjs '<json: {mode, api, chatId, text, messageId?, cutAfter?, stopAfter?}>'
+// Usage: node ai_sdk.mjs '<json: {mode, api, chatId, text, messageId?, cutAfter?, stopAfter?,
+// resumeApi?}>' (resumeApi: resume and stop through another node; default api)
 // Prints one JSON line: what the transport delivered, every chunk checked by the package's own
 // uiMessageChunkSchema, and the text readUIMessageStream assembled.
 import { DefaultChatTransport, readUIMessageStream, uiMessageChunkSchema } from "ai";
 
 const args = JSON.parse(process.argv[2]);
 const transport = new DefaultChatTransport({ api: args.api });
+const resumeApi = args.resumeApi ?? args.api;
+const resumer = new DefaultChatTransport({ api: resumeApi });
 const schema = uiMessageChunkSchema();
 
 function userMessage() {
@@ -70,7 +73,7 @@ async function main() {
   const first = await consume(await send(controller.signal), (c) => deltas(c) >= args.cutAfter);
   controller.abort();
   const before = deltaText(first.chunks);
-  const resumed = await transport.reconnectToStream({ chatId: args.chatId });
+  const resumed = await resumer.reconnectToStream({ chatId: args.chatId });
   if (resumed === null) return { before, resumed: null };
   if (args.mode === "resume") {
     const { chunks, message } = await consume(resumed);
@@ -79,7 +82,7 @@ async function main() {
   if (args.mode === "stop") {
     // Stop the resumed stream: DELETE the stream URL (what a stop button calls).
     const partial = await consume(resumed, (c) => deltas(c) >= args.stopAfter);
-    const response = await fetch(`${args.api}/${encodeURIComponent(args.chatId)}/stream`, {
+    const response = await fetch(`${resumeApi}/${encodeURIComponent(args.chatId)}/stream`, {
       method: "DELETE",
     });
     const rest = [];
