@@ -67,6 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     size.add_argument("--full", action="store_true", help="longer windows, 10k idle sockets")
     p.add_argument("--targets", default="dari," + ",".join(BASELINE_NAMES), help="comma list")
     p.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma list")
+    p.add_argument("--only", dest="scenarios", help="same as --scenarios, e.g. --only relay")
     p.add_argument("--levels", type=_ints, help="streaming client counts, e.g. 1,100,1000")
     p.add_argument("--rate", type=float, help="tokens/s per answer (default 50)")
     p.add_argument("--tokens", type=int, help="words per paced answer (default 100)")
@@ -78,6 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--idle", type=_ints, help="idle socket counts, e.g. 1000,10000")
     p.add_argument("--load-procs", type=int, help="load worker processes per run (default 1)")
     p.add_argument("--capacity-levels", type=_ints, help="capacity ramp steps (client counts)")
+    p.add_argument("--relay-levels", type=_ints, help="relay scenario's capacity ramp steps")
     p.add_argument("--fanout-clients", type=int, help="fan-out subscribers (default 1000)")
     p.add_argument("--replay-frames", type=int, help="frames missed, then replayed (10000)")
     p.add_argument("--storm-clients", type=int, help="clients in the reconnect storm (1000)")
@@ -129,6 +131,7 @@ def build_config(args: argparse.Namespace) -> BenchConfig:
         ("idle_counts", args.idle),
         ("load_procs", args.load_procs),
         ("capacity_levels", args.capacity_levels),
+        ("relay_levels", args.relay_levels),
         ("fanout_clients", args.fanout_clients),
         ("replay_frames", args.replay_frames),
         ("storm_clients", args.storm_clients),

@@ -42,6 +42,10 @@ class BenchConfig:
     cluster_clients: int = 100
     cluster_tokens: int = 500
     cluster_measure_s: float = 3.0
+    # relay: an OpenAI-compatible upstream relayed by dari and by FastAPI + the openai client
+    relay_tokens: int = 200  # words (chunks) per answer
+    relay_clients: int = 50  # the fixed level where CPU per relayed token is measured
+    relay_levels: tuple[int, ...] = (25, 50, 100, 200, 400, 700, 1000, 1500, 2000)
     redis_url: str | None = None  # cluster: None = a private redis-server for the run
     pg_admin_dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     keep_logs: Path | None = None
@@ -76,6 +80,7 @@ class BenchConfig:
                 chaos_answers=200,
                 cluster_tokens=200,
                 cluster_measure_s=1.5,
+                relay_levels=(50, 200, 700, 1500),
             )
         if name == "full":
             return cls(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import resource
 import signal
@@ -77,10 +78,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _server_preexec() -> None:
+def _server_preexec(cpu: int = SERVER_CPU) -> None:
     # Runs in the child before exec: everything the server starts (threads included) stays on
-    # SERVER_CPU, and it gets its own process group so that stopping it stops its children.
-    pin(SERVER_CPU)
+    # its CPU, and it gets its own process group so that stopping it stops its children.
+    pin(cpu)
     raise_nofile()
     if _NICE:
         _autogroup_nice(_NICE)  # start_new_session made a new autogroup at nice 0
@@ -97,6 +98,7 @@ class ServerProcess:
     log_path: Path
     env: dict[str, str] | None = None
     proc: subprocess.Popen[bytes] | None = None
+    cpu: int = SERVER_CPU  # LOAD_CPU for a process that plays the outside world (a model)
 
     def start(self, ready_timeout: float = 30.0) -> None:
         log = self.log_path.open("wb")
@@ -107,7 +109,8 @@ class ServerProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_server_preexec,  # safe: the harness starts no threads of its own
+            # safe: the harness starts no threads of its own
+            preexec_fn=functools.partial(_server_preexec, self.cpu),
             start_new_session=True,
         )
         log.close()

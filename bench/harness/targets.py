@@ -22,12 +22,15 @@ STEPS_AGENT = "steps"  # harness/dari_agents.py: one `step` frame per count (rep
 # Limits raised so that the gateway's abuse protection (all bench clients are the same
 # anonymous user on loopback) does not shape the measurement, and the benchmark project with its
 # echo agent: shared by the one-node config here and the cluster scenario's node config.
-DARI_LIMITS_AND_PROJECT = """\
+DARI_LIMITS = """\
 [limits]
 max_connections_per_user = 100000
 rate_per_s = 100000.0
 rate_burst = 100000.0
-
+"""
+DARI_LIMITS_AND_PROJECT = (
+    DARI_LIMITS
+    + """
 [[projects]]
 id = "{project}"
 name = "Benchmark"
@@ -37,6 +40,7 @@ name = "{agent}"
 backend = "echo"
 options = {{ delay_ms = {delay_ms} }}
 """
+)
 
 # Everything else is dari's default.
 DARI_CONFIG = (

@@ -9,7 +9,18 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from scenarios import burst, capacity, chaos, cluster, fanout, idle, replay, storm, streaming
+from scenarios import (
+    burst,
+    capacity,
+    chaos,
+    cluster,
+    fanout,
+    idle,
+    relay,
+    replay,
+    storm,
+    streaming,
+)
 
-ORDER = (streaming, burst, idle, capacity, fanout, replay, storm, chaos, cluster)
+ORDER = (streaming, burst, idle, capacity, relay, fanout, replay, storm, chaos, cluster)
 SCENARIOS: dict[str, ModuleType] = {m.NAME: m for m in ORDER}

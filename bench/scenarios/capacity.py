@@ -48,41 +48,55 @@ def table(cfg: BenchConfig) -> Table:
 def measure(target_name: str, cfg: BenchConfig) -> Measured:
     target = TARGETS[target_name]
     out = Measured()
-    held: dict[str, float | None] | None = None
     with session(target, cfg, delay_ms=cfg.interval * 1000, run_id="c") as sess:
-        for n in cfg.capacity_levels:
-            step, noisy, problems = _step(sess, n, cfg)
-            p99 = step["p99"]
-            ok = (
-                not problems
-                and p99 is not None
-                and p99 <= cfg.capacity_p99_ms
-                and (step["kept"] or 0) >= cfg.capacity_kept_pct
-            )
-            flag = "*" if noisy else ""
-            if not ok and (step["load"] or 0) > 80:
-                problems.append(f"load generator at {step['load']:.0f}% CPU: may be its limit")
-            out.notes.append(
-                f"{target_name} at {n:,}: p99 {_f(p99)} ms, {_f(step['kept'])} % of offered, "
-                f"server CPU {_f(step['cpu'], 0)} %{flag}, load generator {_f(step['load'], 0)} %: "
-                + ("held" if ok else "failed")
-                + (f" ({'; '.join(problems)})" if problems else "")
-            )
-            if not ok:
-                out.put("failed", n)
-                out.put("failed.p99", p99, noisy=noisy)
-                out.put("failed.kept", step["kept"], noisy=noisy)
-                break
-            held = step
-            out.put("held", n, noisy=noisy)
-            out.put("held.tps", step["tps"], noisy=noisy)
-            out.put("held.p99", p99, noisy=noisy)
-            out.put("held.cpu", step["cpu"], noisy=noisy)
-        else:
-            out.notes.append(f"{target_name}: ≥ {cfg.capacity_levels[-1]:,} (every step held)")
-    if held is None:
-        out.put("held", 0)
+        ramp(sess, cfg, out, cfg.capacity_levels, cfg.capacity_tokens)
     return out
+
+
+def ramp(
+    sess: Session,
+    cfg: BenchConfig,
+    out: Measured,
+    levels: tuple[int, ...],
+    tokens: int,
+    prefix: str = "",
+) -> None:
+    """Step through ``levels`` clients on ``sess`` until one does not hold; put the figures in
+    ``out`` under ``<prefix>held``, ``<prefix>failed``, ... (the relay scenario reuses it)."""
+    target_name = sess.target.name
+    held: dict[str, float | None] | None = None
+    for n in levels:
+        step, noisy, problems = _step(sess, n, cfg, tokens)
+        p99 = step["p99"]
+        ok = (
+            not problems
+            and p99 is not None
+            and p99 <= cfg.capacity_p99_ms
+            and (step["kept"] or 0) >= cfg.capacity_kept_pct
+        )
+        flag = "*" if noisy else ""
+        if not ok and (step["load"] or 0) > 80:
+            problems.append(f"load generator at {step['load']:.0f}% CPU: may be its limit")
+        out.notes.append(
+            f"{target_name} at {n:,}: p99 {_f(p99)} ms, {_f(step['kept'])} % of offered, "
+            f"server CPU {_f(step['cpu'], 0)} %{flag}, load generator {_f(step['load'], 0)} %: "
+            + ("held" if ok else "failed")
+            + (f" ({'; '.join(problems)})" if problems else "")
+        )
+        if not ok:
+            out.put(f"{prefix}failed", n)
+            out.put(f"{prefix}failed.p99", p99, noisy=noisy)
+            out.put(f"{prefix}failed.kept", step["kept"], noisy=noisy)
+            break
+        held = step
+        out.put(f"{prefix}held", n, noisy=noisy)
+        out.put(f"{prefix}held.tps", step["tps"], noisy=noisy)
+        out.put(f"{prefix}held.p99", p99, noisy=noisy)
+        out.put(f"{prefix}held.cpu", step["cpu"], noisy=noisy)
+    else:
+        out.notes.append(f"{target_name}: ≥ {levels[-1]:,} (every step held)")
+    if held is None:
+        out.put(f"{prefix}held", 0)
 
 
 def _f(value: float | None, digits: int = 1) -> str:
@@ -90,9 +104,9 @@ def _f(value: float | None, digits: int = 1) -> str:
 
 
 def _step(
-    sess: Session, n: int, cfg: BenchConfig
+    sess: Session, n: int, cfg: BenchConfig, tokens: int
 ) -> tuple[dict[str, float | None], bool, list[str]]:
-    answer_s = cfg.capacity_tokens * cfg.interval
+    answer_s = tokens * cfg.interval
     stagger = min(1.0, answer_s)
     warmup = max(cfg.capacity_warmup_s, stagger + 0.3)
     group = sess.load(
@@ -100,7 +114,7 @@ def _step(
         max(cfg.load_procs, 2 if n > 1500 else 1),
         prefix=f"c{n}",
         budget_s=20 + n / 50 + cfg.quiet_wait_s + warmup + cfg.capacity_measure_s + cfg.drain_s,
-        tokens=cfg.capacity_tokens,
+        tokens=tokens,
         interval=cfg.interval,
         stagger=stagger,
     )
