@@ -32,9 +32,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not problems:
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    for problem in problems:
-        if reporter is not None:
-            reporter.write_line(f"MACHINE SERVICE DISTURBED: {problem}", red=True, bold=True)
+    if reporter is not None:
+        reporter.write("\n")
+        reporter.write_sep("=", "a service of the machine was disturbed", red=True, bold=True)
+        for problem in problems:
+            reporter.write_line(problem, red=True)
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 

@@ -1,4 +1,5 @@
-"""Several real ``dari serve`` processes on loopback ports, sharing Redis and PostgreSQL."""
+"""Several real ``dari serve`` processes on loopback ports, sharing Redis and PostgreSQL: a
+redis-server and a database of their own, so the machine's services are never disturbed."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from typing import Any
 import httpx
 import jwt
 
-from tests.cluster.services import fresh_pg_database, pg_url, require_redis
+from tests.cluster.services import fresh_pg_database, pg_url
+from tests.support.redis_server import redis_server
 from tests.support.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,6 +107,7 @@ class Node:
     process: asyncio.subprocess.Process
     log: Path
     database: str  # the PostgreSQL database every node of the cluster shares
+    redis_url: str  # the cluster's own redis-server, for tests that look at its keys
 
     @property
     def http(self) -> str:
@@ -140,12 +143,16 @@ class Node:
 async def cluster(
     tmp_path: Path, count: int = 3, delay_ms: int = 20, jwt_secret: str | None = None
 ) -> AsyncIterator[list[Node]]:
-    """``count`` nodes (node-a, node-b, …) on a fresh PostgreSQL database and the machine's Redis;
-    with ``jwt_secret``, clients prove who they are with HS256 tokens (see ``token``)."""
-    redis_url = await require_redis()
+    """``count`` nodes (node-a, node-b, …) on a fresh PostgreSQL database and a redis-server of
+    their own; with ``jwt_secret``, clients prove who they are with HS256 tokens (see
+    ``token``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DARI_")}
     env["PYTHONPATH"] = str(ROOT)
-    async with fresh_pg_database("dari_cluster") as database:
+    async with (
+        redis_server(tmp_path / "redis") as redis,
+        fresh_pg_database("dari_cluster") as database,
+    ):
+        redis_url = redis.url
         nodes: list[Node] = []
         try:
             for index in range(count):
@@ -168,7 +175,7 @@ async def cluster(
                     stdout=log.open("wb"),
                     stderr=asyncio.subprocess.STDOUT,
                 )
-                nodes.append(Node(name, port, process, log, database))
+                nodes.append(Node(name, port, process, log, database, redis_url))
             for node in nodes:
                 await eventually(node.ready, timeout=START_TIMEOUT_S)
             yield nodes

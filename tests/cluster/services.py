@@ -1,15 +1,17 @@
 """The machine's real PostgreSQL and Redis, for the cluster and bus/replay contract tests.
 
 When a service cannot be reached, its tests are skipped, or fail when
-``DARI_TEST_REQUIRE_SERVICES=1`` (the project's test command sets it).
+``DARI_TEST_REQUIRE_SERVICES=1`` (the project's test command sets it). Tests never stop,
+restart or empty them: PostgreSQL tests work in a database of their own, and tests on the
+machine's Redis under a key prefix of their own. A test that stops or restarts Redis, or runs
+dari on Redis, starts a redis-server of its own (``tests/support/redis_server.py``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
@@ -17,8 +19,6 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from sqlalchemy.engine import make_url
-
-from tests.support.waiting import eventually
 
 PG_ADMIN_DSN = os.environ.get(
     "DARI_TEST_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -61,7 +61,8 @@ async def fresh_pg_database(prefix: str = "dari_test") -> AsyncIterator[str]:
 
 
 async def require_redis() -> str:
-    """The test Redis URL, after checking that Redis answers."""
+    """The machine's Redis (or DARI_TEST_REDIS_URL), after checking that it answers: for tests
+    that work under a key prefix of their own."""
     client = aioredis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
     try:
         await client.ping()
@@ -72,53 +73,10 @@ async def require_redis() -> str:
     return REDIS_URL
 
 
-# The machine's Redis, as the project's CI starts it (no persistence: a restart loses data).
-REDIS_START = [
-    "redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379",
-    "--save", "", "--appendonly", "no", "--dir", "/var/lib/redis",
-    "--logfile", "/var/log/redis/ci.log",
-]  # fmt: skip
-
-
-async def _run(*argv: str) -> None:
-    process = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
-    )
-    await process.wait()
-
-
-async def _redis_answers() -> bool:
-    client = aioredis.Redis.from_url(REDIS_URL, socket_connect_timeout=0.5)
-    try:
-        return bool(await client.ping())
-    except (OSError, RedisError):
-        return False
-    finally:
-        await client.aclose()
-
-
-@asynccontextmanager
-async def redis_stopped() -> AsyncIterator[None]:
-    """Shut the machine's Redis down (losing its data) and start it again afterwards."""
-    if REDIS_URL != "redis://127.0.0.1:6379/0":
-        pytest.skip("restarts only the machine's own Redis on 127.0.0.1:6379")
-    await _run("redis-cli", "-p", "6379", "shutdown", "nosave")
-    await eventually(lambda: _negate(_redis_answers()), timeout=10)
-    try:
-        yield
-    finally:
-        await _run(*REDIS_START)
-        await eventually(_redis_answers, timeout=10)
-
-
-async def _negate(answer: Awaitable[bool]) -> bool:
-    return not await answer
-
-
-async def kill_connections(name: str) -> int:
-    """Kill the Redis connections whose client name is ``name`` (like ``CLIENT KILL TYPE
-    pubsub``, but sparing other programs that share the machine's Redis)."""
-    client = aioredis.Redis.from_url(REDIS_URL)
+async def kill_connections(url: str, name: str) -> int:
+    """Kill the connections to the Redis at ``url`` whose client name is ``name`` (like
+    ``CLIENT KILL TYPE pubsub``, but sparing every other client of that Redis)."""
+    client = aioredis.Redis.from_url(url)
     try:
         ids = [entry["id"] for entry in await client.client_list() if entry.get("name") == name]
         for client_id in ids:

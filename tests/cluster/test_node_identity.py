@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 
-from tests.cluster.services import require_redis
 from tests.conftest import ServerFactory
+from tests.support.redis_server import RedisServer
 from tests.support.server import RunningServer
 
 
@@ -21,9 +21,9 @@ async def _node_id(server: RunningServer) -> Any:
 
 
 async def test_two_nodes_with_default_settings_on_one_redis_have_different_ids(
-    server_factory: ServerFactory,
+    server_factory: ServerFactory, private_redis: RedisServer
 ) -> None:
-    url = await require_redis()
+    url = private_redis.url  # dari's keys have a fixed prefix: not on the machine's Redis
     same = {"bus": {"url": url}, "replay": {"url": url}}
     first, second = await server_factory(**same), await server_factory(**same)
     ids = [await _node_id(first), await _node_id(second)]

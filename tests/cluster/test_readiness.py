@@ -1,5 +1,6 @@
 """/readyz follows the shared engines: not ready (503) while Redis is away, ready again when
-it is back, without a restart; a node may even start while Redis is down."""
+it is back, without a restart; a node may even start while Redis is down. The Redis that goes
+away is the test's own redis-server, never the machine's."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from typing import Any
 
 import httpx
 
-from tests.cluster.services import redis_stopped, require_redis
 from tests.conftest import ServerFactory
+from tests.support.redis_server import RedisServer
 from tests.support.server import RunningServer
 from tests.support.waiting import eventually
 
@@ -27,9 +28,8 @@ async def _is(server: RunningServer, status: int) -> bool:
     return (await _readyz(server))[0] == status
 
 
-async def _redis_settings() -> dict[str, Any]:
-    url = await require_redis()
-    return {"bus": {"url": url}, "replay": {"url": url}}
+def _redis_settings(redis: RedisServer) -> dict[str, Any]:
+    return {"bus": {"url": redis.url}, "replay": {"url": redis.url}}
 
 
 async def test_a_memory_node_is_ready_with_its_store(server: RunningServer) -> None:
@@ -45,14 +45,14 @@ async def test_a_memory_node_is_ready_with_its_store(server: RunningServer) -> N
 
 
 async def test_not_ready_while_redis_is_away_and_ready_again_after(
-    server_factory: ServerFactory,
+    server_factory: ServerFactory, private_redis: RedisServer
 ) -> None:
-    server = await server_factory(**await _redis_settings())
+    server = await server_factory(**_redis_settings(private_redis))
     assert await _readyz(server) == (
         200,
         {"status": "ready", "store": "ok", "bus": "ok", "replay": "ok"},
     )
-    async with redis_stopped():
+    async with private_redis.stopped():
         await eventually(lambda: _is(server, 503), timeout=TIMEOUT_S)
         assert await _readyz(server) == (
             503,
@@ -68,10 +68,10 @@ async def test_not_ready_while_redis_is_away_and_ready_again_after(
 
 
 async def test_a_node_started_while_redis_is_down_becomes_ready_by_itself(
-    server_factory: ServerFactory,
+    server_factory: ServerFactory, private_redis: RedisServer
 ) -> None:
-    settings = await _redis_settings()
-    async with redis_stopped():
+    settings = _redis_settings(private_redis)
+    async with private_redis.stopped():
         server = await server_factory(**settings)
         status, body = await _readyz(server)
         assert status == 503 and body["bus"] == body["replay"] == "unreachable"

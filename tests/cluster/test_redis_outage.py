@@ -1,6 +1,8 @@
 """A node whose Redis goes away (shared replay log and bus): sockets are told to try again
 later (1013), answers cut short are saved as failed, /readyz is not ready; when Redis is back
-the node serves again without a restart, and clients start over in the new epoch."""
+the node serves again without a restart, and clients start over in the new epoch.
+
+The Redis that goes away is the test's own redis-server, never the machine's."""
 
 from __future__ import annotations
 
@@ -10,9 +12,9 @@ from typing import Any
 import httpx
 
 from dari.protocol.frames import ConversationKey
-from tests.cluster.services import redis_stopped, require_redis
 from tests.conftest import ServerFactory
 from tests.support.client import WsClient
+from tests.support.redis_server import RedisServer
 from tests.support.server import RunningServer
 from tests.support.waiting import eventually
 
@@ -25,8 +27,7 @@ async def _ready(server: RunningServer) -> bool:
         return (await http.get("/readyz")).status_code == 200
 
 
-async def _settings() -> dict[str, Any]:
-    url = await require_redis()
+def _settings(url: str) -> dict[str, Any]:
     return {
         "bus": {"url": url},
         "replay": {"url": url},
@@ -40,16 +41,16 @@ async def _settings() -> dict[str, Any]:
 
 
 async def test_sockets_retry_later_answers_are_saved_and_the_node_recovers_by_itself(
-    server_factory: ServerFactory,
+    server_factory: ServerFactory, private_redis: RedisServer
 ) -> None:
-    server = await server_factory(**await _settings())
+    server = await server_factory(**_settings(private_redis.url))
     client_id, thread = f"outage-{uuid.uuid4().hex[:8]}", f"t-{uuid.uuid4().hex[:8]}"
     client = await WsClient.open(server.ws(f"/ws/chat/{client_id}"))
     welcome = await client.recv()
     await client.chat(WORDS, agent="slow", project="p1", thread_id=thread, id="long")
     for _ in range(3):
         await client.until_type("response", TIMEOUT_S)
-    async with redis_stopped():
+    async with private_redis.stopped():
         # The answer stalls; the client's next heartbeat cannot be answered through the log.
         await client.send({"type": "ping", "ts": 1})
         assert await client.closed_with(TIMEOUT_S) == 1013

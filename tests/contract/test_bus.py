@@ -2,7 +2,8 @@
 
 Several bus objects stand for several nodes: memory buses share one broker, Redis buses share
 the machine's Redis. Node ids and channel names are unique per test, so tests running at the
-same time on the same Redis do not hear each other. Redis-only tests cut the connection.
+same time on the same Redis do not hear each other. Redis-only tests cut the connection or
+restart Redis: on a redis-server of their own, never the machine's.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import pytest
 from dari.buses import Bus, BusError, BusMessage, open_bus
 from dari.buses.memory import MemoryBroker, MemoryBus
 from dari.buses.redis import RedisBus
-from tests.cluster.services import kill_connections, redis_stopped, require_redis
+from tests.cluster.services import kill_connections, require_redis
+from tests.support.redis_server import RedisServer
 from tests.support.waiting import eventually
 
 NodeFactory = Callable[[str], Awaitable[Bus]]
@@ -196,8 +198,8 @@ def test_open_bus_picks_the_engine_by_url() -> None:
 
 
 @pytest.fixture
-async def redis_nodes() -> AsyncIterator[tuple[RedisBus, RedisBus]]:
-    url = await _redis_url()
+async def redis_nodes(private_redis: RedisServer) -> AsyncIterator[tuple[RedisBus, RedisBus]]:
+    url = private_redis.url
     a = RedisBus(url, unique("a"), ping_interval_s=0.2)
     b = RedisBus(url, unique("b"), ping_interval_s=0.2)
     await a.start()
@@ -208,27 +210,29 @@ async def redis_nodes() -> AsyncIterator[tuple[RedisBus, RedisBus]]:
 
 
 async def test_a_killed_subscriber_connection_comes_back_by_itself(
-    redis_nodes: tuple[RedisBus, RedisBus],
+    redis_nodes: tuple[RedisBus, RedisBus], private_redis: RedisServer
 ) -> None:
     a, b = redis_nodes
     channel, inbox, reconnected = unique("ch"), Inbox(), Signal()
     b.on_reconnect(reconnected)
     await b.subscribe(channel, inbox)
-    assert await kill_connections(f"dari-bus:{b.node_id}") == 1
+    assert await kill_connections(private_redis.url, f"dari-bus:{b.node_id}") == 1
     await reconnected.wait()  # the subscriptions are in effect again when this is called
     assert b.healthy
     await a.publish(channel, b"after the kill")
     assert (await inbox.next()).payload == b"after the kill"
 
 
-async def test_the_bus_survives_a_redis_restart(redis_nodes: tuple[RedisBus, RedisBus]) -> None:
+async def test_the_bus_survives_a_redis_restart(
+    redis_nodes: tuple[RedisBus, RedisBus], private_redis: RedisServer
+) -> None:
     a, b = redis_nodes
     channel, heard_by_a, heard_by_b = unique("ch"), Inbox(), Inbox()
     a_back, b_back = Signal(), Signal()
     a.on_reconnect(a_back)
     b.on_reconnect(b_back)
     await a.subscribe(channel, heard_by_a)
-    async with redis_stopped():
+    async with private_redis.stopped():
         await eventually(lambda: not a.healthy and not b.healthy, timeout=WAIT_S)
         with pytest.raises(BusError):
             await a.publish(channel, b"lost")

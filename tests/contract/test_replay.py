@@ -18,7 +18,8 @@ import redis.asyncio as aioredis
 from dari.hub.replay import MemoryReplayLog, ReplayLog
 from dari.hub.replay_redis import RedisReplayLog, ReplayUnavailable
 from dari.protocol.frames import Frame
-from tests.cluster.services import redis_stopped, require_redis
+from tests.cluster.services import require_redis
+from tests.support.redis_server import RedisServer
 from tests.support.waiting import eventually
 
 LogFactory = Callable[..., Awaitable[ReplayLog]]
@@ -293,13 +294,26 @@ async def test_lost_redis_data_means_a_new_epoch_and_no_resume(
     assert await seqs(one, A) == [1]  # the reconnected reader starts in the new epoch
 
 
+@pytest.fixture
+async def two_nodes_on_their_own_redis(
+    private_redis: RedisServer,
+) -> AsyncIterator[list[RedisReplayLog]]:
+    """Two logs on a redis-server of the test's own, which the test may restart."""
+    logs = [RedisReplayLog(private_redis.url), RedisReplayLog(private_redis.url)]
+    for log in logs:
+        await log.start()
+    yield logs
+    for log in logs:
+        await log.close()
+
+
 async def test_a_redis_restart_is_survived_with_a_new_epoch(
-    two_nodes: list[RedisReplayLog],
+    two_nodes_on_their_own_redis: list[RedisReplayLog], private_redis: RedisServer
 ) -> None:
-    one, two = two_nodes
+    one, two = two_nodes_on_their_own_redis
     await one.append(A, frame("before"))
     before = one.epoch
-    async with redis_stopped():
+    async with private_redis.stopped():
         with pytest.raises(ReplayUnavailable):
             await one.append(A, frame("during"))
         with pytest.raises(ReplayUnavailable):
