@@ -37,6 +37,7 @@ _BATCH = 256
 # A frontend sends the whole conversation with every request: bounded by this many chat frames.
 _BODY_FRAMES = 16
 _FINISHED: dict[str, str] = {"complete": "stop", "cancelled": "cancelled", "failed": "error"}
+_IN_SNAPSHOT = frozenset({"start", "response", "reasoning", "step", "tool"})  # what it covers
 
 
 class StreamLost(InternalError):
@@ -149,7 +150,16 @@ class Stream:
         live pieces."""
         await self.session.subscribe(SubscribeIn(type="subscribe", **key.fields()))
         batch = await self.sink.ready()
-        self.sink.push_back(batch)
+        # Several nodes: pieces fanned out after the subscription may be logged before the
+        # snapshot, which holds them already (it is read and logged in one step).
+        at = {f["request_id"]: i for i, f in enumerate(batch) if f.get("type") == "snapshot"}
+        self.sink.push_back(
+            [
+                f
+                for i, f in enumerate(batch)
+                if not (f.get("type") in _IN_SNAPSHOT and i < at.get(f.get("request_id"), -1))
+            ]
+        )
         return [f for f in batch if f.get("type") == "snapshot"]
 
     async def history(self, key: ConversationKey, limit: int) -> list[Frame]:
