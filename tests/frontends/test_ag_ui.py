@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
+import pytest
 from ag_ui.core import Event
 from pydantic import TypeAdapter
 from websockets.asyncio.client import ClientConnection, connect
@@ -16,7 +17,15 @@ from websockets.asyncio.client import ClientConnection, connect
 from tests.conftest import ServerFactory
 from tests.frontends.conftest import run_node
 from tests.frontends.test_ai_sdk import SLOW, WORDS, saved
+from tests.support.engines import ENGINES
 from tests.support.server import RunningServer
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    """Everything here holds on one node (memory) and on the several-node engine (Redis)."""
+    return str(request.param)
+
 
 EVENTS: TypeAdapter[Any] = TypeAdapter(Event)
 PROJECT = {
@@ -62,7 +71,9 @@ def content_of(events: list[dict[str, Any]], message_id: str) -> str:
     )
 
 
-async def sse_events(server: RunningServer, agent: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+async def sse_events(
+    server: RunningServer, agent: str, body: dict[str, Any]
+) -> list[dict[str, Any]]:
     events = []
     async with (
         httpx.AsyncClient() as client,
@@ -83,8 +94,13 @@ async def test_http_agent_gets_the_exact_text(
     text = "안녕하세요 dari,  exact\ttext"
     result = await run_node(
         "ag_ui.mjs",
-        {"mode": "run", "url": f"{server.http}/api/ag-ui/p1/echo", "threadId": "t1",
-         "runId": "run-1", "text": text},
+        {
+            "mode": "run",
+            "url": f"{server.http}/api/ag-ui/p1/echo",
+            "threadId": "t1",
+            "runId": "run-1",
+            "text": text,
+        },
     )
     assert result["text"] == text
     types = [checked(e)["type"] for e in result["events"]]

@@ -10,7 +10,15 @@ import pytest
 
 from tests.conftest import ServerFactory
 from tests.frontends.conftest import run_node
+from tests.support.engines import ENGINES
 from tests.support.server import RunningServer
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    """Everything here holds on one node (memory) and on the several-node engine (Redis)."""
+    return str(request.param)
+
 
 WORDS = " ".join(f"word{i}" for i in range(80))
 SLOW = {
@@ -53,8 +61,13 @@ async def test_transport_gets_the_exact_text_in_valid_chunks(
     text = "안녕하세요 dari, one two  three\nfour"
     result = await run_node(
         "ai_sdk.mjs",
-        {"mode": "send", "api": api(server, agent="echo"), "chatId": "c1", "text": text,
-         "messageId": "u1"},
+        {
+            "mode": "send",
+            "api": api(server, agent="echo"),
+            "chatId": "c1",
+            "text": text,
+            "messageId": "u1",
+        },
     )
     assert result["text"] == text
     types = [chunk["type"] for chunk in result["chunks"]]
@@ -74,8 +87,14 @@ async def test_cut_mid_answer_then_reconnect_yields_the_whole_answer(
     server = await server_factory(**SLOW)
     result = await run_node(
         "ai_sdk.mjs",
-        {"mode": "resume", "api": api(server), "chatId": "c2", "text": WORDS, "cutAfter": 5,
-         "messageId": "u2"},
+        {
+            "mode": "resume",
+            "api": api(server),
+            "chatId": "c2",
+            "text": WORDS,
+            "cutAfter": 5,
+            "messageId": "u2",
+        },
     )
     assert result["before"] and WORDS.startswith(result["before"]) and result["before"] != WORDS
     assert result["text"] == WORDS  # the resumed stream starts from the answer's start
@@ -83,7 +102,10 @@ async def test_cut_mid_answer_then_reconnect_yields_the_whole_answer(
         "type": "start",
         "messageId": "u2-answer",
         "messageMetadata": {
-            "requestId": "u2", "projectId": "p1", "agentName": "slow", "threadId": "c2"
+            "requestId": "u2",
+            "projectId": "p1",
+            "agentName": "slow",
+            "threadId": "c2",
         },
     }
     assert result["chunks"][-1]["type"] == "finish"
@@ -97,8 +119,15 @@ async def test_delete_stops_a_resumed_stream(
     server = await server_factory(**SLOW)
     result = await run_node(
         "ai_sdk.mjs",
-        {"mode": "stop", "api": api(server), "chatId": "c3", "text": WORDS, "cutAfter": 3,
-         "stopAfter": 3, "messageId": "u3"},
+        {
+            "mode": "stop",
+            "api": api(server),
+            "chatId": "c3",
+            "text": WORDS,
+            "cutAfter": 3,
+            "stopAfter": 3,
+            "messageId": "u3",
+        },
     )
     assert result["deleteStatus"] == 200
     types = [chunk["type"] for chunk in result["chunks"]]
@@ -130,7 +159,9 @@ async def test_a_message_sent_again_is_answered_once(server_factory: ServerFacto
     async with httpx.AsyncClient() as client:
         streams = []
         for _ in range(2):
-            async with client.stream("POST", api(server, agent="echo"), json=body("c5", "once")) as r:
+            async with client.stream(
+                "POST", api(server, agent="echo"), json=body("c5", "once")
+            ) as r:
                 streams.append([line async for line in r.aiter_lines() if line])
     assert streams[0] == streams[1]  # the second shows the saved answer, not a new one
     history = await saved(server, "c5", "echo")
