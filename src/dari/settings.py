@@ -174,6 +174,22 @@ class LimitsSettings(Section):
     # Decoded size of one image. Base64 adds a third, so a 512 KiB image fits in a 1 MiB frame.
     max_image_bytes: int = Field(default=512 * 1024, ge=1)
     max_images: int = Field(default=4, ge=0)
+    # Hosts whose http(s) image URLs a chat may carry. Empty: images only as data: URLs, since
+    # a URL is fetched by the model's provider (or this network) and shown in other members'
+    # browsers: http://127.0.0.1:6379/ must not be either.
+    image_url_hosts: list[str] = Field(default_factory=list)
+
+    @field_validator("image_url_hosts")
+    @classmethod
+    def _bare_host_names(cls, hosts: list[str]) -> list[str]:
+        for host in hosts:
+            if not host or any(c in host for c in "/:@?#* \t"):
+                raise ValueError(
+                    f"limits.image_url_hosts: {host!r} is not a host name "
+                    "(give names like cdn.example.com, without scheme, port or path)"
+                )
+        return [host.lower().rstrip(".") for host in hosts]
+
     queue_size: int = Field(default=16, ge=1)  # chats waiting per conversation
     history_limit: int = Field(default=50, ge=0)  # messages given to the agent
     send_timeout_s: float = Field(default=15.0, gt=0)  # a stalled socket is closed 1013 after

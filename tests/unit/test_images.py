@@ -1,4 +1,5 @@
-"""check_images: data: URLs of known types and bounded size, or bounded http(s) URLs."""
+"""check_images: data: URLs of known types and bounded size, or bounded http(s) URLs on the
+hosts limits.image_url_hosts allows (none by default)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from dari.app.images import check_images
 from dari.protocol.errors import ErrorCode, ProtocolError
 from dari.settings import LimitsSettings
 
-LIMITS = LimitsSettings(max_image_bytes=999, max_images=3)
+LIMITS = LimitsSettings(max_image_bytes=999, max_images=3, image_url_hosts=["example.com"])
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
 
 
@@ -33,7 +34,7 @@ def refused(images: list[str]) -> ProtocolError:
         [data_url(mime="image/gif")],
         [data_url(mime="image/webp")],
         ["https://example.com/cat.png"],
-        ["http://127.0.0.1:8000/cat.png"],
+        ["http://EXAMPLE.com./cat.png"],
         ["https://example.com/" + "a" * (2048 - len("https://example.com/"))],
         [data_url(b"x" * 999)],  # exactly max_image_bytes (a multiple of 3: no padding)
         [data_url()] * 3,  # exactly max_images
@@ -45,8 +46,8 @@ def refused(images: list[str]) -> ProtocolError:
         "jpeg",
         "gif",
         "webp",
-        "https",
-        "http",
+        "https on an allowed host",
+        "http on an allowed host",
         "url of 2048 chars",
         "at the size limit",
         "at the count limit",
@@ -135,3 +136,35 @@ def test_image_within_the_size_limit_is_accepted_however_it_is_encoded(
     size: int, image: str
 ) -> None:
     check_images([image], LimitsSettings(max_image_bytes=size))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:6379/",
+        "http://localhost/cat.png",
+        "http://169.254.169.254/latest/meta-data/",
+        "https://example.com.evil.test/cat.png",
+        "https://evil.test/example.com/cat.png",
+        "https://example.com@evil.test/cat.png",
+        "https://evil.test#@example.com/",
+        "http://[::1/cat.png",
+    ],
+)
+def test_urls_off_the_allowed_hosts_are_refused(url: str) -> None:
+    error = refused([url])
+    assert error.code == ErrorCode.BAD_REQUEST and "data: URL" in error.message
+
+
+def test_by_default_images_come_only_as_data_urls() -> None:
+    limits = LimitsSettings()
+    assert limits.image_url_hosts == []
+    check_images([data_url()], limits)
+    with pytest.raises(ProtocolError, match="not accepted"):
+        check_images(["https://example.com/cat.png"], limits)
+
+
+@pytest.mark.parametrize("host", ["https://cdn.example.com", "cdn.example.com:443", "", "*.x.com"])
+def test_image_url_hosts_are_bare_host_names(host: str) -> None:
+    with pytest.raises(ValueError, match="not a host name"):
+        LimitsSettings(image_url_hosts=[host])

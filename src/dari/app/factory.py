@@ -17,6 +17,7 @@ from dari.app import ag_ui, ai_sdk, rest, session_cookie, ws
 from dari.app.gateway import Gateway
 from dari.app.logs import install_log_filters
 from dari.app.raw_send import ExposeServerSend
+from dari.app.web_headers import WithHeaders, ui_headers
 from dari.protocol.errors import DariError, ErrorCode
 from dari.settings import Settings
 
@@ -97,5 +98,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ai_sdk.router)
     app.include_router(ag_ui.router)
     if (WEB_DIR / "index.html").is_file():
-        app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
+        ui = StaticFiles(directory=WEB_DIR, html=True)
+        app.mount("/", WithHeaders(ui, ui_headers(settings)), name="web")
     return app

@@ -1,10 +1,12 @@
-"""Checks on the ``images`` of a chat: data: URLs of known types and bounded size, or http(s)."""
+"""Checks on the ``images`` of a chat: data: URLs of known types and bounded size, or http(s)
+URLs on the hosts ``limits.image_url_hosts`` allows (none by default)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import re
+from urllib.parse import urlsplit
 
 from dari.protocol.errors import ErrorCode, ProtocolError
 from dari.settings import LimitsSettings
@@ -25,6 +27,11 @@ def check_images(images: list[str], limits: LimitsSettings) -> None:
         if image.startswith(("http://", "https://")):
             if len(image) > _MAX_URL:
                 raise ProtocolError(f"images[{index}]: URL longer than {_MAX_URL} characters")
+            if _url_host(image) not in limits.image_url_hosts:
+                raise ProtocolError(
+                    f"images[{index}]: image URLs from this host are not accepted; "
+                    "send the image as a base64 data: URL"
+                )
             continue
         # Line-wrapped base64 (RFC 2045) is accepted; browsers send it unwrapped.
         match = _DATA_URL.fullmatch(_WHITESPACE.sub("", image) if "\n" in image else image)
@@ -46,6 +53,16 @@ def check_images(images: list[str], limits: LimitsSettings) -> None:
             raise ProtocolError(f"images[{index}]: empty image")
         if len(decoded) > limits.max_image_bytes:
             raise _too_large(index, limits)
+
+
+def _url_host(url: str) -> str | None:
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return None
+    if "@" in parts.netloc:  # https://allowed.example@elsewhere/: refused, not parsed
+        return None
+    return parts.hostname.rstrip(".") if parts.hostname else None
 
 
 def _too_large(index: int, limits: LimitsSettings) -> ProtocolError:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from prometheus_client import Counter
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketState
 
 log = logging.getLogger("dari.refusals")
 
@@ -27,10 +27,15 @@ def note_refusal(code: int, reason: str, path: str, peer: str | None) -> None:
     log.info("refused %s from %s: %d %s", path, peer or "unknown", code, reason)
 
 
-async def refuse(websocket: WebSocket, code: int, reason: str = "") -> None:
-    """Close ``websocket`` with ``code``. Before it is accepted, the client gets HTTP 403."""
-    accepted = websocket.client_state.name != "CONNECTING"
+def note_socket_refusal(websocket: WebSocket, code: int, reason: str) -> None:
+    """Count and log a refusal of ``websocket`` (closed with ``code``, or 403 before accept)."""
+    accepted = websocket.application_state != WebSocketState.CONNECTING
     peer = websocket.client.host if websocket.client else None
     # The path only: the query string may carry ?token=.
-    note_refusal(code if accepted else 403, reason or "refused", websocket.url.path, peer)
+    note_refusal(code if accepted else 403, reason, websocket.url.path, peer)
+
+
+async def refuse(websocket: WebSocket, code: int, reason: str) -> None:
+    """Close ``websocket`` with ``code``. Before it is accepted, the client gets HTTP 403."""
+    note_socket_refusal(websocket, code, reason)
     await websocket.close(code=code, reason=reason)
