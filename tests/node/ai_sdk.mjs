@@ -1,6 +1,7 @@
 // Drives the `ai` package's own DefaultChatTransport against a live dari server.
 // Usage: node ai_sdk.mjs '<json: {mode, api, chatId, text, messageId?, cutAfter?, stopAfter?,
-// resumeApi?}>' (resumeApi: resume and stop through another node; default api)
+// resumeApi?}>' (resumeApi: resume and stop through another node; default api), or
+// '{mode: "check", chunks}': chunks rendered elsewhere, checked and assembled by the package
 // Prints one JSON line: what the transport delivered, every chunk checked by the package's own
 // uiMessageChunkSchema, and the text readUIMessageStream assembled.
 import { DefaultChatTransport, readUIMessageStream, uiMessageChunkSchema } from "ai";
@@ -32,7 +33,7 @@ async function consume(stream, until = () => false) {
     if (done) break;
     const checked = await schema.validate(value);
     if (!checked.success) throw new Error(`invalid chunk ${JSON.stringify(value)}: ${checked.error}`);
-    chunks.push(value);
+    chunks.push(structuredClone(value)); // the message builder updates data parts in place
     if (until(chunks)) {
       stopped = true;
       break;
@@ -64,6 +65,17 @@ async function send(abortSignal) {
 }
 
 async function main() {
+  if (args.mode === "check") {
+    // Chunks rendered elsewhere (args.chunks), through the package's schema and message builder.
+    const stream = new ReadableStream({
+      start(controller) {
+        for (const chunk of args.chunks) controller.enqueue(chunk);
+        controller.close();
+      },
+    });
+    const { chunks, message } = await consume(stream);
+    return { chunks, message };
+  }
   if (args.mode === "send") {
     const { chunks, message } = await consume(await send(undefined));
     return { chunks, text: textOf(message), message };
