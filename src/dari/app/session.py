@@ -128,6 +128,7 @@ class ChatSession:
                 await self._ack(frame, key, accepted.request_id, queued=0, duplicate=True)
                 return
             job = Job(accepted.request_id, key, frame.message, frame.images, user_id)
+            job.principal = self.principal  # its delegations are checked against the user
             queued = await runner.enqueue(job)
             await self._ack(frame, key, accepted.request_id, queued=queued, duplicate=False)
 

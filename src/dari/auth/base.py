@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from dari.protocol.errors import AccessError, ErrorCode
 
@@ -61,6 +62,26 @@ class Principal:
     def require_admin(self) -> None:
         if not self.admin:
             raise AccessError("this needs an admin token", code=ErrorCode.FORBIDDEN)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data, for a job queued in Redis to carry its user's rights to another node."""
+        return {
+            "user_id": self.user_id,
+            "projects": sorted(self.projects),
+            "agents": {project: sorted(names) for project, names in self.agents.items()},
+            "admin": self.admin,
+            "expires_at": self.expires_at,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Principal:
+        return cls(
+            user_id=data["user_id"],
+            projects=frozenset(data["projects"]),
+            agents={project: frozenset(names) for project, names in data["agents"].items()},
+            admin=bool(data["admin"]),
+            expires_at=data["expires_at"],
+        )
 
 
 ANONYMOUS = Principal(user_id="anonymous", admin=True)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from dari.agents.base import Usage
+from dari.auth.base import Principal
 from dari.protocol.frames import ConversationKey
 
 # stop, length and content_filter come from the model (length: it hit its token limit;
@@ -42,6 +43,8 @@ class Job:
     delegated: DelegatedTask | None = None
     cancelled: bool = False
     task: asyncio.Task[Outcome] | None = None
+    # Whose rights the answer runs with (what it may delegate to); None: unknown, so none.
+    principal: Principal | None = None
 
 
 @dataclass(eq=False, slots=True)

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from redis.exceptions import RedisError
 
+from dari.auth.base import Principal
 from dari.buses.base import BusError, BusMessage
 from dari.hub.delivery_redis import RedisDelivery, conversation_name, conversation_of
 from dari.protocol import frames
@@ -157,6 +158,8 @@ def _encode(job: Job, run_id: str) -> bytes:
     }
     if job.delegated is not None:
         data["t"] = _encode_task(job.delegated)
+    if job.principal is not None:
+        data["p"] = job.principal.to_json()
     return orjson.dumps(data)
 
 
@@ -169,6 +172,7 @@ def _decode(payload: bytes) -> tuple[Job, str]:
     data = orjson.loads(payload)
     task = _decode_task(data["t"]) if "t" in data else None
     job = Job(data["r"], ConversationKey(*data["k"]), data["m"], data["i"], data["u"], task)
+    job.principal = Principal.from_json(data["p"]) if "p" in data else None
     return job, data["x"]
 
 

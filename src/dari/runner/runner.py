@@ -21,7 +21,7 @@ from dari.agents.directory import AgentDirectory
 from dari.hub.hub import Hub
 from dari.metrics import QUEUE_DEPTH
 from dari.protocol import frames
-from dari.protocol.errors import DariError, ErrorCode, Unavailable
+from dari.protocol.errors import AccessError, DariError, ErrorCode, Unavailable
 from dari.protocol.frames import ConversationKey
 from dari.runner.jobs import DelegatedTask, Job, Outcome
 from dari.runner.queue import ConversationQueue
@@ -126,6 +126,10 @@ class Runner:
     async def delegate(self, origin: Job, agent_name: str, task: str) -> str:
         """Run ``task`` on another agent of the origin's project, in the background."""
         project_id = origin.key.project_id
+        # The user's own right to the target: a user allowed only one agent must not get
+        # another's work through it (this covers /delegate and the models' delegation tool).
+        if origin.principal is None or not origin.principal.can_use(project_id, agent_name):
+            raise AccessError(f"no access to {project_id}/{agent_name}", code=ErrorCode.FORBIDDEN)
         if agent_name == origin.key.agent_name:
             raise DariError("an agent cannot delegate to itself", code=ErrorCode.BAD_REQUEST)
         source = self.directory.get(project_id, origin.key.agent_name)
@@ -148,6 +152,7 @@ class Runner:
         job = Job(
             task_id, key, task, [], origin.user_id, delegated=DelegatedTask(agent_name, origin.key)
         )
+        job.principal = origin.principal  # a task delegates further with the same rights
         await self.queue.enqueue(job)
         return task_id
 
