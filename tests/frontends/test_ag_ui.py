@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import httpx
 import pytest
 from ag_ui.core import Event
+from ag_ui_validate.pytest_plugin import assert_valid_agui
 from pydantic import TypeAdapter
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -106,6 +107,7 @@ async def test_http_agent_gets_the_exact_text(
     types = [checked(e)["type"] for e in result["events"]]
     assert types[0] == "RUN_STARTED" and types[-1] == "RUN_FINISHED"
     assert result["events"][0]["runId"] == "run-1"
+    assert_valid_agui(result["events"], max_warnings=0)
     history = await saved(server, "t1", "echo")
     assert [(m["role"], m["content"]) for m in history] == [("user", text), ("assistant", text)]
 
@@ -120,6 +122,7 @@ async def test_sse_events_pass_the_models_and_the_clients_verifier(
     assert types.count("STEP_STARTED") == types.count("STEP_FINISHED") == 2
     assert content_of(events, "run-2-answer") == "보고서"
     assert events[-1]["outcome"] == {"type": "success"}
+    assert_valid_agui(events, max_warnings=0)  # the ag-ui-validate conformance rules
     assert (await run_node("ag_ui.mjs", {"mode": "verify", "events": events}))["verified"] == len(
         events
     )
@@ -187,6 +190,7 @@ async def test_websocket_reconnects_mid_answer_and_ends_with_the_exact_text(
     assert content_of(again.events, "run-3-answer") == WORDS
     verified = await run_node("ag_ui.mjs", {"mode": "verify", "events": again.events})
     assert verified["verified"] == len(again.events)
+    assert_valid_agui(again.events, max_warnings=0)
 
     # A later socket on the thread finds both messages saved and nothing running.
     later = await AgUiSocket.open(server, "slow", "?threadId=t3")
@@ -211,4 +215,5 @@ async def test_websocket_binds_to_the_first_inputs_thread_and_refuses_others(
     assert error["code"] == "bad_request"
     await socket.connection.send("not json")
     assert (await socket.until("RUN_ERROR"))["code"] == "bad_request"
+    assert_valid_agui(socket.events, max_warnings=0)
     await socket.connection.close()

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from ag_ui_validate.pytest_plugin import assert_valid_agui
 
 from dari.protocol import ag_ui, ai_sdk
 from dari.protocol.frames import ConversationKey, answer_frame
@@ -76,6 +77,7 @@ async def test_ag_ui_events_pass_the_clients_verifier(node_packages: Path) -> No
     assert (await run_node("ag_ui.mjs", {"mode": "verify", "events": sent}))["verified"] == len(
         sent
     )
+    assert_valid_agui(sent, max_warnings=0)  # the ag-ui-validate conformance rules
     types = [e["type"] for e in sent]
     assert {"REASONING_START", "TOOL_CALL_RESULT", "CUSTOM", "STEP_FINISHED"} <= set(types)
     assert sent[-1]["usage"] == [

@@ -8,6 +8,7 @@ import json
 
 import httpx
 import pytest
+from ag_ui_validate.pytest_plugin import assert_valid_agui
 
 from tests.conftest import ServerFactory
 from tests.frontends.test_ag_ui import PROJECT, AgUiSocket, content_of
@@ -52,6 +53,7 @@ async def test_one_answer_three_frontends(server_factory: ServerFactory) -> None
     assert from_ai_sdk == from_dari == content_of(ag_ui.events, "m1-answer") == WORDS
     assert end["finish_reason"] == "stop"
     assert [e["runId"] for e in ag_ui.events if e["type"] == "RUN_STARTED"][-1] == "m1"
+    assert_valid_agui(ag_ui.events, max_warnings=0)
     assert [(m["role"], m["content"]) for m in await saved(server, "tabs")] == [
         ("user", WORDS),
         ("assistant", WORDS),

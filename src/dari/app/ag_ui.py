@@ -161,6 +161,7 @@ class _ThreadSocket:
     async def take(self, data: str) -> None:
         """One ``RunAgentInput``; refusals come back as ``RUN_ERROR`` through the log, in line
         with the events."""
+        run: RunAgentInput | None = None
         try:
             run = ag_ui.parse_input(data)
             if self.key is None:
@@ -173,11 +174,13 @@ class _ThreadSocket:
                 )
             await _accept_run(self.stream, self.key, run)
         except DariError as exc:
+            run_id = run.run_id if run is not None else None
             if self.key is None:  # nothing follows the log yet: say it directly
-                error = RunErrorEvent(message=exc.message, code=str(exc.code))
-                await self.websocket.send_text(ag_ui.text(error))
+                thread_id = run.thread_id if run is not None else ""
+                for event in ag_ui.refused_run(thread_id, run_id, exc.message, str(exc.code)):
+                    await self.websocket.send_text(ag_ui.text(event))
                 return
-            await self.stream.session.reply(frames.error(exc.code, exc.message))
+            await self.stream.session.reply(frames.error(exc.code, exc.message, run_id))
 
 
 @router.websocket("/ws")

@@ -14,6 +14,7 @@ is finished and started anew; one finished that never started is started first.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -369,7 +370,7 @@ class ThreadStream:
     A run begins at its answer's ``start`` (or ``snapshot``, when joining mid-answer) and is
     named by the request id (the ``runId`` the client sent, when it sent one). Frames of an
     answer whose beginning this stream did not see are left out: the history covered it.
-    Outside a run, a report is a run of its own and an error a ``RUN_ERROR``.
+    Outside a run, a report is a run of its own, and so is an error (which fails it at once).
 
     ``opening`` (a joining socket's ``MESSAGES_SNAPSHOT``) goes right after the first run's
     ``RUN_STARTED``: events outside a run are not allowed, and that run is the one in progress.
@@ -403,8 +404,22 @@ class ThreadStream:
                 RunFinishedEvent(thread_id=self.thread_id, run_id=run_id),
             ]
         if kind == "error":
-            return [RunErrorEvent(message=frame["message"], code=frame.get("code"))]
+            return refused_run(
+                self.thread_id, frame.get("request_id"), frame["message"], frame.get("code")
+            )
         return []
+
+
+def refused_run(
+    thread_id: str, run_id: str | None, message: str, code: str | None
+) -> list[BaseEvent]:
+    """An error outside any run (an input refused before its answer began): a run of its own
+    that fails at once, as the protocol has no event for an error between runs."""
+    run_id = run_id or f"refused-{uuid.uuid4().hex[:12]}"
+    return [
+        RunStartedEvent(thread_id=thread_id, run_id=run_id),
+        RunErrorEvent(message=message, code=code),
+    ]
 
 
 def history_run(thread_id: str, run_id: str, snapshot: MessagesSnapshotEvent) -> list[BaseEvent]:
