@@ -13,7 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from dari import __version__
-from dari.app import ag_ui, ai_sdk, rest, session_cookie, ws
+from dari.app import ag_ui, ai_sdk, rest, session_cookie, threads, ws
 from dari.app.gateway import Gateway
 from dari.app.logs import install_log_filters
 from dari.app.raw_send import ExposeServerSend
@@ -34,6 +34,7 @@ _HTTP_STATUS = {
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.AGENT_NOT_RUNNING: 409,
     ErrorCode.QUEUE_FULL: 429,
+    ErrorCode.BUSY: 409,
     ErrorCode.RATE_LIMITED: 429,
 }
 
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(metrics_router)
     app.include_router(rest.router)
+    app.include_router(threads.router)
     app.include_router(session_cookie.router)
     app.include_router(ws.router)
     app.include_router(ai_sdk.router)

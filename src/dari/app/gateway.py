@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dari.agents.directory import AgentDirectory
 from dari.auth.base import Authenticator, NoAuth
 from dari.buses import Bus, open_bus
+from dari.conversations.service import Conversations
 from dari.hub.delivery import Delivery
 from dari.hub.hub import Hub
 from dari.protocol.errors import ConfigError, DariError
@@ -103,6 +104,11 @@ class Gateway:
         self.runner = Runner(
             settings, self.hub, self.store, self.directory, queue_factory(self.delivery)
         )
+        # Which conversation a user's names mean, and who may use it (conversations/).
+        self.conversations = Conversations(
+            settings, self.store, self.hub, self.bus, self.runner, self.directory
+        )
+        self.runner.audience = self.conversations.audience  # reports reach their owner
         self._janitor: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -117,6 +123,7 @@ class Gateway:
             log.warning("marked %d answer(s) interrupted by the last stop as failed", interrupted)
         await self.directory.start()
         await self.runner.start()
+        await self.conversations.start()
         self.bus.on_reconnect(self.hub.wake_all)  # wakes sent while cut off were lost
         self._janitor = supervise(self._sweep(), "forgetting idle clients")
 

@@ -13,7 +13,7 @@ from dari.app.gateway import Gateway
 from dari.app.origin import origin_allowed
 from dari.auth.base import ALL, Principal
 from dari.protocol.errors import AccessError, ErrorCode, LookupFailed
-from dari.protocol.frames import DEFAULT_THREAD, ConversationKey
+from dari.protocol.frames import DEFAULT_THREAD
 
 router = APIRouter(prefix="/api")
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -122,11 +122,9 @@ async def messages(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     before: Annotated[int | None, Query(ge=1)] = None,
 ) -> dict[str, Any]:
-    principal.require(project_id, agent_name)
-    gateway.directory.get(project_id, agent_name)
-    key = ConversationKey(project_id, agent_name, thread_id)
-    records = await gateway.store.history(key, limit, before)
-    return {**key.fields(), "messages": [record.to_wire() for record in records]}
+    return await gateway.conversations.history(
+        principal, project_id, agent_name, thread_id, limit, before
+    )
 
 
 @router.get("/projects/{project_id}/tasks/{task_id}")
@@ -135,7 +133,15 @@ async def task(
 ) -> dict[str, Any]:
     principal.require(project_id)
     record = await gateway.store.get_task(task_id)
-    if record is None or record.project_id != project_id:
+    if (
+        record is None
+        or record.project_id != project_id
+        # A task's result is part of its origin's conversation: private like it.
+        or (
+            record.origin is not None
+            and not await gateway.conversations.may_use(principal, record.origin)
+        )
+    ):
         raise LookupFailed(f"task {task_id!r} not found", code=ErrorCode.NOT_FOUND)
     return record.to_wire()
 
@@ -145,6 +151,8 @@ class ReportIn(BaseModel):
     agent_name: str = Field(min_length=1, max_length=128)
     thread_id: str = Field(default=DEFAULT_THREAD, min_length=1, max_length=128)
     task_id: str | None = Field(default=None, max_length=128)
+    # Whose default thread gets it when that thread is per user (default: the caller's).
+    user_id: str | None = Field(default=None, min_length=1, max_length=256)
 
 
 @router.post("/projects/{project_id}/reports", status_code=201)
@@ -156,7 +164,10 @@ async def report(
     # Reports are fed to the agent's model: an admin of p1 writes nothing into p2.
     principal.require(project_id, body.agent_name)
     gateway.directory.get(project_id, body.agent_name)
-    origin = ConversationKey(project_id, body.agent_name, body.thread_id)
+    origin = gateway.conversations.report_target(
+        project_id, body.agent_name, body.thread_id, body.user_id or principal.user_id
+    )
+    await gateway.store.threads.claim(origin, body.user_id or principal.user_id)
     task_id = body.task_id or "external"
     await gateway.runner.post_report(origin, body.content, task_id, body.agent_name)
     return {"status": "sent", "task_id": task_id}

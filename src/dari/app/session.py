@@ -13,6 +13,7 @@ import uuid
 from dari import metrics
 from dari.app.gateway import Gateway
 from dari.app.images import check_images
+from dari.app.threads import thread_frame
 from dari.auth.base import Principal
 from dari.protocol import frames
 from dari.protocol.codec import decode_client_frame
@@ -25,6 +26,8 @@ from dari.protocol.frames import (
     HistoryIn,
     PingIn,
     SubscribeIn,
+    ThreadIn,
+    ThreadsIn,
 )
 from dari.protocol.ratelimit import TokenBucket
 from dari.runner.jobs import Job
@@ -85,6 +88,8 @@ class ChatSession:
                 await self.history(frame)
             elif isinstance(frame, SubscribeIn):
                 await self.subscribe(frame)
+            elif isinstance(frame, ThreadsIn | ThreadIn):
+                await self.reply(await thread_frame(self.gateway, self.principal, frame))
         except DariError as exc:
             request_id = exc.request_id
             if request_id is None and isinstance(frame, ChatIn | CancelIn):
@@ -96,8 +101,11 @@ class ChatSession:
 
     async def chat(self, frame: ChatIn) -> None:
         gateway, runner = self.gateway, self.gateway.runner
-        key = ConversationKey(frame.project_id, frame.agent_name, frame.thread_id)
-        self.principal.require(key.project_id, key.agent_name)
+        # The conversation these names mean for this user (a thread nobody has used becomes
+        # theirs); another user's thread is refused here, before anything is stored.
+        key = await gateway.conversations.open(
+            self.principal, frame.project_id, frame.agent_name, frame.thread_id, claim=True
+        )
         check_images(frame.images, gateway.settings.limits)
         user_id = self.principal.user_id
         # Saving the message and queuing it happen under the conversation's ordering point,
@@ -158,23 +166,22 @@ class ChatSession:
                 )
             return
         assert frame.project_id is not None and frame.agent_name is not None
-        key = ConversationKey(frame.project_id, frame.agent_name, frame.thread_id)
-        self.principal.require(key.project_id, key.agent_name)
+        key = await self.gateway.conversations.open(
+            self.principal, frame.project_id, frame.agent_name, frame.thread_id
+        )
         if not await runner.cancel_in(key):
             raise LookupFailed(f"nothing is running in {key}")
 
     async def history(self, frame: HistoryIn) -> None:
-        key = ConversationKey(frame.project_id, frame.agent_name, frame.thread_id)
-        self.principal.require(key.project_id, key.agent_name)
-        self.gateway.directory.get(key.project_id, key.agent_name)
-        records = await self.gateway.store.history(key, frame.limit, frame.before)
-        await self.reply(
-            {
-                "type": "history",
-                **key.fields(),
-                "messages": [record.to_wire() for record in records],
-            }
+        page = await self.gateway.conversations.history(
+            self.principal,
+            frame.project_id,
+            frame.agent_name,
+            frame.thread_id,
+            frame.limit,
+            frame.before,
         )
+        await self.reply({"type": "history", **page})
 
     async def subscribe(self, frame: SubscribeIn) -> None:
         hub, directory = self.gateway.hub, self.gateway.directory
@@ -183,11 +190,16 @@ class ChatSession:
             directory.project(frame.project_id)
         else:
             directory.get(frame.project_id, frame.agent_name)
-        key = (
-            ConversationKey(frame.project_id, frame.agent_name, frame.thread_id)
-            if frame.agent_name is not None
-            else None
-        )
+        key: ConversationKey | None = None
+        if frame.agent_name is not None:
+            conversations = self.gateway.conversations
+            names = (self.principal, frame.project_id, frame.agent_name, frame.thread_id)
+            # Leaving is always allowed; following needs access (and claims a new thread).
+            key = (
+                conversations.key(*names)
+                if frame.type == "unsubscribe"
+                else await conversations.open(*names, claim=True)
+            )
         target = key.fields() if key else {"project_id": frame.project_id}
         if frame.type == "unsubscribe":
             if key is None:

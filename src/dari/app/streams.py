@@ -140,7 +140,9 @@ class Stream:
         self.sink.push_back([f for f in batch if f is not acks[0]])
         request_id, duplicate = str(acks[0]["request_id"]), bool(acks[0]["duplicate"])
         if duplicate:
-            key = ConversationKey(chat.project_id, chat.agent_name, chat.thread_id)
+            key = self.gateway.conversations.key(
+                self.principal, chat.project_id, chat.agent_name, chat.thread_id
+            )
             await self._show_again(key, request_id)
         return request_id, duplicate
 
@@ -260,7 +262,8 @@ def conversation_key(
     gateway.directory.get(project_id, agent_name)
     if not 0 < len(thread_id) <= 128 or "\x00" in thread_id:
         raise ProtocolError("the chat or thread id must be 1 to 128 characters")
-    return ConversationKey(project_id, agent_name, thread_id)
+    # The user's own conversation under these names (their "main" is theirs alone).
+    return gateway.conversations.key(principal, project_id, agent_name, thread_id)
 
 
 def chat_frame(

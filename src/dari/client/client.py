@@ -13,6 +13,7 @@ import json
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -79,6 +80,9 @@ class DariClient:
         self._closed: ClientClosed | None = None
         self._last_pong = 0.0
         self._answer_waiters: dict[str, asyncio.Event] = {}
+        # ``threads`` requests waiting for their reply, oldest first (one socket answers in
+        # order, and a reply logged while the socket was down arrives on resume).
+        self._listings: deque[asyncio.Future[Frame]] = deque()
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -156,6 +160,36 @@ class DariClient:
 
     async def cancel(self, request_id: str) -> None:
         await self.send({"type": "cancel", "request_id": request_id})
+
+    async def threads(
+        self,
+        *,
+        project_id: str | None = None,
+        agent_name: str | None = None,
+        limit: int = 50,
+        before: int | None = None,
+        timeout: float | None = 10.0,
+    ) -> Frame:
+        """The caller's conversations, newest activity first: ``{"items": [...], "next": …}``
+        (pass ``next`` as ``before`` for the following page). A refused request (an ``error``
+        frame, e.g. ``forbidden`` for a project the token does not cover) is not matched to
+        it: it ends in ``TimeoutError`` after ``timeout`` seconds."""
+        frame: Frame = {"type": "threads", "limit": limit}
+        for name, value in (("project_id", project_id), ("agent_name", agent_name)):
+            if value is not None:
+                frame[name] = value
+        if before is not None:
+            frame["before"] = before
+        reply: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
+        self._listings.append(reply)
+        try:
+            await self.send(frame)
+            async with asyncio.timeout(timeout):
+                answer = await reply
+        finally:
+            if reply in self._listings:
+                self._listings.remove(reply)
+        return {"items": answer.get("items", []), "next": answer.get("next")}
 
     # --- receiving -------------------------------------------------------------------------
 
@@ -273,6 +307,12 @@ class DariClient:
                 await socket.send(json.dumps(pending))
         elif kind == "ack":
             self._pending.pop(str(frame.get("id")), None)
+        elif kind == "threads":
+            while self._listings:  # the reply to the oldest listing still waiting
+                waiting = self._listings.popleft()
+                if not waiting.done():
+                    waiting.set_result(frame)
+                    break
         elif kind == "pong":
             self._last_pong = time.monotonic()
         elif kind == "error" and frame.get("request_id") in self._pending:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
 
 from dari.auth.base import Principal
@@ -21,9 +21,11 @@ from dari.hub.delivery import Delivery
 from dari.protocol.errors import AccessError, ErrorCode
 from dari.protocol.frames import ConversationKey, Frame
 
-__all__ = ["ClientState", "Hub", "StaleConnection"]
+__all__ = ["Audience", "ClientState", "Hub", "StaleConnection"]
 
 K = TypeVar("K")
+# Keeps those of the given client ids a frame may go to (see publish_project).
+Audience = Callable[[list[str]], Awaitable[list[str]]]
 
 
 class StaleConnection(Exception):
@@ -244,7 +246,12 @@ class Hub:
         runs; live pieces follow."""
         await self.delivery.snapshots(client_id, keys)
 
-    async def publish_project(self, project_id: str, frame: Frame) -> int:
+    async def publish_project(
+        self, project_id: str, frame: Frame, audience: Audience | None = None
+    ) -> int:
+        """Log ``frame`` for the clients subscribed to the project (or one of its
+        conversations) who may see it; ``audience`` narrows them (a private conversation's
+        report: its owner's clients)."""
         # The frame names its project, so can_see_frame checks project (and agent) access.
         frame.setdefault("project_id", project_id)
         clients = self.clients
@@ -256,6 +263,8 @@ class Hub:
         # Clients held by other nodes are filtered there, when their writer renders.
         elsewhere = await self.delivery.project_subscribers(project_id)
         subscribers.extend(cid for cid in elsewhere if cid not in clients)
+        if audience is not None:
+            subscribers = await audience(subscribers)
         return await self.send_many(subscribers, frame)
 
     async def broadcast(self, frame: Frame, project_id: str | None = None) -> int:

@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from dari.agents.directory import AgentDirectory
-from dari.hub.hub import Hub
+from dari.hub.hub import Audience, Hub
 from dari.metrics import QUEUE_DEPTH
 from dari.protocol import frames
 from dari.protocol.errors import AccessError, DariError, ErrorCode, Unavailable
@@ -49,6 +49,9 @@ class Runner:
         self.queue = make_queue(self)  # memory or Redis: see app/gateway.py
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
+        # Which clients get a conversation's reports (set by the gateway: a private
+        # conversation's owner's); None: every client of the project who may see it.
+        self.audience: Callable[[ConversationKey], Awaitable[Audience | None]] | None = None
         QUEUE_DEPTH.set_function(self.queue.size)
 
     @property
@@ -171,7 +174,8 @@ class Runner:
     async def post_report(
         self, origin: ConversationKey, content: str, task_id: str, agent_name: str
     ) -> None:
-        """Save a report in ``origin``'s history, then tell every client of the project."""
+        """Save a report in ``origin``'s history, then tell the clients of the project who may
+        see that conversation (its owner's, unless it is shared)."""
         record = await self.store.add_report(origin, content, task_id, agent_name)
         frame = {
             "type": "auto_report",
@@ -183,7 +187,8 @@ class Runner:
             "origin_agent": origin.agent_name,
             "message_id": record.id,
         }
-        await self.hub.publish_project(origin.project_id, frame)
+        audience = await self.audience(origin) if self.audience is not None else None
+        await self.hub.publish_project(origin.project_id, frame, audience)
 
     # --- lifecycle -------------------------------------------------------------------------
 

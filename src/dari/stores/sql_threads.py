@@ -78,13 +78,16 @@ class SqlThreads(ThreadStore):
                 )
             },
         )
-        self._ownership = select(c.id, c.owner, c.shared).where(_BY_KEY)
+        self._ownership: Any = select(c.id, c.owner, c.shared).where(_BY_KEY)
         self._newest = select(func.max(m.id)).where(m.conversation_id == bindparam("cid"))
         # Owners never change once recorded: cached by key (the shared flag is not).
         self._owners: dict[ConversationKey, str | None] = {}
         self._client_owners = client_owners  # the SQL store's cache, shared
 
     # --- ownership ---------------------------------------------------------------------------
+
+    def cached_owner(self, key: ConversationKey) -> str | None:
+        return self._owners.get(key)
 
     def _read(self, conn: Connection, key: ConversationKey) -> Row[Any] | None:
         return conn.execute(self._ownership, key_params(key)).first()
@@ -137,19 +140,15 @@ class SqlThreads(ThreadStore):
                 return DeletedHistory(frozenset(), None)
             cid = row.id
             ids = conn.execute(
-                select(m.request_id).distinct().where(
-                    (m.conversation_id == cid) & m.request_id.is_not(None)
-                )
+                select(m.request_id)
+                .distinct()
+                .where((m.conversation_id == cid) & m.request_id.is_not(None))
             ).scalars()
             request_ids = frozenset(str(value) for value in ids)
             newest = conn.execute(self._newest, {"cid": cid}).scalar()
             conn.execute(delete(conversation_reads).where(r.conversation_id == cid))
             conn.execute(delete(messages).where(m.conversation_id == cid))
-            conn.execute(
-                update(conversations)
-                .where(c.id == cid)
-                .values(title=None, shared=False)
-            )
+            conn.execute(update(conversations).where(c.id == cid).values(title=None, shared=False))
             return DeletedHistory(request_ids, None if newest is None else int(newest))
 
         return await self._worker.run(wipe)

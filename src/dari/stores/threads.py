@@ -60,6 +60,11 @@ class ConversationRecord:
 
 class ThreadStore(ABC):
     @abstractmethod
+    def cached_owner(self, key: ConversationKey) -> str | None:
+        """The owner of ``key`` if this node has read it already (owners never change), so a
+        user's own conversations are checked without a query; None when not known here."""
+
+    @abstractmethod
     async def ownership(self, key: ConversationKey) -> Ownership | None:
         """The conversation's owner and shared flag; None if it does not exist."""
 
