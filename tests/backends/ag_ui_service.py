@@ -3,7 +3,8 @@
 It answers a run with the last user message's own words, between a step and inside a text
 message; the message's first word picks a misbehaviour: ``fail`` (RUN_ERROR), ``drop`` (the
 connection is cut after a few words), ``truncate`` (the stream ends without RUN_FINISHED),
-``silent`` (nothing more after the first words), ``tool`` (a tool call before the text).
+``silent`` (nothing more after the first words), ``tool`` (a tool call before the text),
+``reason`` (reasoning before the text, and token usage at the end).
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ from typing import Any
 import uvicorn
 from ag_ui.core import (
     BaseEvent,
+    ReasoningEndEvent,
+    ReasoningMessageContentEvent,
+    ReasoningMessageEndEvent,
+    ReasoningMessageStartEvent,
+    ReasoningStartEvent,
     RunAgentInput,
     RunErrorEvent,
     RunFinishedEvent,
@@ -25,6 +31,7 @@ from ag_ui.core import (
     TextMessageContentEvent,
     TextMessageEndEvent,
     TextMessageStartEvent,
+    TokenUsage,
     ToolCallArgsEvent,
     ToolCallEndEvent,
     ToolCallStartEvent,
@@ -38,6 +45,8 @@ from dari.agents.text import split_words
 from tests.support.waiting import eventually
 
 DROP_AFTER = 3  # words sent before a "drop" run's connection is cut
+THOUGHT = ["Let me ", "think. "]
+USAGE = TokenUsage(input_tokens=5, output_tokens=7, total_tokens=12, reasoning_tokens=3)
 
 
 class Dropped(Exception):
@@ -107,6 +116,15 @@ class AgUiService:
                 ToolCallArgsEvent(tool_call_id="c1", delta='{"q": 1}'),
                 ToolCallEndEvent(tool_call_id="c1"),
             ]
+        if mode == "reason":
+            thought = f"{run.run_id}-r"
+            events += [
+                ReasoningStartEvent(message_id=thought),
+                ReasoningMessageStartEvent(message_id=thought),
+                *(ReasoningMessageContentEvent(message_id=thought, delta=d) for d in THOUGHT),
+                ReasoningMessageEndEvent(message_id=thought),
+                ReasoningEndEvent(message_id=thought),
+            ]
         events.append(TextMessageStartEvent(message_id=message_id, role="assistant"))
         for index, word in enumerate(split_words(text)):
             if mode == "drop" and index == DROP_AFTER:
@@ -120,5 +138,9 @@ class AgUiService:
             *events,
             TextMessageEndEvent(message_id=message_id),
             StepFinishedEvent(step_name="think"),
-            RunFinishedEvent(thread_id=run.thread_id, run_id=run.run_id),
+            RunFinishedEvent(
+                thread_id=run.thread_id,
+                run_id=run.run_id,
+                usage=[USAGE] if mode == "reason" else None,
+            ),
         ]

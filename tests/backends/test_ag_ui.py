@@ -10,9 +10,9 @@ import pytest
 from ag_ui.core import AssistantMessage, UserMessage
 
 from dari.agents.ag_ui import RemoteRun, thread_of
-from dari.agents.base import AgentRequest, Step
+from dari.agents.base import AgentRequest, Reasoning, Step, Usage
 from dari.protocol.errors import AgentFailed
-from tests.backends.ag_ui_service import DROP_AFTER, AgUiService
+from tests.backends.ag_ui_service import DROP_AFTER, THOUGHT, AgUiService
 from tests.conftest import ServerFactory
 from tests.support.client import WsClient
 from tests.support.server import RunningServer
@@ -74,6 +74,17 @@ async def test_the_remote_agents_text_and_steps_stream_through(
     await client.close()
 
 
+async def test_reasoning_and_usage_come_through(server: RunningServer) -> None:
+    client = await ask(server, "reason about it", "r1", thread="reason")
+    text, end = await client.answer("r1")
+    assert text == "reason about it"
+    reasoning = [f["content"] for f in client.frames if f["type"] == "reasoning"]
+    assert "".join(reasoning) == "".join(THOUGHT)
+    assert end["usage"] == {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12,
+                            "reasoning_tokens": 3}
+    await client.close()
+
+
 @pytest.mark.parametrize(
     ("text", "partial", "message"),
     [
@@ -121,12 +132,15 @@ def test_events_map_to_dari_events() -> None:
         b'{"type":"TEXT_MESSAGE_CONTENT","messageId":"m","delta":"Hi"}',
         b'{"type":"TEXT_MESSAGE_CHUNK","messageId":"m","delta":" there"}',
         b'{"type":"STATE_SNAPSHOT","snapshot":{"x":1}}',
+        b'{"type":"REASONING_MESSAGE_CONTENT","messageId":"x","delta":"hmm"}',
         b'{"type":"STEP_FINISHED","stepName":"plan"}',
-        b'{"type":"RUN_FINISHED","threadId":"t","runId":"r"}',
+        b'{"type":"RUN_FINISHED","threadId":"t","runId":"r","usage":['
+        b'{"model":"a","inputTokens":2,"outputTokens":3},'
+        b'{"model":"b","inputTokens":1,"outputTokens":1,"totalTokens":2,"reasoningTokens":1}]}',
     ]
     out = [event for data in events for event in run.add(data)]
-    assert out == [Step("plan", "plan", "started"), "Hi", " there",
-                   Step("plan", "plan", "finished")]
+    assert out == [Step("plan", "plan", "started"), "Hi", " there", Reasoning("hmm"),
+                   Step("plan", "plan", "finished"), Usage(3, 4, 7, 1)]
     assert run.finished
     with pytest.raises(AgentFailed):
         RemoteRun().add(b'{"type":"NOT_AN_EVENT"}')

@@ -2,9 +2,10 @@
 
 dari POSTs a ``RunAgentInput`` (the conversation's history and the new user message, ``runId``
 = the request id) and turns the SSE event stream into its own events: text message content
-becomes the answer's pieces, steps become steps, and each tool call is shown as a step while
-it runs. ``RUN_ERROR``, an error status, a stream that ends before ``RUN_FINISHED`` (the remote
-dropped) and a remote silent for longer than ``read_timeout_s`` all fail the answer with
+becomes the answer's pieces, reasoning message content its reasoning, steps become steps, each
+tool call is shown as a step while it runs, and ``RUN_FINISHED.usage`` is the answer's usage.
+``RUN_ERROR``, an error status, a stream that ends before ``RUN_FINISHED`` (the remote dropped)
+and a remote silent for longer than ``read_timeout_s`` all fail the answer with
 ``agent_failed``; what was streamed until then is saved with it.
 
 Options::
@@ -31,6 +32,8 @@ from ag_ui.core import (
     Event,
     ImagePart,
     Message,
+    ReasoningMessageChunkEvent,
+    ReasoningMessageContentEvent,
     RunAgentInput,
     RunErrorEvent,
     RunFinishedEvent,
@@ -46,7 +49,15 @@ from ag_ui.core import (
 )
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from dari.agents.base import AgentBackend, AgentContext, AgentEvent, AgentRequest, Step
+from dari.agents.base import (
+    AgentBackend,
+    AgentContext,
+    AgentEvent,
+    AgentRequest,
+    Reasoning,
+    Step,
+    Usage,
+)
 from dari.agents.sse import SSEDecoder
 from dari.protocol.errors import AgentFailed
 
@@ -122,6 +133,8 @@ class RemoteRun:
             return [event.delta]
         if isinstance(event, TextMessageChunkEvent):
             return [event.delta] if event.delta else []
+        if isinstance(event, ReasoningMessageContentEvent | ReasoningMessageChunkEvent):
+            return [Reasoning(event.delta)] if event.delta else []
         if isinstance(event, StepStartedEvent):
             return [Step(event.step_name, event.step_name, "started")]
         if isinstance(event, StepFinishedEvent):
@@ -136,7 +149,24 @@ class RemoteRun:
             raise AgentFailed(f"the AG-UI agent failed: {event.message}")
         if isinstance(event, RunFinishedEvent):
             self.finished = True
+            return [usage] if (usage := _usage(event)) is not None else []
         return []  # state, snapshots, custom and raw events are the remote UI's business
+
+
+def _usage(event: RunFinishedEvent) -> Usage | None:
+    """The run's token usage (one entry per model, summed), if the remote reported any."""
+    if not event.usage:
+        return None
+    total = Usage()
+    for entry in event.usage:
+        prompt, completion = entry.input_tokens or 0, entry.output_tokens or 0
+        total += Usage(
+            prompt,
+            completion,
+            entry.total_tokens if entry.total_tokens is not None else prompt + completion,
+            entry.reasoning_tokens,
+        )
+    return total
 
 
 class AgUiBackend(AgentBackend):
