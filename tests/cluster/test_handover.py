@@ -1,0 +1,126 @@
+"""Queue hand-over across nodes under a stalled database, at scale.
+
+Each of 120 conversations gets two chats at once from clients on two different nodes, so its
+queue is handed from one node's lease to the next. Meanwhile PostgreSQL is stalled (the
+messages table locked for longer than a lease) while answers are being saved. Every client
+must get the ``end`` of every answer in its conversations without sending anything more, each
+conversation's answers must run one at a time, and its history must be in run order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+
+from tests.cluster.clients import TIMEOUT_S, connect, history, subscribe, text_of, unique, words
+from tests.cluster.nodes import LEASE_S, Node
+from tests.cluster.services import pg_url
+from tests.support.client import WsClient
+
+CONVERSATIONS = 120
+STALL_S = LEASE_S + 1.0  # longer than a lease: renewals must carry the answers through it
+
+
+async def _stall(node: Node, started: asyncio.Event, seconds: float) -> None:
+    """Hold the messages table so that no answer can be saved, then let go."""
+    conn = await asyncpg.connect(pg_url(node.database, "postgresql"), timeout=5)
+    try:
+        async with conn.transaction():
+            await conn.execute("LOCK TABLE messages IN EXCLUSIVE MODE")
+            started.set()
+            await asyncio.sleep(seconds)  # the fault: a database that does not answer for a while
+    finally:
+        await conn.close()
+
+
+async def _every_end(client: WsClient, request_ids: set[str]) -> None:
+    """Read until the client has seen the ``end`` of each of ``request_ids`` (it sends
+    nothing meanwhile)."""
+    pending = set(request_ids)
+
+    def seen(frame: dict[str, Any]) -> bool:
+        if frame.get("type") == "end":
+            pending.discard(frame.get("request_id", ""))
+        return not pending
+
+    if pending:
+        try:
+            await client.until(seen, timeout=TIMEOUT_S * 3)
+        except TimeoutError:
+            errors = [f for f in client.frames if f.get("type") == "error"][:3]
+            raise AssertionError(
+                f"no end for {sorted(pending)[:5]} ({len(pending)}); errors: {errors}"
+            ) from None
+
+
+async def test_every_end_arrives_and_history_is_run_order_through_a_stalled_database(
+    nodes: list[Node],
+) -> None:
+    tag = unique("h")
+    threads = [f"{tag}-{n}" for n in range(CONVERSATIONS)]
+    # Four clients per node; conversation n is written from node n % 3 and node (n + 1) % 3.
+    clients = [
+        [await connect(node, unique(f"c-{node.name}-{k}")) for k in range(4)] for node in nodes
+    ]
+    pairs = [
+        (clients[n % 3][(n // 3) % 4], clients[(n + 1) % 3][(n // 3) % 4])
+        for n in range(CONVERSATIONS)
+    ]
+    watching: dict[int, list[str]] = {id(c): [] for row in clients for c in row}
+    for thread, pair in zip(threads, pairs, strict=True):
+        for client in pair:
+            watching[id(client)].append(thread)
+
+    async def watch(client: WsClient) -> None:
+        # Subscribed before any chat: each sees both answers of its conversations whole.
+        for thread in watching[id(client)]:
+            await subscribe(client, thread)
+
+    await asyncio.gather(*(watch(c) for row in clients for c in row))
+
+    async def send(client: WsClient, thread: str, request_id: str, label: str) -> None:
+        await client.chat(
+            words(label, 8), agent="slow", project="p1", thread_id=thread, id=request_id
+        )
+
+    sends = []
+    for thread, (first, second) in zip(threads, pairs, strict=True):
+        sends.append(send(first, thread, f"{thread}-a", "a"))
+        sends.append(send(second, thread, f"{thread}-b", "b"))
+    mine = {
+        id(c): {f"{t}-{x}" for t in watching[id(c)] for x in "ab"} for row in clients for c in row
+    }
+    stalled = asyncio.Event()
+    stall = asyncio.create_task(_stall(nodes[0], stalled, STALL_S))
+    await asyncio.gather(*sends)
+    await stalled.wait()
+    await asyncio.gather(*(_every_end(c, mine[id(c)]) for row in clients for c in row))
+    await stall
+
+    everyone = [c for row in clients for c in row]
+    for n, thread in enumerate(threads):
+        a, b = f"{thread}-a", f"{thread}-b"
+        witness = pairs[n][0]
+        lifecycle = [
+            (f["type"], f["request_id"])
+            for f in witness.frames
+            if f.get("type") in ("start", "end") and f.get("request_id") in (a, b)
+        ]
+        first, second = lifecycle[0][1], lifecycle[2][1]
+        # One at a time: the second starts only after the first has ended (and was saved).
+        assert lifecycle == [("start", first), ("end", first), ("start", second), ("end", second)]
+        assert {first, second} == {a, b}
+        saved = await history(nodes[n % 3], thread)
+        # History order is run order: questions and answers both in the order they ran.
+        assert [m["request_id"] for m in saved if m["role"] == "user"] == [first, second]
+        assert [m["request_id"] for m in saved if m["role"] == "assistant"] == [first, second]
+        for message in saved:
+            if message["role"] == "assistant":
+                assert message["status"] == "complete"
+                label = message["request_id"][-1]
+                assert message["content"] == words(label, 8)
+                assert text_of(witness, message["request_id"]) == words(label, 8)
+    for client in everyone:
+        await client.close()
