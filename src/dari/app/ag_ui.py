@@ -31,6 +31,7 @@ from dari.app.streams import (
     chat_frame,
     conversation_key,
     open_stream,
+    prepared_stream,
     read_body,
     sse_response,
 )
@@ -80,13 +81,9 @@ async def run_agent(project_id: str, agent_name: str, request: Request) -> Respo
     principal = principal_of(request)
     run = ag_ui.parse_input(await read_body(request, gateway))
     key = conversation_key(gateway, principal, project_id, agent_name, run.thread_id)
-    opened = contextlib.AsyncExitStack()
-    stream = await opened.enter_async_context(open_stream(gateway, principal))
-    try:
-        request_id = await _accept_run(stream, key, run)
-    except BaseException:
-        await opened.aclose()
-        raise
+    opened, stream, request_id = await prepared_stream(
+        gateway, principal, lambda stream: _accept_run(stream, key, run)
+    )
     body = stream_run(stream, key, run.run_id, request_id, gateway.settings.heartbeat_s)
     return sse_response(body, opened, HEADERS)
 

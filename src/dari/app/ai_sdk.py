@@ -10,7 +10,6 @@ stream of it (the original and any resumed one) ends with ``abort``.
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from collections.abc import AsyncIterator
 
@@ -25,7 +24,7 @@ from dari.app.streams import (
     Stream,
     chat_frame,
     conversation_key,
-    open_stream,
+    prepared_stream,
     read_body,
     sse_response,
 )
@@ -66,13 +65,9 @@ async def post_chat(project_id: str, agent_name: str, request: Request) -> Respo
         else user_input.message_id
     )
     chat = chat_frame(gateway, key, message_id, user_input.text, user_input.images)
-    opened = contextlib.AsyncExitStack()
-    stream = await opened.enter_async_context(open_stream(gateway, principal))
-    try:
-        request_id, _ = await stream.chat(chat)
-    except BaseException:
-        await opened.aclose()
-        raise
+    opened, stream, (request_id, _) = await prepared_stream(
+        gateway, principal, lambda stream: stream.chat(chat)
+    )
     idle_s = gateway.settings.heartbeat_s
     return sse_response(stream_answer(stream, key, request_id, idle_s), opened, ai_sdk.HEADERS)
 
@@ -82,13 +77,9 @@ async def resume_chat(project_id: str, agent_name: str, chat_id: str, request: R
     gateway = gateway_of(request)
     principal = principal_of(request)
     key = conversation_key(gateway, principal, project_id, agent_name, chat_id)
-    opened = contextlib.AsyncExitStack()
-    stream = await opened.enter_async_context(open_stream(gateway, principal))
-    try:
-        snapshots = await stream.snapshots(key)
-    except BaseException:
-        await opened.aclose()
-        raise
+    opened, stream, snapshots = await prepared_stream(
+        gateway, principal, lambda stream: stream.snapshots(key)
+    )
     if not snapshots:
         await opened.aclose()
         return Response(status_code=204)

@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import Request
@@ -303,3 +303,20 @@ def sse_response(
 
     # The background task also lets go of a stream whose body was never iterated.
     return StreamingResponse(guarded(), headers=headers, background=BackgroundTask(cleanup))
+
+
+T = TypeVar("T")
+
+
+async def prepared_stream(
+    gateway: Gateway, principal: Principal, prepare: Callable[[Stream], Awaitable[T]]
+) -> tuple[contextlib.AsyncExitStack, Stream, T]:
+    """An open stream on which ``prepare`` (a chat, a subscription) succeeded, and its result;
+    let go of at once if ``prepare`` raised (the request then gets the HTTP error)."""
+    opened = contextlib.AsyncExitStack()
+    stream = await opened.enter_async_context(open_stream(gateway, principal))
+    try:
+        return opened, stream, await prepare(stream)
+    except BaseException:
+        await opened.aclose()
+        raise
