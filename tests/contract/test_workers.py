@@ -118,3 +118,36 @@ async def test_one_conversations_operations_keep_their_order(store: SqlStore) ->
     for n in range(20):
         expected += [f"q{n}", f"b{n}"]
     assert order == expected
+
+
+async def test_a_full_queue_refuses_new_operations_and_serves_the_queued_ones(
+    worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from dari.protocol.errors import StoreUnavailable
+    from dari.stores import workers
+
+    monkeypatch.setattr(workers, "MAX_PENDING", 5)
+    started, release = threading.Event(), threading.Event()
+
+    def blocked(conn: Connection) -> int:
+        started.set()
+        if conn.dialect.name == "postgresql":
+            # On the event loop (through the async driver): wait in the database, not the loop.
+            while not release.is_set():
+                conn.execute(text("SELECT pg_sleep(0.01)"))
+        else:
+            release.wait(10)  # holds the SQLite worker's thread busy
+        return 0
+
+    holding = worker.submit(blocked, "one order")
+    assert await asyncio.to_thread(started.wait, 10)
+    # The worker is busy with the blocking operation; five more wait in its queue.
+    queued = [worker.submit(_insert_conversation(f"q{n}"), "one order") for n in range(5)]
+    refused = worker.submit(_insert_conversation("over"), "one order")
+    with pytest.raises(StoreUnavailable, match="overloaded"):
+        await refused
+    release.set()
+    assert await holding == 0
+    assert await asyncio.gather(*queued) == [1] * 5  # nothing queued was lost

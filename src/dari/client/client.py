@@ -32,6 +32,9 @@ Frame = dict[str, Any]
 StateCallback = Callable[[str, int | None], None]
 
 
+MAX_QUEUED_FRAMES = 10_000
+
+
 class ClientClosed(Exception):
     """The client stopped for good; ``code`` is the close code (4401, 4403, 4409, 1000...)."""
 
@@ -72,7 +75,9 @@ class DariClient:
         self.answers = AnswerBook()
         self.connects = 0  # successful handshakes, for callers that want to know
         self.state = "connecting"
-        self._queue: asyncio.Queue[Frame | ClientClosed] = asyncio.Queue()
+        # Bounded: a caller that stops reading stops the socket reader too, so the server sees
+        # a slow client (and the client catches up by resuming) instead of memory growing.
+        self._queue: asyncio.Queue[Frame | ClientClosed] = asyncio.Queue(MAX_QUEUED_FRAMES)
         self._pending: dict[str, Frame] = {}  # chats sent but not acknowledged, by id
         self._socket: ClientConnection | None = None
         self._connected = asyncio.Event()

@@ -32,6 +32,9 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
+from dari.protocol.errors import StoreUnavailable
+from dari.supervise import supervise
+
 T = TypeVar("T")
 Operation = Callable[[Connection], T]
 
@@ -40,6 +43,9 @@ log = logging.getLogger("dari.store")
 # One transaction never holds more than this many operations, so one slow batch cannot keep
 # the callers of the next ones waiting long.
 MAX_BATCH = 256
+# Operations waiting per worker at most: past it the store is overloaded (or stalled), and a new
+# operation fails at once with StoreUnavailable instead of the queue growing without bound.
+MAX_PENDING = 20_000
 
 
 _Job = tuple[Operation[Any], "asyncio.Future[Any]"]
@@ -86,7 +92,11 @@ class AsyncEngineWorker(Worker):
             self.url, pool_size=self.loops, max_overflow=self.loops, pool_pre_ping=True
         )
         self._tasks = [
-            asyncio.create_task(self._serve(jobs), name=f"dari-store-{n}")
+            supervise(
+                self._serve(jobs),
+                f"store loop {n}",
+                on_failure=lambda exc, jobs=jobs: _fail_waiting(jobs, exc),  # type: ignore[misc]
+            )
             for n, jobs in enumerate(self._queues)
         ]
 
@@ -98,7 +108,11 @@ class AsyncEngineWorker(Worker):
             self._next = index = (self._next + 1) % self.loops
         else:
             index = zlib.crc32(order.encode()) % self.loops
-        self._queues[index].put_nowait((operation, future))
+        jobs = self._queues[index]
+        if jobs.qsize() >= MAX_PENDING:
+            future.set_exception(_overloaded(jobs.qsize()))
+        else:
+            jobs.put_nowait((operation, future))
         return future
 
     async def close(self) -> None:
@@ -151,6 +165,7 @@ class SqliteWorker(Worker):
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Future[None] | None = None
+        self._failed: BaseException | None = None  # what stopped the thread unexpectedly
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -167,7 +182,12 @@ class SqliteWorker(Worker):
         if self._thread is None or self._loop is None:
             raise RuntimeError("store not started")
         future: asyncio.Future[T] = self._loop.create_future()
-        self._jobs.put((operation, future))
+        if self._failed is not None:
+            future.set_exception(StoreUnavailable(f"the store's thread stopped: {self._failed!r}"))
+        elif self._jobs.qsize() >= MAX_PENDING:
+            future.set_exception(_overloaded(self._jobs.qsize()))
+        else:
+            self._jobs.put((operation, future))
         return future
 
     async def close(self) -> None:
@@ -207,6 +227,20 @@ class SqliteWorker(Worker):
                     self._run_batch(conn, batch)
                 if stop:
                     break
+        except BaseException as exc:
+            # Supervised: the failure is logged and every waiter is failed, not left hanging.
+            self._failed = exc
+            log.error("the store's thread stopped", exc_info=exc)
+            waiting: list[_Result] = []
+            while True:
+                try:
+                    item = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not _STOP:
+                    waiting.append((item[1], None, StoreUnavailable(f"store stopped: {exc!r}")))  # type: ignore[index]
+            self._settle(waiting)
+            raise
         finally:
             conn.close()
             conn.engine.dispose()
@@ -272,6 +306,18 @@ def _settle_all(
             future.set_exception(error)
         else:
             future.set_result(value)
+
+
+def _overloaded(waiting: int) -> StoreUnavailable:
+    return StoreUnavailable(f"the store is overloaded: {waiting} operations are waiting")
+
+
+def _fail_waiting(jobs: asyncio.Queue[_Job], exc: BaseException) -> None:
+    """A store loop stopped unexpectedly: what waits in its queue fails instead of hanging."""
+    while not jobs.empty():
+        _operation, future = jobs.get_nowait()
+        if not future.done():
+            future.set_exception(StoreUnavailable(f"store loop stopped: {exc!r}"))
 
 
 def make_worker(url: URL) -> Worker:
