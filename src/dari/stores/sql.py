@@ -30,11 +30,13 @@ from dari.stores.base import (
     TaskStatus,
 )
 from dari.stores.migrations import upgrade
+from dari.stores.cache import BoundedCache
 from dari.stores.schema import chat_requests, clients, conversations, messages, tasks
 from dari.stores.sql_threads import SqlThreads, key_params
 from dari.stores.workers import Worker, make_worker
 
 _REMEMBERED_REQUESTS = 50_000
+_CACHED = 100_000  # conversation ids and client owners kept in memory at most
 A = TypeVar("A")
 B = TypeVar("B")
 
@@ -182,8 +184,8 @@ class SqlStore(Store):
         self._worker: Worker = make_worker(parsed)
         self._started = False
         # Caches of facts that never change once committed, so repeats cost no query.
-        self._conversation_ids: dict[ConversationKey, int] = {}
-        self._owners: dict[str, str] = {}  # client_id -> user_id
+        self._conversation_ids: BoundedCache[ConversationKey, int] = BoundedCache(_CACHED)
+        self._owners: BoundedCache[str, str] = BoundedCache(_CACHED)  # client_id -> user_id
         self.threads = SqlThreads(self._worker, parsed.get_backend_name(), self._owners)
         # (user_id, client message id) -> the write saving that chat right now
         self._saving: dict[tuple[str, str], asyncio.Future[AcceptedChat]] = {}
