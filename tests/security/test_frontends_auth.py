@@ -6,10 +6,12 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
 
 from tests.conftest import ServerFactory
 from tests.security.conftest import HS_AUTH, TWO_PROJECTS, bearer, refused, token
 from tests.support.server import RunningServer
+from tests.support.waiting import eventually
 
 CHAT = {
     "id": "c1",
@@ -64,3 +66,26 @@ async def test_the_ag_ui_socket_is_refused_without_access(server: RunningServer)
     url = server.ws("/api/ag-ui/p2/echo/ws?threadId=t1")
     assert (await refused(url)).close_code == 4401
     assert (await refused(url, bearer(token(projects=["p1"])))).close_code == 4403
+
+
+async def test_streams_count_against_the_users_connection_cap(
+    server_factory: ServerFactory,
+) -> None:
+    server = await server_factory(
+        auth=HS_AUTH, projects=TWO_PROJECTS, limits={"max_connections_per_user": 2}
+    )
+    headers = bearer(token())
+    url = server.ws("/api/ag-ui/p1/echo/ws?threadId=t1")
+    sockets = [await connect(url, additional_headers=headers) for _ in range(2)]
+    for socket in sockets:
+        await socket.recv()  # the thread's history: the stream is attached
+    assert (await refused(url, headers)).close_code == 1008
+    async with httpx.AsyncClient(base_url=server.http) as client:
+        over = await client.post("/api/ai-sdk/p1/echo/chat", json=CHAT, headers=headers)
+        assert over.status_code == 429 and over.json()["error"]["code"] == "rate_limited"
+        await sockets.pop().close()
+        hub = server.gateway.hub
+        await eventually(lambda: hub.open_connections("alice") < 2)
+        under = await client.post("/api/ai-sdk/p1/echo/chat", json=CHAT, headers=headers)
+        assert under.status_code == 200
+    await sockets[0].close()

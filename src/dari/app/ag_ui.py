@@ -37,7 +37,7 @@ from dari.app.streams import (
 )
 from dari.auth.base import Principal
 from dari.protocol import ag_ui, frames
-from dari.protocol.errors import CloseCode, DariError, ProtocolError
+from dari.protocol.errors import CloseCode, DariError, ProtocolError, RateLimited
 from dari.protocol.frames import ConversationKey
 
 router = APIRouter(prefix="/api/ag-ui/{project_id}/{agent_name}")
@@ -191,26 +191,33 @@ async def run_socket(websocket: WebSocket, project_id: str, agent_name: str) -> 
         await websocket.close(code=CloseCode.FORBIDDEN, reason="not allowed to use this agent")
         return
     await websocket.accept()
-    async with open_stream(gateway, principal) as stream:
-        socket = _ThreadSocket(websocket, stream, project_id, agent_name)
-        try:
-            thread_id = websocket.query_params.get("threadId")
-            if thread_id is not None:
-                await socket.follow(thread_id)
-            while True:
-                message = await websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    return
-                data = message.get("text")
-                if data is None:
-                    data = (message.get("bytes") or b"").decode("utf-8", "replace")
-                await socket.take(data)
-        except DariError as exc:  # the thread given on the URL is not one this user may follow
-            await websocket.close(code=CloseCode.POLICY_VIOLATION, reason=exc.message[:120])
-        except WebSocketDisconnect:
-            pass
-        finally:
-            if socket.writer is not None:
-                socket.writer.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await socket.writer
+    try:
+        async with open_stream(gateway, principal) as stream:
+            await _serve(_ThreadSocket(websocket, stream, project_id, agent_name))
+    except RateLimited as exc:  # past the user's connection cap
+        await websocket.close(code=CloseCode.POLICY_VIOLATION, reason=exc.message[:120])
+
+
+async def _serve(socket: _ThreadSocket) -> None:
+    websocket = socket.websocket
+    try:
+        thread_id = websocket.query_params.get("threadId")
+        if thread_id is not None:
+            await socket.follow(thread_id)
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            data = message.get("text")
+            if data is None:
+                data = (message.get("bytes") or b"").decode("utf-8", "replace")
+            await socket.take(data)
+    except DariError as exc:  # the thread given on the URL is not one this user may follow
+        await websocket.close(code=CloseCode.POLICY_VIOLATION, reason=exc.message[:120])
+    except WebSocketDisconnect:
+        pass
+    finally:
+        if socket.writer is not None:
+            socket.writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await socket.writer

@@ -28,7 +28,7 @@ from dari.hub.connection import Connection
 from dari.hub.replay import ReplayLog
 from dari.protocol import frames
 from dari.protocol.codec import decode_client_frame
-from dari.protocol.errors import InternalError, ProtocolError, TooLarge
+from dari.protocol.errors import InternalError, ProtocolError, RateLimited, TooLarge
 from dari.protocol.frames import ChatIn, ConversationKey, Frame, HistoryIn, SubscribeIn
 
 CLIENT_PREFIX = "thread."  # the hub's internal clients: refused on /ws/chat (see app/ws.py)
@@ -211,8 +211,12 @@ class Stream:
 
 @contextlib.asynccontextmanager
 async def open_stream(gateway: Gateway, principal: Principal) -> AsyncIterator[Stream]:
-    """An attached internal client for the duration of one stream; forgotten afterwards."""
+    """An attached internal client for the duration of one stream; forgotten afterwards.
+
+    A stream counts against the user's ``max_connections_per_user`` like a socket."""
     hub = gateway.hub
+    if hub.open_connections(principal.user_id) >= gateway.settings.limits.max_connections_per_user:
+        raise RateLimited("too many open connections and streams for this user")
     client_id = f"{CLIENT_PREFIX}{uuid.uuid4().hex}"
     hub.client(client_id, principal, ephemeral=True)
     sink = StreamSink(client_id, principal.user_id, gateway.replay, hub.next_generation())
