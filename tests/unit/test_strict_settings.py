@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from dari.settings import Settings, UnknownSettingError, unknown_env_settings
+from dari.agents.registry import build_backend
+from dari.settings import AgentConfig, Settings, UnknownSettingError, unknown_env_settings
 
 
 @pytest.fixture(autouse=True)
@@ -159,3 +160,34 @@ def test_cluster_mode_needs_redis_for_both_bus_and_replay(bus: str, replay: str,
         replay={"url": replay if bus == "memory://" else bus},
     )
     assert both.clustered
+
+
+# --- the built-in backends' options ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("backend", "options", "says"),
+    [
+        ("echo", {"delay_mss": 5}, "delay_mss"),
+        ("offline", {"persna": "researcher"}, "persna"),
+        ("offline", {"persona": "reseacher"}, "persona"),
+        ("echo", {"delay_ms": -1}, "delay_ms"),
+    ],
+)
+def test_a_misspelt_backend_option_refuses_to_build_the_agent(
+    backend: str, options: dict[str, object], says: str
+) -> None:
+    config = AgentConfig(name="a", backend=backend, options=options)
+    with pytest.raises(ValueError, match=says) as raised:
+        build_backend(config, Settings.load(None))
+    assert "agent 'a'" in str(raised.value)
+
+
+def test_the_built_in_backends_take_their_documented_options() -> None:
+    settings = Settings.load(None)
+    for backend, options in [
+        ("echo", {"delay_ms": 5}),
+        ("offline", {"delay_ms": 0, "persona": "researcher"}),
+        ("offline", {}),
+    ]:
+        build_backend(AgentConfig(name="a", backend=backend, options=options), settings)

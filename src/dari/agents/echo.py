@@ -10,16 +10,29 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from dari.agents.base import AgentBackend, AgentContext, AgentEvent, AgentRequest
 from dari.agents.text import split_words
+from dari.settings import AgentConfig, Settings
+
+
+class EchoOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt option must not be ignored
+
+    delay_ms: float = Field(default=0, ge=0)
 
 
 class EchoBackend(AgentBackend):
     kind = "echo"
     uses_history = False
 
+    def __init__(self, config: AgentConfig, settings: Settings) -> None:
+        super().__init__(config, settings)
+        self.options = self.parse_options(EchoOptions)
+
     async def stream(self, request: AgentRequest, ctx: AgentContext) -> AsyncIterator[AgentEvent]:
-        delay = float(self.config.options.get("delay_ms", 0)) / 1000
+        delay = self.options.delay_ms / 1000
         loop = asyncio.get_running_loop()
         start = loop.time()
         for index, piece in enumerate(split_words(request.message)):

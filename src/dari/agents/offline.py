@@ -15,10 +15,14 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from dari.agents.base import AgentBackend, AgentContext, AgentEvent, AgentRequest, Step
 from dari.agents.text import split_words
 from dari.protocol.errors import DariError
+from dari.settings import AgentConfig, Settings
 
 _HANGUL = re.compile(r"[\uac00-\ud7a3]")
 
@@ -27,19 +31,30 @@ def _korean(text: str) -> bool:
     return _HANGUL.search(text) is not None
 
 
+class OfflineOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt option must not be ignored
+
+    delay_ms: float = Field(default=35, ge=0)
+    persona: Literal["assistant", "researcher"] = "assistant"
+
+
 class OfflineBackend(AgentBackend):
     kind = "offline"
     takes_images = True
 
+    def __init__(self, config: AgentConfig, settings: Settings) -> None:
+        super().__init__(config, settings)
+        self.options = self.parse_options(OfflineOptions)
+
     async def stream(self, request: AgentRequest, ctx: AgentContext) -> AsyncIterator[AgentEvent]:
-        delay = float(self.config.options.get("delay_ms", 35)) / 1000
+        delay = self.options.delay_ms / 1000
         message = request.message.strip()
         ko = _korean(message) or not message
         if message.startswith("/delegate"):
             answer = await self._delegate(message, ctx, ko)
         elif message.startswith("/help"):
             answer = self._help(ko)
-        elif self.config.options.get("persona") == "researcher":
+        elif self.options.persona == "researcher":
             yield Step("research", "자료 조사 중..." if ko else "Researching...", "started")
             await asyncio.sleep(delay * 10)
             yield Step("research", "자료 조사 완료" if ko else "Research done", "finished")
