@@ -16,10 +16,10 @@ from dari import __version__
 from dari.app import ag_ui, ai_sdk, rest, session_cookie, threads, ws
 from dari.app.gateway import Gateway
 from dari.app.logs import install_log_filters
-from dari.app.raw_send import ExposeServerSend
 from dari.app.web_headers import WithHeaders, ui_headers
 from dari.protocol.errors import DariError, ErrorCode
 from dari.settings import Settings
+from dari.transport import ExposeServerSend
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"

@@ -5,16 +5,17 @@ from __future__ import annotations
 import uvicorn
 
 from dari.app.factory import create_app
-from dari.app.handshake import guarded_protocol
 from dari.app.http_guard import guarded_http_protocol
 from dari.settings import Settings
+from dari.transport import guarded_protocol
 
 
 def uvicorn_config(settings: Settings, **overrides: object) -> uvicorn.Config:
     ws: object = settings.server.ws_backend
     if ws in ("auto", "websockets-sansio"):
-        # The same protocol, plus handshake guards (unparseable requests, handshake timeout).
-        ws = guarded_protocol(settings.server.handshake_timeout_s)
+        # The same protocol, plus handshake guards (unparseable requests, handshake timeout);
+        # uvicorn's own choice where that protocol is not available (see dari.transport).
+        ws = guarded_protocol(settings.server.handshake_timeout_s) or ws
     server = settings.server
     options: dict[str, object] = {
         "host": server.host,

@@ -10,8 +10,8 @@ Two writers, one behaviour:
 
 - direct (one node on uvicorn, the default): a notification schedules one callback for the
   next turn of the event loop, which frames everything ready and writes it in one system call
-  (``dari.hub.direct``). No task exists while the socket is idle; one waits only while the
-  transport is paused (its buffer full).
+  (``dari.transport.DirectSocket``). No task exists while the socket is idle; one waits only
+  while the transport is paused (its buffer full).
 - task: a writer task per socket that awaits the log and the ASGI ``send`` (a replay log in
   Redis, or another ASGI server).
 """
@@ -25,12 +25,12 @@ from collections.abc import Callable
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from dari.hub.direct import DirectSocket
 from dari.hub.replay import ReplayLog
 from dari.metrics import BYTES_OUT, FRAMES_OUT
 from dari.protocol.codec import encode
 from dari.protocol.errors import CloseCode
 from dari.protocol.frames import Frame
+from dari.transport import SERVER_SEND, DirectSocket
 
 log = logging.getLogger("dari.hub")
 
@@ -39,7 +39,6 @@ Renderer = Callable[[Frame], str | None]
 
 _BATCH = 256
 _MAX_OFFERED = 4096
-SERVER_SEND = "dari.server_send"  # the scope key dari.app.raw_send fills
 
 
 class Connection:
@@ -97,7 +96,8 @@ class Connection:
         self.max_lag_frames = max_lag_frames
         self.render = render
         # Data frames go straight to the server's send when the app exposes it (see
-        # dari.app.raw_send); Starlette's state checks add per-frame cost and nothing else.
+        # dari.transport.ExposeServerSend); Starlette's state checks add per-frame cost and
+        # nothing else.
         self._server_send = websocket.scope.get(SERVER_SEND)
         # The direct writer reads the log without awaiting: only the in-memory log allows it.
         self._memory = replay.immediate()

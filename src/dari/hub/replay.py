@@ -20,7 +20,7 @@ from dari.protocol.resume import LogPosition
 
 
 class ImmediateReads(Protocol):
-    """Reads that never await: a writer can send from a loop callback (``hub/direct.py``)."""
+    """Reads that never await: a writer can send from a loop callback (``DirectSocket``)."""
 
     def read_now(self, client_id: str, after: int, limit: int) -> list[Frame] | None: ...
 
