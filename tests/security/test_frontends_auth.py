@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
@@ -89,3 +90,12 @@ async def test_streams_count_against_the_users_connection_cap(
         under = await client.post("/api/ai-sdk/p1/echo/chat", json=CHAT, headers=headers)
         assert under.status_code == 200
     await sockets[0].close()
+
+
+async def test_an_ag_ui_socket_does_not_outlive_its_token(server: RunningServer) -> None:
+    exp = int(time.time()) + 3
+    url = server.ws("/api/ag-ui/p1/echo/ws?threadId=t1")
+    outcome = await refused(url, bearer(token(exp=exp)))  # reads until the server closes
+    assert outcome.close_code == 4401 and outcome.close_reason == "token expired"
+    assert exp - 0.5 <= time.time() <= exp + 60
+    assert outcome.frames[0]["type"] == "RUN_STARTED"  # it was serving until then

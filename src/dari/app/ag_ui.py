@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -204,8 +205,16 @@ async def _serve(socket: _ThreadSocket) -> None:
         thread_id = websocket.query_params.get("threadId")
         if thread_id is not None:
             await socket.follow(thread_id)
+        expires_at = socket.stream.principal.expires_at
         while True:
-            message = await websocket.receive()
+            # The token's expiry ends the socket, as on /ws/chat (also under steady traffic).
+            timeout = None if expires_at is None else max(0.0, expires_at - time.time())
+            try:
+                async with asyncio.timeout(timeout):
+                    message = await websocket.receive()
+            except TimeoutError:
+                await websocket.close(code=CloseCode.UNAUTHORIZED, reason="token expired")
+                return
             if message["type"] == "websocket.disconnect":
                 return
             data = message.get("text")
