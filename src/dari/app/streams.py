@@ -23,6 +23,7 @@ from starlette.background import BackgroundTask
 
 from dari.app.gateway import Gateway
 from dari.app.session import ChatSession
+from dari.app.ws import THREAD_PREFIX
 from dari.auth.base import Principal
 from dari.hub.connection import Connection
 from dari.hub.replay import ReplayLog
@@ -31,7 +32,8 @@ from dari.protocol.codec import decode_client_frame
 from dari.protocol.errors import InternalError, ProtocolError, RateLimited, TooLarge
 from dari.protocol.frames import ChatIn, ConversationKey, Frame, HistoryIn, SubscribeIn
 
-CLIENT_PREFIX = "thread."  # the hub's internal clients: refused on /ws/chat (see app/ws.py)
+# The hub's internal clients share the second dialect's prefix: refused on /ws/chat.
+CLIENT_PREFIX = THREAD_PREFIX
 SSE_KEEPALIVE = ": keep-alive\n\n"  # an SSE comment: parsers skip it, idle proxies see traffic
 _BATCH = 256
 # A frontend sends the whole conversation with every request: bounded by this many chat frames.
