@@ -130,6 +130,16 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# KEYS: queue, running. ARGV: TTL ms. The next queued chat, marked running in the same step, so
+# that a chat's depth never misses it between the queue and the run (nil when none is queued).
+_POP = """
+local payload = redis.call('LPOP', KEYS[1])
+if not payload then return false end
+local chat = cjson.decode(payload)
+redis.call('SET', KEYS[2], chat['x'] .. ' ' .. chat['r'], 'PX', ARGV[1])
+return payload
+"""
+
 # KEYS: queue. Every queued chat, removed.
 _DRAIN = """
 local queued = redis.call('LRANGE', KEYS[1], 0, -1)
@@ -197,6 +207,7 @@ class RedisQueue(ConversationQueue):
         self._claim_end = self.redis.register_script(_CLAIM_END)
         self._drain = self.redis.register_script(_DRAIN)
         self._unlock = self.redis.register_script(_UNLOCK)
+        self._pop = self.redis.register_script(_POP)
         self._local_order = OrderingLocks()
         self.workers: dict[str, asyncio.Task[None]] = {}
         self.current: dict[str, Job] = {}  # conversation name -> the job running here
@@ -323,7 +334,12 @@ class RedisQueue(ConversationQueue):
         keeper = asyncio.create_task(self._keep(key, lost))
         try:
             while not lost.is_set() and not self.runner.closing:
-                payload = await self._call(self.redis.lpop(self._k("queue", name)))
+                payload = await self._call(
+                    self._pop(
+                        keys=[self._k("queue", name), self._k("running", name)],
+                        args=[self._ms(RECORD_TTL_S)],
+                    )
+                )
                 if payload is None:
                     released = await self._call(
                         self._release_if_empty(
@@ -359,9 +375,6 @@ class RedisQueue(ConversationQueue):
         if task is not None:
             record["t"] = orjson.dumps(_encode_task(task)).decode()  # for a reaper to report it
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(
-                self._k("running", name), f"{run_id} {job.request_id}", px=self._ms(RECORD_TTL_S)
-            )
             pipe.hset(answer, mapping=record)
             pipe.pexpire(answer, self._ms(RECORD_TTL_S))
             await self._call(pipe.execute())

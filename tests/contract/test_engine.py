@@ -1,0 +1,179 @@
+"""One contract for the two engines' interfaces: the hub's ``Delivery`` and the runner's
+``ConversationQueue``, memory (one node) and Redis (several nodes).
+
+Real gateways without HTTP: a SQLite file for history and, for the Redis engine, the run's own
+redis-server. On Redis, "several nodes" are two gateways on the same Redis and the same file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dari.app.gateway import Gateway
+from dari.auth.base import ANONYMOUS
+from dari.hub.delivery_memory import MemoryDelivery
+from dari.hub.delivery_redis import RedisDelivery
+from dari.protocol.frames import ConversationKey, Frame
+from dari.runner.jobs import Job
+from dari.runner.queue_memory import MemoryQueue
+from dari.runner.queue_redis import RedisQueue
+from tests.support.engines import ENGINES
+from tests.support.server import make_settings
+from tests.support.waiting import eventually
+
+KEY = ConversationKey("p1", "slow", "t")
+PROJECT = {
+    "projects": [
+        {
+            "id": "p1",
+            "agents": [{"name": "slow", "backend": "echo", "options": {"delay_ms": 15}}],
+        }
+    ]
+}
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def nodes(
+    tmp_path: Path, engine: str, engine_settings: dict[str, Any]
+) -> AsyncIterator[list[Gateway]]:
+    """Two gateways: on Redis two nodes of one deployment; on memory the same node twice."""
+    settings = make_settings(tmp_path, **PROJECT, **engine_settings)
+    first = Gateway(settings)
+    await first.start()
+    second = first
+    if engine == "redis":
+        second = Gateway(make_settings(tmp_path, **PROJECT, **engine_settings))
+        await second.start()
+    yield [first, second]
+    for gateway in {id(g): g for g in (first, second)}.values():
+        await gateway.stop()
+
+
+def test_the_settings_pick_each_interface_once(nodes: list[Gateway], engine: str) -> None:
+    delivery, queue = nodes[0].delivery, nodes[0].runner.queue
+    if engine == "memory":
+        assert isinstance(delivery, MemoryDelivery) and isinstance(queue, MemoryQueue)
+    else:
+        assert isinstance(delivery, RedisDelivery) and isinstance(queue, RedisQueue)
+    assert nodes[0].hub.delivery is delivery and nodes[0].replay is delivery.replay
+
+
+async def _frames(gateway: Gateway, client_id: str) -> list[Frame]:
+    frames = await gateway.replay.read(client_id, 0, 10_000)
+    assert frames is not None
+    return frames
+
+
+def _listen(gateway: Gateway, client_id: str) -> None:
+    gateway.hub.client(client_id, ANONYMOUS)
+
+
+async def test_each_client_numbers_its_own_frames(nodes: list[Gateway]) -> None:
+    a, b = nodes
+    _listen(a, "one")
+    _listen(b, "two")
+    assert await a.hub.send("one", {"type": "notice", "n": 1}) == 1
+    assert await a.hub.send_many(["one", "two"], {"type": "notice", "n": 2}) == 2
+    assert await b.hub.send("two", {"type": "notice", "n": 3}) == 2
+    one, two = await _frames(a, "one"), await _frames(b, "two")
+    assert [(f["seq"], f["n"]) for f in one] == [(1, 1), (2, 2)]
+    assert [(f["seq"], f["n"]) for f in two] == [(1, 2), (2, 3)]
+    await a.hub.forget("one")
+    assert (await a.replay.position("one")).exists is False
+
+
+async def _accept(gateway: Gateway, request_id: str, message: str) -> int:
+    """What a chat frame does: under the conversation's ordering point, save then queue."""
+    runner = gateway.runner
+    async with runner.ordered(KEY):
+        await runner.admission(KEY)
+        accepted = await gateway.store.accept_chat(
+            user_id="u", client_message_id=request_id, request_id=request_id,
+            key=KEY, message=message, images=[],
+        )  # fmt: skip
+        return await runner.enqueue(Job(accepted.request_id, KEY, message, [], "u"))
+
+
+async def _ends(gateway: Gateway, client_id: str, count: int) -> list[Frame]:
+    async def ended() -> bool:
+        return sum(f["type"] == "end" for f in await _frames(gateway, client_id)) >= count
+
+    await eventually(ended, timeout=30)
+    return await _frames(gateway, client_id)
+
+
+async def test_chats_accepted_at_once_on_every_node_run_in_history_order(
+    nodes: list[Gateway],
+) -> None:
+    a, b = nodes
+    _listen(a, "observer")
+    await a.hub.join("observer", KEY)
+    chats: list[Awaitable[int]] = [
+        _accept(node, f"r{n}", f"m{n}") for n in range(12) for node in [nodes[n % 2]]
+    ]
+    await asyncio.gather(*chats)
+    frames = await _ends(a, "observer", 12)
+    started = [f["request_id"] for f in frames if f["type"] == "start"]
+    lifecycle = [(f["type"], f["request_id"]) for f in frames if f["type"] in ("start", "end")]
+    assert lifecycle == [(kind, rid) for rid in started for kind in ("start", "end")]
+    history = await a.store.history(KEY, 100)
+    assert [m.request_id for m in history if m.role == "user"] == started
+    assert [m.content for m in history if m.role == "assistant"] == [
+        f"m{rid[1:]}" for rid in started
+    ]
+    assert await a.runner.queue.depth(KEY) == 0
+
+
+async def test_snapshot_shows_the_running_answer_from_any_node(nodes: list[Gateway]) -> None:
+    a, b = nodes
+    _listen(a, "asker")
+    await a.hub.join("asker", KEY)
+    words = " ".join(f"w{i}" for i in range(40))
+    await _accept(a, "long", words)
+
+    async def streaming() -> bool:
+        return sum(f["type"] == "response" for f in await _frames(a, "asker")) >= 5
+
+    await eventually(streaming, timeout=30)
+    _listen(b, "late")
+    await b.hub.join("late", KEY)
+    await b.hub.snapshots("late", [KEY])
+    frames = await _ends(b, "late", 1)
+    snapshot = frames[0]
+    assert snapshot["type"] == "snapshot" and snapshot["request_id"] == "long"
+    rest = "".join(f["content"] for f in frames[1:] if f["type"] == "response")
+    assert snapshot["content"] + rest == words  # nothing missing, nothing twice
+
+
+async def test_cancel_finds_queued_and_running_chats_on_any_node(nodes: list[Gateway]) -> None:
+    a, b = nodes
+    _listen(a, "watcher")
+    await a.hub.join("watcher", KEY)
+    long = " ".join(f"x{i}" for i in range(200))
+    assert await _accept(a, "first", long) == 0
+    assert await _accept(b, "second", "short") == 1
+    assert await a.runner.queue.depth(KEY) == 2
+    assert await b.runner.locate("second", "u") == KEY
+    assert await b.runner.locate("second", "someone else") is None
+    assert await b.runner.cancel("second", "u")  # queued: ends without starting
+    assert await b.runner.cancel_in(KEY) == 1  # the running one, from the other node
+    frames = await _ends(a, "watcher", 2)
+    ends = {f["request_id"]: f["finish_reason"] for f in frames if f["type"] == "end"}
+    assert ends == {"first": "cancelled", "second": "cancelled"}
+    assert [f["request_id"] for f in frames if f["type"] == "start"] == ["first"]
+    history = await a.store.history(KEY, 10)
+    assert {m.request_id: m.status for m in history if m.role == "assistant"} == {
+        "first": "cancelled",
+        "second": "cancelled",
+    }
+
