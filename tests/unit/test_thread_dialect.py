@@ -44,6 +44,11 @@ RENDER = [
         {"event_type": "done", "data": {"request_id": "r-1", "finish_reason": "cancelled"}},
     ),
     (
+        "a model cut off by its token limit: done says length",
+        answer_frame("end", KEY, "r-1", finish_reason="length"),
+        {"event_type": "done", "data": {"request_id": "r-1", "finish_reason": "length"}},
+    ),
+    (
         "error keeps code and message",
         error(ErrorCode.AGENT_NOT_RUNNING, "agent is stopped", request_id="r-1"),
         {
@@ -90,6 +95,7 @@ def test_render_maps_primary_frames_to_dialect_events(frame: dict[str, Any], eve
         "history",
         "subscribed",
         "broadcast",
+        "reasoning",  # the model's reasoning has no event here: tokens stay the answer's text
         "mystery",
     ],
 )
