@@ -30,6 +30,8 @@ class Deletion:
 
 
 Names = tuple[str, str, str]
+# Deletions remembered at most (the oldest go first): a bound on memory whatever the rate.
+MAX_DELETIONS = 10_000
 
 
 class Redactions:
@@ -59,6 +61,9 @@ class Redactions:
             Deletion(key, request_ids, last_message_id, expires_at)
         )
         self._next_expiry = min(self._next_expiry, expires_at)
+        if len(self) > MAX_DELETIONS:
+            oldest = min((d for found in self._deletions.values() for d in found), key=_expiry)
+            self._expire(oldest.expires_at)  # drops it (and any as old)
 
     def _expire(self, now: float) -> None:
         kept: dict[Names, list[Deletion]] = {}
@@ -128,6 +133,10 @@ class Redactions:
             if last is not None and isinstance(newest, int) and newest <= last:
                 return True
         return False
+
+
+def _expiry(deletion: Deletion) -> float:
+    return deletion.expires_at
 
 
 def _lists_deleted(frame: Frame, deletion: Deletion) -> bool:
