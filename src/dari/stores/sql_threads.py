@@ -26,6 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
 from dari.protocol.frames import DEFAULT_THREAD, ConversationKey
+from dari.stores.cache import BoundedCache
 from dari.stores.schema import clients, conversation_reads, conversations, messages
 from dari.stores.threads import (
     ConversationRecord,
@@ -37,6 +38,7 @@ from dari.stores.threads import (
 from dari.stores.workers import Worker
 
 _FIRST_WORDS = 240  # characters of the first user message read for a title
+_CACHED_OWNERS = 100_000  # conversations whose owner a node remembers
 
 c, m, r = conversations.c, messages.c, conversation_reads.c
 
@@ -81,7 +83,7 @@ class SqlThreads(ThreadStore):
         self._ownership: Any = select(c.id, c.owner, c.shared).where(_BY_KEY)
         self._newest = select(func.max(m.id)).where(m.conversation_id == bindparam("cid"))
         # Owners never change once recorded: cached by key (the shared flag is not).
-        self._owners: dict[ConversationKey, str | None] = {}
+        self._owners: BoundedCache[ConversationKey, str | None] = BoundedCache(_CACHED_OWNERS)
         self._client_owners = client_owners  # the SQL store's cache, shared
 
     # --- ownership ---------------------------------------------------------------------------
