@@ -50,10 +50,13 @@ async def test_markdown_structure(render):
         html[1]
         == "<ul><li>one</li><li>two<ul><li>nested</li></ul></li></ul><ol><li>first</li><li>second</li></ol>"
     )
-    assert (
-        html[2]
-        == '<pre class="md-code" data-lang="python"><code data-lang="python">print(\'&lt;b&gt;hi&lt;/b&gt;\')</code></pre>'
-    )
+    assert html[2] == (
+        '<div class="md-codeblock"><div class="code-head"><span class="code-lang">python</span>'
+        '<button class="code-copy" type="button" aria-label="Copy the python code">'
+        '<span class="copy-label">Copy</span></button></div>'
+        '<pre class="md-code" data-lang="python"><code data-lang="python" class="highlighted">'
+        "print(<span class=\"tok-str\">'&lt;b&gt;hi&lt;/b&gt;'</span>)</code></pre></div>"
+    ), "the code stays text; only the string is coloured"
     assert "<th>a</th>" in html[3] and 'style="text-align: center;">2</td>' in html[3]
     assert html[4] == "<blockquote><p>quoted<br>more</p></blockquote>"
     assert (
@@ -87,9 +90,10 @@ async def test_unfinished_markdown_while_streaming_renders_without_breaking(rend
     html = await render(
         "Here:\n```js\nconst a = 1;", "**half bold", "[half](https://exa", "| a |\n|--"
     )
-    assert (
-        html[0]
-        == '<p>Here:</p><pre class="md-code" data-lang="js"><code data-lang="js">const a = 1;</code></pre>'
+    assert html[0].startswith('<p>Here:</p><div class="md-codeblock">')
+    assert html[0].endswith(
+        '<pre class="md-code" data-lang="js"><code data-lang="js" class="highlighted">'
+        '<span class="tok-kw">const</span> a = <span class="tok-num">1</span>;</code></pre></div>'
     )
     assert html[1] == "<p>**half bold</p>"
     assert html[2].startswith("<p>[half](")

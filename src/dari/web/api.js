@@ -43,6 +43,16 @@ export const api = {
     if (before !== undefined && before !== null) query.set('before', String(before));
     return request(`api/projects/${seg(projectId)}/agents/${seg(agentName)}/threads/${seg(threadId)}/messages?${query}`);
   },
+  // The user's conversations, newest activity first; `before` is the previous page's `next`.
+  threads: ({ limit = 50, before } = {}) => {
+    const query = new URLSearchParams({ limit: String(limit) });
+    if (before !== undefined && before !== null) query.set('before', String(before));
+    return request(`api/threads?${query}`);
+  },
+  renameThread: ({ projectId, agentName, threadId }, title) =>
+    request(`api/projects/${seg(projectId)}/agents/${seg(agentName)}/threads/${seg(threadId)}`, { method: 'PATCH', body: { title } }),
+  deleteThread: ({ projectId, agentName, threadId }) =>
+    request(`api/projects/${seg(projectId)}/agents/${seg(agentName)}/threads/${seg(threadId)}`, { method: 'DELETE' }),
   // The token goes to the server once; the session lives in an httpOnly cookie.
   signIn: (token) => request('api/auth/session', { method: 'POST', body: { token } }),
   signOut: () => request('api/auth/session', { method: 'DELETE' }),

@@ -3,15 +3,16 @@
 // Conversations once opened stay in memory and keep receiving frames, so switching agents
 // and coming back never loses an answer in progress.
 
-import { askToSignIn } from './auth.js';
+import { askToSignIn, finishProviderSignIn } from './auth.js';
 import { api } from './api.js';
 import { Composer } from './composer.js';
 import { Conversation, conversationKey, frameConversationKey } from './conversation.js';
-import { DariClient, claimTabClientId } from './dari-client.js';
+import { DariClient, claimTabClientId, newId } from './dari-client.js';
 import { errorText, t, translatePage } from './i18n.js';
 import { MessagesView } from './messages-view.js';
 import { Notices } from './notices.js';
 import { conversationHash, parseConversationHash, renderSidebar } from './sidebar.js';
+import { ThreadList } from './threads-list.js';
 
 const $ = (id) => document.getElementById(id);
 const HISTORY_LIMIT = 50;
@@ -56,6 +57,18 @@ const view = new MessagesView({
   olderButton: $('older'),
   onLoadOlder: () => loadOlder(app.current),
   onOpenImage: openLightbox,
+  onRegenerate: regenerate,
+});
+
+const threadList = new ThreadList({
+  list: $('thread-list'),
+  more: $('threads-more'),
+  search: $('thread-search'),
+  confirmDialog: $('confirm-delete'),
+  notices,
+  onNavigate: () => closeNav(),
+  onDeleted: forgetConversation,
+  onChange: () => app.current && showHeader(app.current),
 });
 
 const composer = new Composer(
@@ -93,6 +106,7 @@ async function main() {
   $('version').textContent = app.config.server_version ? `dari ${app.config.server_version}` : '';
   $('sign-out').hidden = app.config.auth !== 'jwt';
 
+  app.signInFailure = await finishProviderSignIn(app.config);
   if (!(await loadProjects())) return;
 
   const clientId = await claimTabClientId();
@@ -114,7 +128,8 @@ async function loadProjects() {
       return true;
     } catch (error) {
       if (error.status === 401 && app.config.auth === 'jwt') {
-        await askToSignIn($('signin'));
+        await askToSignIn($('signin'), { config: app.config, failure: app.signInFailure });
+        app.signInFailure = null;
         continue;
       }
       $('nav').replaceChildren(
@@ -186,6 +201,7 @@ function openConversation(target) {
   view.show(conversation, { loading: !conversation.historyLoaded });
   showHeader(conversation);
   drawSidebar();
+  threadList.setCurrent(target);
   updateAnswering();
   closeNav();
   composer.focus();
@@ -199,8 +215,11 @@ function showHeader(conversation) {
   $('agent-title').textContent = conversation.agentName;
   $('agent-sub').replaceChildren(
     Object.assign(document.createElement('span'), { className: `agent-state state-${running ? 'running' : 'stopped'}`, textContent: t(running ? 'agent.running' : 'agent.stopped') }),
-    document.createTextNode(` · ${project?.name || conversation.projectId}${conversation.threadId !== 'main' ? ` · ${conversation.threadId}` : ''}`),
+    document.createTextNode(` · ${project?.name || conversation.projectId}`),
   );
+  const title = threadList.titleOf(conversation);
+  $('agent-sub').dataset.thread = conversation.threadId;
+  if (title) $('agent-sub').append(document.createTextNode(' · '), Object.assign(document.createElement('span'), { className: 'thread-name', textContent: title }));
   $('start-agent').hidden = running || !agent;
   composer.setAgent(conversation.agentName, running);
   view.setAgentRunning(running);
@@ -260,6 +279,38 @@ function sendChat({ message, images }) {
   view.scrollToBottom(true);
 }
 
+/** Ask the last question again, as a new chat (a new id): the new answer follows it. */
+function regenerate(answer) {
+  const conversation = app.current;
+  const question = conversation?.questionOf(answer);
+  if (!question || conversation.streaming || conversation.inFlight.length) return;
+  try {
+    sendChat({ message: question.content, images: question.images ?? [] });
+  } catch (error) {
+    notices.toast({ kind: 'error', text: errorText(error.code, error.message) });
+  }
+}
+
+/** A conversation of its own with the agent on screen (the list shows it once it has a message). */
+function newChat() {
+  const base = app.current ?? defaultTarget();
+  if (!base) return;
+  location.hash = conversationHash({ projectId: base.projectId, agentName: base.agentName, threadId: newId('c-') });
+  composer.focus();
+}
+
+/** A conversation was deleted: drop what this page kept of it; leave it if it was on screen. */
+function forgetConversation(target) {
+  const key = conversationKey(target);
+  const conversation = app.conversations.get(key);
+  app.conversations.delete(key);
+  if (conversation) app.client.unsubscribe(target);
+  if (conversation && conversation === app.current) {
+    app.current = null;
+    location.hash = conversationHash({ ...target, threadId: newId('c-') });
+  }
+}
+
 function stopAnswer() {
   const conversation = app.current;
   const target = conversation?.streaming ?? conversation?.inFlight[0];
@@ -274,6 +325,7 @@ function wireClient(client) {
     notices.clearBanner('connection');
     if (app.welcomed) refreshProjects(); // agents may have started or stopped meanwhile
     app.welcomed = true;
+    threadList.refreshSoon(0);
     if (frame.server_version) $('version').textContent = `dari ${frame.server_version}`;
   });
   client.on('resync', () => {
@@ -286,7 +338,7 @@ function wireClient(client) {
   });
 }
 
-const ANSWER_FRAMES = new Set(['ack', 'start', 'response', 'snapshot', 'step', 'end']);
+const ANSWER_FRAMES = new Set(['ack', 'start', 'response', 'reasoning', 'snapshot', 'step', 'end']);
 
 function onFrame(frame) {
   if (ANSWER_FRAMES.has(frame.type)) {
@@ -301,6 +353,12 @@ function onFrame(frame) {
 }
 
 function onAnswerFrame(frame) {
+  // A chat makes its conversation the newest (or a new one); an end may too, elsewhere.
+  if (frame.type === 'ack' && !frame.duplicate) threadList.refreshSoon();
+  if (frame.type === 'end') {
+    if (frame.project_id !== undefined) threadList.noteAnswer(frameConversationKey(frame));
+    threadList.refreshSoon();
+  }
   if (frame.project_id === undefined) {
     // An ack without conversation fields: route by the chat's id.
     const key = app.requestConversation.get(frame.id ?? frame.request_id);
@@ -332,6 +390,7 @@ function onReport(frame) {
   const target = { projectId: frame.project_id, agentName: frame.origin_agent ?? frame.agent_name, threadId: frame.thread_id ?? 'main' };
   const conversation = app.conversations.get(conversationKey(target));
   conversation?.addReport(frame);
+  threadList.refreshSoon();
   const from = frame.agent_name;
   const shown = conversation && conversation === app.current;
   notices.toast({
@@ -373,9 +432,10 @@ function showConnection({ state, retryInMs }) {
       actions: [{ label: t('banner.reconnect'), onClick: () => app.client.connect() }],
     });
   } else if (state === 'unauthorized') {
-    askToSignIn($('signin')).then(() => {
+    askToSignIn($('signin'), { config: app.config }).then(() => {
       app.client.connect();
       refreshProjects();
+      threadList.refresh();
       if (app.current) scheduleHistory(app.current, 0);
     });
   }
@@ -392,6 +452,7 @@ function wireChrome() {
   });
   $('conn-retry').addEventListener('click', () => app.client?.reconnectNow());
   $('start-agent').addEventListener('click', startCurrentAgent);
+  $('new-chat').addEventListener('click', newChat);
   $('sign-out').addEventListener('click', async () => {
     app.client?.close();
     await api.signOut().catch(() => {});
@@ -403,7 +464,7 @@ function openNav() {
   document.body.classList.add('nav-open');
   $('scrim').hidden = false;
   $('nav-open').setAttribute('aria-expanded', 'true');
-  ($('nav').querySelector('[aria-current="page"]') ?? $('nav-close')).focus();
+  ($('sidebar').querySelector('[aria-current="page"]') ?? $('nav-close')).focus();
 }
 
 function closeNav() {

@@ -67,6 +67,9 @@ function fromHistory(m) {
     createdAt: toMillis(m.created_at),
     status: m.status ?? 'complete',
     steps: foldSteps(m.steps),
+    reasoning: typeof m.reasoning === 'string' ? m.reasoning : '',
+    usage: m.usage ?? null,
+    finishReason: m.finish_reason ?? null,
     agentName: m.agent_name ?? null,
     origin: 'history',
     live: false,
@@ -126,6 +129,17 @@ export class Conversation extends EventTarget {
     );
   }
 
+  /** The question an answer replies to, if this page has it. */
+  questionOf(answer) {
+    return answer?.requestId ? this.byKey.get(`u:${answer.requestId}`) ?? null : null;
+  }
+
+  /** The newest answer, if it is the last message (what "regenerate" would redo). */
+  get lastAnswer() {
+    const last = this.messages[this.messages.length - 1];
+    return last?.role === 'assistant' ? last : null;
+  }
+
   answerFinished(requestId) {
     const answer = this.byKey.get(`a:${requestId}`);
     return Boolean(answer && TERMINAL.has(answer.status));
@@ -144,6 +158,8 @@ export class Conversation extends EventTarget {
       createdAt: Date.now(),
       status: 'sending',
       steps: [],
+      reasoning: '',
+      usage: null,
       origin: 'live',
       live: true,
       approx: false,
@@ -173,6 +189,8 @@ export class Conversation extends EventTarget {
         return this._onSnapshot(frame);
       case 'response':
         return this._onResponse(frame);
+      case 'reasoning':
+        return this._onReasoning(frame);
       case 'step':
         return this._onStep(frame);
       case 'end':
@@ -208,6 +226,9 @@ export class Conversation extends EventTarget {
         createdAt: Date.now(),
         status: 'streaming',
         steps: [],
+        reasoning: '',
+        usage: null,
+        finishReason: null,
         agentName: frame.agent_name,
         origin: 'live',
         live: false,
@@ -228,6 +249,7 @@ export class Conversation extends EventTarget {
     m.live = true;
     m.status = 'streaming';
     m.content = '';
+    m.reasoning = '';
     m.approx = false;
     this._questionAnswering(frame.request_id);
     return this._changed(m);
@@ -238,6 +260,8 @@ export class Conversation extends EventTarget {
     if (TERMINAL.has(m.status)) return null;
     m.content = frame.content ?? '';
     if (Array.isArray(frame.steps)) m.steps = foldSteps(frame.steps);
+    // Snapshots from several nodes carry no reasoning yet: keep what this page has then.
+    if (typeof frame.reasoning === 'string') m.reasoning = frame.reasoning;
     m.status = 'streaming';
     m.live = true;
     m.approx = false;
@@ -253,6 +277,14 @@ export class Conversation extends EventTarget {
     return this._changed(m);
   }
 
+  _onReasoning(frame) {
+    const m = this._answer(frame);
+    if (TERMINAL.has(m.status)) return null;
+    if (!m.live) m.approx = true;
+    m.reasoning += frame.content ?? '';
+    return this._changed(m);
+  }
+
   _onStep(frame) {
     const m = this._answer(frame);
     if (TERMINAL.has(m.status)) return null;
@@ -264,6 +296,8 @@ export class Conversation extends EventTarget {
     const m = this._answer(frame);
     if (TERMINAL.has(m.status) && !m.approx) return null;
     m.status = FINISH_STATUS[frame.finish_reason] ?? 'complete';
+    m.finishReason = frame.finish_reason ?? null;
+    if (frame.usage) m.usage = frame.usage;
     for (const step of m.steps) step.state = 'finished';
     const question = this.byKey.get(`u:${frame.request_id}`);
     if (question && question.status !== 'failed') {
@@ -312,6 +346,8 @@ export class Conversation extends EventTarget {
       createdAt: Date.now(),
       status: 'complete',
       steps: [],
+      reasoning: '',
+      usage: null,
       agentName: frame.agent_name ?? null, // the agent that did the work
       origin: 'live',
       live: true,
@@ -331,9 +367,20 @@ export class Conversation extends EventTarget {
       const live = this.byKey.get(h.key);
       if (!live) continue;
       if (h.role === 'assistant' && !TERMINAL.has(h.status) && (live.live || live.content.length >= h.content.length)) {
-        Object.assign(h, { content: live.content, status: live.status, steps: live.steps.length ? live.steps : h.steps, live: live.live, approx: live.approx });
+        Object.assign(h, {
+          content: live.content,
+          reasoning: live.reasoning || h.reasoning,
+          status: live.status,
+          steps: live.steps.length ? live.steps : h.steps,
+          live: live.live,
+          approx: live.approx,
+        });
       }
-      if (h.role === 'assistant' && TERMINAL.has(h.status) && !h.steps.length) h.steps = live.steps;
+      if (h.role === 'assistant' && TERMINAL.has(h.status)) {
+        if (!h.steps.length) h.steps = live.steps;
+        h.usage ??= live.usage ?? null;
+        h.reasoning ||= live.reasoning ?? '';
+      }
       h.error = live.error;
       h.agentName ??= live.agentName;
       if (h.role === 'user' && live.origin === 'live') {

@@ -6,7 +6,13 @@
 // Supported: paragraphs (single newlines kept as line breaks), # headings, fenced and indented
 // code, > quotes, - * + and 1. lists (nested by indentation), tables, --- rules, **bold**,
 // *italic*, ~~strike~~, `code`, [links](https://…), <https://…> and bare URLs, \ escapes.
+// Fenced code gets a header with its language and a copy button, and colours from highlight.js
+// for the languages it knows.
 // Unfinished input (an answer still streaming) renders sensibly: an open fence is code to the end.
+
+import { copyFromButton } from './copy.js';
+import { highlight } from './highlight.js';
+import { t } from './i18n.js';
 
 const FENCE = /^ {0,3}(`{3,}|~{3,})\s*([^`\s]*)?.*$/;
 const HEADING = /^ {0,3}(#{1,6})\s+(.*?)\s*#*\s*$/;
@@ -95,13 +101,22 @@ function isClosingFence(line, fence) {
 
 function codeBlock(code, language) {
   const pre = el('pre', 'md-code');
-  const codeEl = el('code', null, [document.createTextNode(code)]);
-  if (language && /^[\w+-]{1,32}$/.test(language)) {
-    codeEl.dataset.lang = language;
-    pre.dataset.lang = language;
+  const known = language && /^[\w+-]{1,32}$/.test(language) ? language : '';
+  const coloured = known ? highlight(code, known) : null;
+  const codeEl = el('code', null, [coloured ?? document.createTextNode(code)]);
+  if (known) {
+    codeEl.dataset.lang = known;
+    pre.dataset.lang = known;
   }
+  if (coloured) codeEl.classList.add('highlighted');
   pre.append(codeEl);
-  return pre;
+  // A header with the language and a copy button; the code itself stays the <pre>.
+  const copy = el('button', 'code-copy', [el('span', 'copy-label', [document.createTextNode(t('code.copy'))])]);
+  copy.type = 'button';
+  copy.setAttribute('aria-label', known ? t('code.copyLang', { lang: known }) : t('code.copy'));
+  copy.addEventListener('click', () => copyFromButton(copy, code, { label: t('code.copy'), doneLabel: t('code.copied'), failedLabel: t('code.copyFailed') }));
+  const head = el('div', 'code-head', [el('span', 'code-lang', [document.createTextNode(known)]), copy]);
+  return el('div', 'md-codeblock', [head, pre]);
 }
 
 function readList(lines, start, out) {

@@ -2,20 +2,22 @@
 // text while the reader is at the bottom and offers a "jump to latest" button otherwise.
 // Answer text is re-rendered at most once per animation frame while it streams.
 
+import { copyFromButton } from './copy.js';
 import { h, icon, initial, replace, safeImageSrc } from './dom.js';
-import { formatTime, t } from './i18n.js';
+import { formatNumber, formatTime, t } from './i18n.js';
 import { renderMarkdown } from './markdown.js';
 
 const NEAR_BOTTOM_PX = 80;
 
 export class MessagesView {
-  constructor({ list, scroller, empty, jumpButton, olderButton, onLoadOlder, onOpenImage }) {
+  constructor({ list, scroller, empty, jumpButton, olderButton, onLoadOlder, onOpenImage, onRegenerate }) {
     this.list = list;
     this.scroller = scroller;
     this.empty = empty;
     this.jumpButton = jumpButton;
     this.olderButton = olderButton;
     this.onOpenImage = onOpenImage;
+    this.onRegenerate = onRegenerate;
     this.nodes = new Map(); // message key -> element
     this.dirty = new Set();
     this.frame = 0;
@@ -181,14 +183,21 @@ export class MessagesView {
       main = h('div', { className: 'msg-main' }, [
         h('header', { className: 'meta' }),
         h('div', { className: 'progress', hidden: true }),
+        // Reasoning is closed by default: it is there for whoever wants it, not in the way.
+        h('details', { className: 'reasoning', hidden: true }, [h('summary'), h('div', { className: 'reasoning-text' })]),
         h('details', { className: 'steps', hidden: true }, [h('summary'), h('ol')]),
         h('div', { className: 'content md' }),
+        h('p', { className: 'cut-mark', hidden: true }, [icon('warn'), h('span', { text: t('chat.cutOffNote') })]),
         h('div', { className: 'typing', hidden: true, 'aria-hidden': 'true' }, [h('span'), h('span'), h('span')]),
         h('p', { className: 'msg-error', role: 'alert', hidden: true }),
+        this._answerActions(node),
       ]);
       node.replaceChildren(h('div', { className: 'avatar', 'aria-hidden': 'true', text: initial(agent) }), main);
     }
-    const badge = { cancelled: t('chat.stopped'), failed: t('chat.failed') }[m.status];
+    // Failed with text: the server stopped mid-answer and saved what was written so far.
+    const cut = m.status === 'failed' && Boolean(m.content);
+    node.dataset.cut = String(cut);
+    const badge = cut ? t('chat.cutOff') : { cancelled: t('chat.stopped'), failed: t('chat.failed') }[m.status];
     replace(
       main.querySelector('.meta'),
       h('span', { className: 'name', text: agent }),
@@ -201,6 +210,15 @@ export class MessagesView {
     const current = streaming ? [...m.steps].reverse().find((s) => s.state !== 'finished') : null;
     progress.hidden = !current;
     if (current) progress.replaceChildren(h('span', { className: 'spinner', 'aria-hidden': 'true' }), h('span', { text: current.content || current.name }));
+
+    const reasoning = main.querySelector('.reasoning');
+    reasoning.hidden = !m.reasoning;
+    if (m.reasoning) {
+      const thinking = streaming && !m.content;
+      reasoning.querySelector('summary').replaceChildren(icon('bulb'), thinking ? t('chat.reasoningLive') : t('chat.reasoning'));
+      const body = reasoning.querySelector('.reasoning-text');
+      if (body.textContent !== m.reasoning) body.textContent = m.reasoning;
+    }
 
     const steps = main.querySelector('.steps');
     const done = m.steps.filter((s) => s.state === 'finished');
@@ -216,11 +234,45 @@ export class MessagesView {
       content.replaceChildren(renderMarkdown(m.content));
       content.renderedText = m.content; // a property, not an attribute: no DOM churn
     }
-    main.querySelector('.typing').hidden = !(streaming && !m.content && !current);
+    main.querySelector('.typing').hidden = !(streaming && !m.content && !current && !m.reasoning);
+    main.querySelector('.cut-mark').hidden = !cut;
+
+    const actions = main.querySelector('.msg-actions');
+    actions.hidden = streaming;
+    const usage = actions.querySelector('.usage');
+    usage.hidden = !m.usage;
+    if (m.usage) {
+      usage.textContent = t('chat.usage', { n: formatNumber(m.usage.total_tokens ?? 0) });
+      let detail = t('chat.usageDetail', { prompt: formatNumber(m.usage.prompt_tokens ?? 0), completion: formatNumber(m.usage.completion_tokens ?? 0) });
+      if (m.usage.reasoning_tokens !== undefined) detail += t('chat.usageReasoning', { n: formatNumber(m.usage.reasoning_tokens) });
+      usage.title = detail;
+      usage.setAttribute('aria-label', `${usage.textContent} (${detail})`);
+    }
 
     const error = main.querySelector('.msg-error');
     error.hidden = !m.error;
     if (m.error) error.replaceChildren(icon('warn'), m.error);
+  }
+
+  /** Copy, regenerate (shown on the last answer only, by the stylesheet) and token usage. */
+  _answerActions(node) {
+    const message = () => this.conversation.byKey.get(node.dataset.key);
+    const copy = h('button', { type: 'button', className: 'msg-action copy-answer', title: t('chat.copyAnswer'), 'aria-label': t('chat.copyAnswer') }, [
+      icon('copy'),
+      h('span', { className: 'copy-label', text: t('code.copy') }),
+    ]);
+    copy.addEventListener('click', () =>
+      copyFromButton(copy, message()?.content ?? '', { label: t('code.copy'), doneLabel: t('code.copied'), failedLabel: t('code.copyFailed') }),
+    );
+    const regenerate = h('button', { type: 'button', className: 'msg-action regenerate', title: t('chat.regenerate'), 'aria-label': t('chat.regenerate') }, [
+      icon('redo'),
+      h('span', { text: t('chat.regenerate') }),
+    ]);
+    regenerate.addEventListener('click', () => {
+      const answer = message();
+      if (answer) this.onRegenerate?.(answer);
+    });
+    return h('footer', { className: 'msg-actions', hidden: true }, [copy, regenerate, h('span', { className: 'usage', hidden: true })]);
   }
 
   _fillReport(node, m) {
