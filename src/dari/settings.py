@@ -122,6 +122,9 @@ class ServerSettings(Section):
     # Behind a proxy every connection comes from its address: raise the per-IP cap to match.
     max_connections: int = Field(default=10_000, ge=1)
     max_connections_per_ip: int = Field(default=2_000, ge=1)
+    # On SIGTERM, how long answers running here may take to finish before they are cut
+    # (saved as cancelled). At most an hour: a value in milliseconds would hang a rollout.
+    drain_s: float = Field(default=10.0, ge=0, le=3600)
     # With a value, /metrics answers only `Authorization: Bearer <metrics_token>` (401 else);
     # without, it is open, as Prometheus endpoints usually are (bind or firewall it).
     metrics_token: SecretStr | None = None

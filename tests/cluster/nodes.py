@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 30.0
 # Short leases, so that the loss of a node is noticed within seconds (defaults: 10, 2, 1).
 LEASE_S, RENEW_S, REAP_S = 3.0, 0.5, 0.25
+# A short drain on SIGTERM (default 10 s), so that stopping a node mid-answer stays quick.
+DRAIN_S = 1.0
 
 
 def free_port() -> int:
@@ -55,7 +57,9 @@ def config_text(
     redis_url: str,
     delay_ms: int,
     jwt_secret: str | None = None,
+    drain_s: float | None = None,
 ) -> str:
+    drain = [f"drain_s = {drain_s}"] if drain_s is not None else []
     auth = ["[auth]", 'mode = "jwt"', f"secret = {_toml(jwt_secret)}"] if jwt_secret else []
     return "\n".join(
         [
@@ -68,6 +72,7 @@ def config_text(
             "[server]",
             'host = "127.0.0.1"',
             f"port = {port}",
+            *drain,
             "[store]",
             f"url = {_toml(store_url)}",
             "[bus]",
@@ -139,15 +144,42 @@ class Node:
                 await self.kill()
 
 
+def node_env() -> dict[str, str]:
+    """The environment of a ``dari serve`` process: this one's, without any setting."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DARI_")}
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+async def spawn(
+    config: Path, log: Path, env: dict[str, str] | None = None
+) -> asyncio.subprocess.Process:
+    """``dari serve --config config``, its output in ``log``."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "dari.cli",
+        "serve",
+        "--config",
+        str(config),
+        cwd=ROOT,
+        env=node_env() if env is None else env,
+        stdout=log.open("wb"),
+        stderr=asyncio.subprocess.STDOUT,
+    )
+
+
 @contextlib.asynccontextmanager
 async def cluster(
-    tmp_path: Path, count: int = 3, delay_ms: int = 20, jwt_secret: str | None = None
+    tmp_path: Path,
+    count: int = 3,
+    delay_ms: int = 20,
+    jwt_secret: str | None = None,
+    drain_s: float = DRAIN_S,
 ) -> AsyncIterator[list[Node]]:
     """``count`` nodes (node-a, node-b, …) on a fresh PostgreSQL database and a redis-server of
     their own; with ``jwt_secret``, clients prove who they are with HS256 tokens (see
-    ``token``)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DARI_")}
-    env["PYTHONPATH"] = str(ROOT)
+    ``token``); ``drain_s``: how long a node drains on SIGTERM."""
     async with (
         redis_server(tmp_path / "redis") as redis,
         fresh_pg_database("dari_cluster") as database,
@@ -160,21 +192,12 @@ async def cluster(
                 port = free_port()
                 config = tmp_path / f"{name}.toml"
                 config.write_text(
-                    config_text(name, port, pg_url(database), redis_url, delay_ms, jwt_secret)
+                    config_text(
+                        name, port, pg_url(database), redis_url, delay_ms, jwt_secret, drain_s
+                    )
                 )
                 log = tmp_path / f"{name}.log"
-                process = await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "dari.cli",
-                    "serve",
-                    "--config",
-                    str(config),
-                    cwd=ROOT,
-                    env=env,
-                    stdout=log.open("wb"),
-                    stderr=asyncio.subprocess.STDOUT,
-                )
+                process = await spawn(config, log)
                 nodes.append(Node(name, port, process, log, database, redis_url))
             for node in nodes:
                 await eventually(node.ready, timeout=START_TIMEOUT_S)

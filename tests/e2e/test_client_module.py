@@ -103,6 +103,28 @@ async def test_unacknowledged_chats_are_resent_with_the_same_id_after_a_reconnec
     assert "last_seq=1" in result["url"]
 
 
+async def test_a_chat_refused_by_a_draining_node_is_sent_again_after_the_reconnect(page):
+    result = await page.evaluate(
+        """async () => {
+          const { make, waitFor, welcome } = window.harness;
+          const { client, sockets } = make();
+          client.connect();
+          sockets[0].open();
+          sockets[0].recv(welcome(0));
+          const draining = client.chat({ projectId: 'p', agentName: 'a', message: 'one' });
+          const full = client.chat({ projectId: 'p', agentName: 'a', message: 'two' });
+          sockets[0].recv({ type: 'error', seq: 1, code: 'shutting_down', message: 'm', request_id: draining });
+          sockets[0].recv({ type: 'error', seq: 2, code: 'queue_full', message: 'm', request_id: full });
+          sockets[0].drop(1012);
+          await waitFor(() => sockets.length === 2);
+          sockets[1].open();
+          sockets[1].recv(welcome(2, { resumed: true }));
+          return { again: sockets[1].sent.filter((f) => f.type === 'chat').map((f) => f.id), draining };
+        }"""
+    )
+    assert result["again"] == [result["draining"]], "only the drain's refusal is worth resending"
+
+
 @pytest.mark.parametrize(
     ("code", "state", "retries"),
     [
@@ -111,6 +133,7 @@ async def test_unacknowledged_chats_are_resent_with_the_same_id_after_a_reconnec
         (1000, "closed", False),
         (4409, "replaced", False),
         (1011, "reconnecting", True),
+        (1012, "reconnecting", True),  # a node drained: another one is up
         (1006, "reconnecting", True),
     ],
 )

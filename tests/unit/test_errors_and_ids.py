@@ -12,6 +12,7 @@ from dari.protocol.errors import (
     ErrorCode,
     LookupFailed,
     ProtocolError,
+    ShuttingDown,
     Unavailable,
     should_reconnect,
 )
@@ -30,6 +31,7 @@ PROTOCOL_ERROR_CODES = [
     "rate_limited",
     "agent_failed",
     "internal",
+    "shutting_down",  # version 1.1: the node is draining
 ]
 
 
@@ -94,6 +96,7 @@ def test_should_reconnect(code: int | None, reconnect: bool) -> None:
         (Unavailable("x"), ErrorCode.AGENT_NOT_RUNNING),
         (Unavailable("x", code=ErrorCode.QUEUE_FULL), ErrorCode.QUEUE_FULL),
         (AgentFailed("x"), ErrorCode.AGENT_FAILED),
+        (ShuttingDown("x"), ErrorCode.SHUTTING_DOWN),
         (DariError("x"), ErrorCode.INTERNAL),
     ],
 )

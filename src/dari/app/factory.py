@@ -36,6 +36,7 @@ _HTTP_STATUS = {
     ErrorCode.QUEUE_FULL: 429,
     ErrorCode.BUSY: 409,
     ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.SHUTTING_DOWN: 503,
 }
 
 
@@ -84,8 +85,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def readyz() -> Response:
         # Not ready while the store, the bus or a shared replay log is unreachable; a load
         # balancer then sends new connections elsewhere until the node recovers by itself.
-        checks = await gateway.ready()
         node = {"node_id": settings.effective_node_id}  # which replica answered
+        if gateway.draining:  # SIGTERM came: take no new clients, finish what runs
+            return JSONResponse({"status": "draining", **node}, status_code=503)
+        checks = await gateway.ready()
         if all(state == "ok" for state in checks.values()):
             return JSONResponse({"status": "ready", **node, **checks})
         return JSONResponse({"status": "not ready", **node, **checks}, status_code=503)

@@ -11,9 +11,10 @@ from dari.agents.directory import AgentDirectory
 from dari.auth.base import Authenticator, NoAuth
 from dari.buses import Bus, open_bus
 from dari.conversations.service import Conversations
+from dari.hub.connection import Connection
 from dari.hub.delivery import Delivery
 from dari.hub.hub import Hub
-from dari.protocol.errors import ConfigError, DariError
+from dari.protocol.errors import CloseCode, ConfigError, DariError
 from dari.runner.queue import ConversationQueue
 from dari.runner.runner import Runner
 from dari.settings import Settings
@@ -24,6 +25,7 @@ __all__ = ["ConfigError", "Gateway"]
 
 log = logging.getLogger("dari")
 _READY_TIMEOUT_S = 2.0
+_FLUSH_TIMEOUT_S = 2.0  # a drain's wait for sockets to be sent what their logs hold
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
@@ -110,6 +112,7 @@ class Gateway:
         )
         self.runner.audience = self.conversations.audience  # reports reach their owner
         self._janitor: asyncio.Task[None] | None = None
+        self.draining = False  # SIGTERM came: /readyz answers 503 (see drain)
 
     async def start(self) -> None:
         await self.store.start()
@@ -134,6 +137,30 @@ class Gateway:
                 await self.hub.forget_idle()
             except Exception:
                 log.exception("forgetting idle clients failed")
+
+    async def drain(self, hurry: asyncio.Event) -> None:
+        """On SIGTERM, before the server stops: not ready at once; answers running here get
+        ``server.drain_s`` (until ``hurry`` is set) to finish, then are cut and saved; leases
+        are let go; each socket is sent what its log holds, then closed with 1012 so that its
+        client reconnects elsewhere and resumes."""
+        self.draining = True
+        log.info("draining: up to %g s for the answers running here", self.settings.server.drain_s)
+        await self.runner.drain(self.settings.server.drain_s, hurry)
+        connections = self.hub.connections()
+        if connections:
+            await asyncio.wait(
+                [asyncio.ensure_future(self._flush(c)) for c in connections],
+                timeout=_FLUSH_TIMEOUT_S,
+            )
+        for connection in self.hub.connections():
+            await connection.close(CloseCode.SERVICE_RESTART, "the gateway is restarting")
+        log.info("drained; stopping")
+
+    async def _flush(self, connection: Connection) -> None:
+        if type(connection) is not Connection:
+            return  # an HTTP stream's sink (app/streams.py): its endpoint reads the log itself
+        head = (await self.replay.position(connection.client_id)).head
+        await connection.flush(head, _FLUSH_TIMEOUT_S)
 
     async def stop(self) -> None:
         if self._janitor is not None:

@@ -320,7 +320,13 @@ class DariClient:
                     break
         elif kind == "pong":
             self._last_pong = time.monotonic()
-        elif kind == "error" and frame.get("request_id") in self._pending:
+        elif (
+            kind == "error"
+            and frame.get("request_id") in self._pending
+            # A draining node's refusal: it closes with 1012 next, and the chat goes again,
+            # same id, on the next connection.
+            and frame.get("code") != "shutting_down"
+        ):
             self._pending.pop(frame["request_id"], None)  # refused: resending cannot help
         answer = self.answers.apply(frame)
         if answer is not None and answer.done:

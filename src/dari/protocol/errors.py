@@ -13,7 +13,8 @@ One class per wire code; the classes a caller catches group them::
      ├── Unavailable            agent_not_running: try again later
      │    ├── QueueFull         queue_full
      │    ├── Busy              busy
-     │    └── RateLimited       rate_limited
+     │    ├── RateLimited       rate_limited
+     │    └── ShuttingDown      shutting_down: this node is draining; reconnect, resend
      ├── AgentFailed            agent_failed: the model or graph raised or timed out
      └── InternalError          internal: dari's own machinery
           ├── ConfigError       settings that cannot work (refused at start)
@@ -42,6 +43,7 @@ class ErrorCode(StrEnum):
     QUEUE_FULL = "queue_full"
     BUSY = "busy"
     RATE_LIMITED = "rate_limited"
+    SHUTTING_DOWN = "shutting_down"
     AGENT_FAILED = "agent_failed"
     INTERNAL = "internal"
 
@@ -135,6 +137,13 @@ class RateLimited(Unavailable):
     code = ErrorCode.RATE_LIMITED
 
 
+class ShuttingDown(Unavailable):
+    """This node is draining (SIGTERM): a chat it cannot hand to another node is refused, and
+    an answer still running when the drain ends is cut with this code."""
+
+    code = ErrorCode.SHUTTING_DOWN
+
+
 class InternalError(DariError):
     code = ErrorCode.INTERNAL
 
@@ -167,6 +176,7 @@ _BY_CODE: dict[ErrorCode, type[DariError]] = {
     ErrorCode.QUEUE_FULL: QueueFull,
     ErrorCode.BUSY: Busy,
     ErrorCode.RATE_LIMITED: RateLimited,
+    ErrorCode.SHUTTING_DOWN: ShuttingDown,
     ErrorCode.AGENT_FAILED: AgentFailed,
     ErrorCode.INTERNAL: InternalError,
 }

@@ -91,6 +91,8 @@ class AnswerRun:
                 raise
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
             finish = "cancelled"
+            if job.stop_reason is not None:  # cut by a drain: say why before `end`
+                error = DariError(job.stop_reason, code=ErrorCode.SHUTTING_DOWN)
         except DariError as exc:
             finish, error = "error", exc
         except TimeoutError:

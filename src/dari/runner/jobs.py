@@ -14,6 +14,11 @@ from dari.protocol.frames import ConversationKey
 # content_filter: the provider withheld the rest); cancelled and error from the gateway.
 FinishReason = Literal["stop", "length", "content_filter", "cancelled", "error"]
 
+# What a draining node (SIGTERM) says of a chat it refuses, and of one it accepted but that
+# will not get its turn (``shutting_down`` errors).
+DRAIN_REFUSED = "the gateway is shutting down; reconnect and send it again"
+DRAIN_UNANSWERED = "the gateway is shutting down before this chat's turn: it was not answered"
+
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
@@ -42,6 +47,8 @@ class Job:
     # A delegated task: reported to its origin once the answer has ended and been saved.
     delegated: DelegatedTask | None = None
     cancelled: bool = False
+    # Why the gateway (not a user) cancelled it: sent as a `shutting_down` error before `end`.
+    stop_reason: str | None = None
     task: asyncio.Task[Outcome] | None = None
     # Whose rights the answer runs with (what it may delegate to); None: unknown, so none.
     principal: Principal | None = None

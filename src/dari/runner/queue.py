@@ -24,6 +24,10 @@ from dari.runner.jobs import Job
 
 
 class ConversationQueue(ABC):
+    # Whether chats this node does not run are run by other nodes (a drain then keeps
+    # accepting them) or by nobody (a drain refuses them).
+    hands_over: bool = False
+
     @abstractmethod
     async def start(self) -> None:
         """Take up what the last stop or a dead node left (orphaned tasks, expired leases)."""
@@ -31,6 +35,16 @@ class ConversationQueue(ABC):
     @abstractmethod
     async def close(self) -> None:
         """Stop starting answers; the runner has cancelled the running ones."""
+
+    @abstractmethod
+    async def stop_starting(self) -> None:
+        """A drain began (``runner.draining`` is set): start no new answer on this node; the
+        running ones go on."""
+
+    @abstractmethod
+    async def hand_over(self, timeout: float) -> None:
+        """A drain's answers have ended and are saved: let go of what this node holds, within
+        ``timeout``, so that other nodes run its conversations now."""
 
     @abstractmethod
     def ordered(self, key: ConversationKey) -> AbstractAsyncContextManager[None]:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from dari.protocol.frames import ConversationKey
 from dari.runner.answer import AnswerRun
-from dari.runner.jobs import Job, Outcome
+from dari.runner.jobs import DRAIN_UNANSWERED, Job, Outcome
 from dari.runner.queue import ConversationQueue, OrderingLocks
 
 if TYPE_CHECKING:
@@ -58,6 +58,22 @@ class MemoryQueue(ConversationQueue):
                 workers.append(conversation.worker)
         if workers:
             await asyncio.wait(workers, timeout=5)
+
+    async def stop_starting(self) -> None:
+        """No other node can take them: chats waiting here end now, each with a
+        ``shutting_down`` error, ``end`` cancelled and an empty cancelled answer."""
+        unstarted: list[Job] = []
+        for conversation in self._conversations.values():  # all at once: no worker pops one
+            unstarted.extend(conversation.waiting)
+            conversation.waiting.clear()
+        for job in unstarted:
+            await self.runner.end_unstarted(job, DRAIN_UNANSWERED)
+
+    async def hand_over(self, timeout: float) -> None:
+        # Nothing is shared; the workers end once their answer is saved.
+        workers = [c.worker for c in self._conversations.values() if c.worker is not None]
+        if workers:
+            await asyncio.wait(workers, timeout=timeout)
 
     def ordered(self, key: ConversationKey) -> AbstractAsyncContextManager[None]:
         return self._ordering.hold(key)

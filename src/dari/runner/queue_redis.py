@@ -140,6 +140,28 @@ redis.call('SET', KEYS[2], chat['x'] .. ' ' .. chat['r'], 'PX', ARGV[1])
 return payload
 """
 
+# KEYS: lease, leases. ARGV: conversation. A draining node offers a conversation it will not
+# run: marked expired now, so that the next reaper round of another node takes it and starts
+# its queue. Nothing to do while a lease is held (its holder pops the chat).
+_OFFER = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('ZADD', KEYS[2], 0, ARGV[1])
+return 1
+"""
+
+# KEYS: queue, lease, leases. ARGV: node, conversation. A draining node lets go of a lease it
+# holds between answers; chats still queued are offered to the other nodes (see _OFFER).
+_LET_GO = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[2])
+if redis.call('LLEN', KEYS[1]) > 0 then
+  redis.call('ZADD', KEYS[3], 0, ARGV[2])
+else
+  redis.call('ZREM', KEYS[3], ARGV[2])
+end
+return 1
+"""
+
 # KEYS: queue. Every queued chat, removed.
 _DRAIN = """
 local queued = redis.call('LRANGE', KEYS[1], 0, -1)
@@ -191,6 +213,8 @@ def _text(value: bytes | str | None) -> str:
 
 
 class RedisQueue(ConversationQueue):
+    hands_over = True  # any node's worker runs a conversation's queue
+
     def __init__(self, runner: Runner, delivery: RedisDelivery) -> None:
         self.runner = runner
         self.hub = delivery
@@ -208,6 +232,8 @@ class RedisQueue(ConversationQueue):
         self._drain = self.redis.register_script(_DRAIN)
         self._unlock = self.redis.register_script(_UNLOCK)
         self._pop = self.redis.register_script(_POP)
+        self._offer = self.redis.register_script(_OFFER)
+        self._let_go = self.redis.register_script(_LET_GO)
         self._local_order = OrderingLocks()
         self.workers: dict[str, asyncio.Task[None]] = {}
         self.current: dict[str, Job] = {}  # conversation name -> the job running here
@@ -253,6 +279,16 @@ class RedisQueue(ConversationQueue):
                 worker.cancel()
             if late:
                 await asyncio.wait(late, timeout=5)
+
+    async def stop_starting(self) -> None:
+        """Draining: chats keep being queued here, for other nodes. This node takes no lease
+        (``_start_if_free``), its reaper stops after the round in progress, and each worker
+        lets go of its lease once its answer is saved (``_work``)."""
+
+    async def hand_over(self, timeout: float) -> None:
+        workers = list(self.workers.values())
+        if workers:
+            await asyncio.wait(workers, timeout=timeout)
 
     # --- submitting --------------------------------------------------------------------------
 
@@ -313,6 +349,11 @@ class RedisQueue(ConversationQueue):
 
     async def _start_if_free(self, key: ConversationKey) -> None:
         name = conversation_name(key)
+        if self.runner.draining:
+            await self._call(
+                self._offer(keys=[self._k("lease", name), self._k("leases")], args=[name])
+            )
+            return
         taken = await self._call(
             self._acquire(
                 keys=[self._k("lease", name), self._k("leases")],
@@ -333,7 +374,7 @@ class RedisQueue(ConversationQueue):
         lost = asyncio.Event()
         keeper = asyncio.create_task(self._keep(key, lost))
         try:
-            while not lost.is_set() and not self.runner.closing:
+            while not lost.is_set() and not self.runner.closing and not self.runner.draining:
                 payload = await self._call(
                     self._pop(
                         keys=[self._k("queue", name), self._k("running", name)],
@@ -356,6 +397,14 @@ class RedisQueue(ConversationQueue):
                     continue
                 job, run_id = _decode(payload)
                 await self._run(name, job, run_id)
+            if self.runner.draining and not lost.is_set():
+                # Its answer is saved: another node runs what is queued here from now on.
+                await self._call(
+                    self._let_go(
+                        keys=[self._k("queue", name), self._k("lease", name), self._k("leases")],
+                        args=[self.node_id, name],
+                    )
+                )
         except Exception:
             log.exception("the queue of %s stopped on this node; its lease will expire", key)
         finally:
@@ -481,6 +530,8 @@ class RedisQueue(ConversationQueue):
         cut_off = False
         while True:
             await asyncio.sleep(self.timing.reap_s)
+            if self.runner.draining:
+                return  # what it took up it could not run; other nodes reap
             try:
                 await self.reap()
             except (RedisError, OSError) as exc:

@@ -21,15 +21,17 @@ from dari.agents.directory import AgentDirectory
 from dari.hub.hub import Audience, Hub
 from dari.metrics import QUEUE_DEPTH
 from dari.protocol import frames
-from dari.protocol.errors import AccessError, DariError, ErrorCode, Unavailable
+from dari.protocol.errors import AccessError, DariError, ErrorCode, ShuttingDown, Unavailable
 from dari.protocol.frames import ConversationKey
-from dari.runner.jobs import DelegatedTask, Job, Outcome
+from dari.runner.jobs import DRAIN_REFUSED, DRAIN_UNANSWERED, DelegatedTask, Job, Outcome
 from dari.runner.queue import ConversationQueue
 from dari.settings import Settings
 from dari.stores.base import Store
 from dari.supervise import supervise
 
 log = logging.getLogger("dari.runner")
+# How long a drain waits for cut answers to be saved, and for leases to be let go.
+_SAVE_TIMEOUT_S = 10.0
 
 
 class Runner:
@@ -49,6 +51,7 @@ class Runner:
         self.queue = make_queue(self)  # memory or Redis: see app/gateway.py
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._draining = False
         # Which clients get a conversation's reports (set by the gateway: a private
         # conversation's owner's); None: every client of the project who may see it.
         self.audience: Callable[[ConversationKey], Awaitable[Audience | None]] | None = None
@@ -57,6 +60,16 @@ class Runner:
     @property
     def closing(self) -> bool:
         return self._closing
+
+    @property
+    def draining(self) -> bool:
+        """SIGTERM came: no new answer starts on this node (see ``drain``)."""
+        return self._draining
+
+    def _refuse_while_draining(self) -> None:
+        # Several nodes take this node's chats from the shared queue; one node cannot.
+        if self._draining and not self.queue.hands_over:
+            raise ShuttingDown(DRAIN_REFUSED)
 
     async def start(self) -> None:
         await self.queue.start()
@@ -70,6 +83,7 @@ class Runner:
     async def admission(self, key: ConversationKey) -> None:
         """Raise if a new chat for ``key`` cannot be taken now (checked before it is stored),
         counting the chats queued and running on every node."""
+        self._refuse_while_draining()
         agent = self.directory.get_running(key.project_id, key.agent_name)
         policy = agent.config.policy
         if policy == "interrupt":
@@ -91,7 +105,11 @@ class Runner:
     async def enqueue(self, job: Job) -> int:
         """Queue ``job``; return how many answers are ahead of it (0: it starts now)."""
         if self._closing:
-            raise Unavailable("the gateway is shutting down", code=ErrorCode.INTERNAL)
+            raise ShuttingDown(DRAIN_REFUSED)
+        if self._draining and not self.queue.hands_over:
+            # Admitted just before the drain began; its message is saved, so it ends here.
+            await self.end_unstarted(job, DRAIN_UNANSWERED)
+            return 0
         agent = self.directory.get(job.key.project_id, job.key.agent_name)
         if agent.config.policy == "interrupt":
             await self.queue.cancel_conversation(job.key)
@@ -99,17 +117,22 @@ class Runner:
 
     # --- cancelling ------------------------------------------------------------------------
 
-    def cancel_job(self, job: Job) -> None:
-        """Cancel a job whose answer runs on this node."""
+    def cancel_job(self, job: Job, reason: str | None = None) -> None:
+        """Cancel a job whose answer runs on this node; ``reason``: the gateway's, not a user's."""
         job.cancelled = True
+        job.stop_reason = reason
         if job.task is not None and not job.task.done():
             job.task.cancel()
 
-    async def end_unstarted(self, job: Job) -> None:
-        """A queued chat dropped before it started: it still ends, as cancelled, and is saved."""
+    async def end_unstarted(self, job: Job, reason: str | None = None) -> None:
+        """A queued chat dropped before it started: it still ends, as cancelled, and is saved;
+        with ``reason`` (a drain), a ``shutting_down`` error says why first."""
         job.cancelled = True
         message_id = await self.store.begin_answer(job.key, job.request_id, self.node_id)
         await self.store.save_answer(message_id, "", "cancelled", [])
+        if reason is not None:
+            error = frames.error(ErrorCode.SHUTTING_DOWN, reason, job.request_id)
+            await self.hub.publish(job.key, {**error, **job.key.fields()})
         await self.hub.publish(
             job.key, frames.answer_frame("end", job.key, job.request_id, finish_reason="cancelled")
         )
@@ -139,6 +162,7 @@ class Runner:
         if not source.config.can_delegate:
             raise DariError("this agent may not delegate", code=ErrorCode.FORBIDDEN)
         self.directory.get_running(project_id, agent_name)
+        self._refuse_while_draining()
         task_id = f"t-{uuid.uuid4().hex[:12]}"
         await self.store.create_task(task_id, project_id, agent_name, task, origin.key)
         key = ConversationKey(project_id, agent_name, f"task-{task_id}")
@@ -197,6 +221,44 @@ class Runner:
         task = supervise(coro, "runner background work")
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    async def drain(self, wait_s: float, hurry: asyncio.Event) -> None:
+        """SIGTERM: start nothing new here; give the answers running here up to ``wait_s``
+        (less once ``hurry`` is set: a second signal) to finish, then cancel them with a
+        ``shutting_down`` error and wait until they are saved; then let go of what this node
+        holds, so that other nodes run its conversations at once."""
+        self._draining = True
+        await self.queue.stop_starting()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        hurried = asyncio.ensure_future(hurry.wait())
+        try:
+            while not hurry.is_set() and (left := deadline - loop.time()) > 0:
+                running = self._running_tasks()
+                if not running:
+                    break
+                await asyncio.wait(
+                    {*running, hurried}, timeout=left, return_when=asyncio.FIRST_COMPLETED
+                )
+        finally:
+            hurried.cancel()
+        reason = (
+            f"the gateway is shutting down: node {self.node_id} stopped this answer "
+            f"after waiting {wait_s:g} s for it"
+        )
+        for job in self.queue.running_here():
+            log.warning("draining: cutting answer %s in %s", job.request_id, job.key)
+            self.cancel_job(job, reason)
+        running = self._running_tasks()
+        if running:
+            await asyncio.wait(running, timeout=_SAVE_TIMEOUT_S)
+        await self.queue.hand_over(_SAVE_TIMEOUT_S)
+        if self._background:  # reports of tasks that ended meanwhile
+            await asyncio.wait(set(self._background), timeout=_SAVE_TIMEOUT_S)
+
+    def _running_tasks(self) -> set[asyncio.Task[Any]]:
+        jobs = self.queue.running_here()
+        return {job.task for job in jobs if job.task is not None and not job.task.done()}
 
     async def close(self) -> None:
         """Stop every answer running here; each is saved as failed (interrupted)."""

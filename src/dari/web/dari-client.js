@@ -26,8 +26,8 @@
  *   - resume: reconnects carry `last_seq` and `epoch`; if the server cannot resume, a `resync`
  *     event tells the application to reload finished messages (answers still running come back
  *     as `snapshot` frames) and subscriptions are sent again;
- *   - chats are kept until their `ack` (or an `error` naming them) and resent with the same id
- *     after a reconnect, so the server runs each exactly once;
+ *   - chats are kept until their `ack` (or an `error` naming them, except `shutting_down`) and
+ *     resent with the same id after a reconnect, so the server runs each exactly once;
  *   - JSON `ping` every few seconds; no frame within `pongTimeoutMs` means a dead link;
  *   - reconnects with exponential back-off and jitter, except after close codes 1000, 4401,
  *     4403 (final) and 4409 (another connection with this client id replaced this one).
@@ -462,8 +462,10 @@ export class DariClient extends EventTarget {
   _track(frame) {
     if (frame.type === 'ack') {
       this._pending.delete(frame.id ?? frame.request_id);
-    } else if (frame.type === 'error' && frame.request_id) {
-      this._pending.delete(frame.request_id); // refused: resending would be refused again
+    } else if (frame.type === 'error' && frame.request_id && frame.code !== 'shutting_down') {
+      // Refused: resending would be refused again. A draining node's refusal is the
+      // exception: it closes with 1012 next, and the chat goes again on the next connection.
+      this._pending.delete(frame.request_id);
     }
   }
 
