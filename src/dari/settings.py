@@ -227,6 +227,43 @@ class ClusterSettings(Section):
         return self
 
 
+def _http_url(value: str) -> str:
+    if not value.startswith(("https://", "http://")) or len(value) > 2048:
+        raise ValueError("must be an http(s) URL")
+    return value
+
+
+class OidcSettings(Section):
+    """A provider the browser UI signs in with (``[auth.oidc]``): the authorization code flow
+    with PKCE, as a public client (no secret: the page is public). The page exchanges the code
+    at the token endpoint itself, so that endpoint must allow this site's origin (CORS), and
+    the token it returns must be one dari accepts (``auth.issuer``, ``auth.audience``, keys)."""
+
+    name: str = Field(default="", max_length=80)  # on the button; the issuer's host when empty
+    issuer: str | None = None
+    authorization_endpoint: str
+    token_endpoint: str
+    client_id: str = Field(min_length=1, max_length=512)
+    scopes: list[str] = Field(default_factory=lambda: ["openid"])
+    redirect_path: str = "/"  # where the provider sends the browser back (the UI's page)
+    token: Literal["access_token", "id_token"] = "access_token"  # which one dari verifies
+    # Added to the authorization request, e.g. {audience = "dari"} for providers that need it.
+    extra_params: dict[str, str] = Field(default_factory=dict)
+
+    _urls = field_validator("authorization_endpoint", "token_endpoint")(_http_url)
+
+    @field_validator("redirect_path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/") or value.startswith("//"):
+            raise ValueError("redirect_path must be a path on this site, starting with one /")
+        return value
+
+    def public(self) -> dict[str, Any]:
+        """What GET /api/config tells the page (nothing here is secret)."""
+        return self.model_dump()
+
+
 class AuthSettings(Section):
     mode: Literal["none", "jwt"] = "none"
     algorithms: list[str] = Field(default_factory=lambda: ["HS256"])
@@ -243,6 +280,7 @@ class AuthSettings(Section):
     allowed_origins: list[str] = Field(default_factory=list)
     cookie_name: str = "dari_session"
     cookie_secure: bool = False
+    oidc: OidcSettings | None = None  # sign in from the browser with a provider (jwt mode)
 
 
 _config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar(

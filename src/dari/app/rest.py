@@ -57,6 +57,10 @@ async def config(gateway: GatewayDep) -> dict[str, Any]:
         "server_version": __version__,
         "default_project": settings.default_project,
         "default_agent": settings.default_agent,
+        # A provider to sign in with (authorization code + PKCE in the page), when configured.
+        "oidc": settings.auth.oidc.public()
+        if settings.auth.mode == "jwt" and settings.auth.oidc
+        else None,
     }
 
 

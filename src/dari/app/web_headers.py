@@ -7,6 +7,8 @@ styles set through the DOM only, sockets and fetches to this origin. So the poli
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dari.settings import Settings
@@ -17,18 +19,26 @@ def content_security_policy(settings: Settings) -> str:
     image_hosts = " ".join(
         f"https://{host} http://{host}" for host in settings.limits.image_url_hosts
     )
+    # The page exchanges a sign-in code at the provider's token endpoint itself (PKCE).
+    oidc = settings.auth.oidc if settings.auth.mode == "jwt" else None
+    token_origin = f" {_origin(oidc.token_endpoint)}" if oidc else ""
     directives = [
         "default-src 'self'",
         "script-src 'self'",
         "style-src 'self'",
         f"img-src 'self' data: {image_hosts}".rstrip(),
-        "connect-src 'self'",  # CSP 3: 'self' covers ws:/wss: to this host
+        f"connect-src 'self'{token_origin}",  # CSP 3: 'self' covers ws:/wss: to this host
         "object-src 'none'",
         "base-uri 'none'",
         "form-action 'self'",
         "frame-ancestors 'none'",
     ]
     return "; ".join(directives)
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def ui_headers(settings: Settings) -> list[tuple[bytes, bytes]]:
