@@ -161,6 +161,11 @@ class ReplaySettings(Section):
     max_frames: int = Field(default=10_000, ge=1)
     max_age_s: float = Field(default=600.0, gt=0)
     idle_client_ttl_s: float = Field(default=3600.0, gt=0)  # forget absent clients after this
+    # Bytes of frames kept per client and over all clients (memory engine; Redis: per client).
+    # Past a client's budget its oldest frames go; past the total, the oldest frames of clients
+    # with no socket attached go first. Their resume then answers `expired`.
+    max_client_bytes: int = Field(default=16 * 1024 * 1024, ge=64 * 1024)
+    max_total_bytes: int = Field(default=256 * 1024 * 1024, ge=1024 * 1024)
 
 
 class LimitsSettings(Section):
@@ -173,6 +178,14 @@ class LimitsSettings(Section):
     @property
     def hard_max_bytes(self) -> int:
         return self.ws_max_bytes or 2 * self.max_message_bytes
+
+    # A `history` reply (frame or REST) holds at most this many bytes: fewer messages and
+    # `more: true` past it. Default: twice max_message_bytes, so any chat accepted fits whole.
+    max_history_bytes: int | None = Field(default=None, ge=16 * 1024)
+
+    @property
+    def history_max_bytes(self) -> int:
+        return self.max_history_bytes or 2 * self.max_message_bytes
 
     # Decoded size of one image. Base64 adds a third, so a 512 KiB image fits in a 1 MiB frame.
     max_image_bytes: int = Field(default=512 * 1024, ge=1)

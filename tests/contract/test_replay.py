@@ -66,10 +66,14 @@ async def open_log(request: pytest.FixtureRequest) -> AsyncIterator[LogFactory]:
         if request.param == "redis":
             url, prefix = await stack.enter_async_context(redis_namespace())
 
-        async def factory(max_frames: int = 10_000, max_age_s: float = 600.0) -> ReplayLog:
+        async def factory(
+            max_frames: int = 10_000, max_age_s: float = 600.0, max_client_bytes: int = 2**24
+        ) -> ReplayLog:
             if request.param == "memory":
-                return MemoryReplayLog(max_frames, max_age_s)
-            log = RedisReplayLog(url, max_frames, max_age_s, prefix=prefix)
+                return MemoryReplayLog(max_frames, max_age_s, max_client_bytes)
+            log = RedisReplayLog(
+                url, max_frames, max_age_s, max_client_bytes=max_client_bytes, prefix=prefix
+            )
             await log.start()
             stack.push_async_callback(log.close)
             return log
@@ -137,6 +141,34 @@ async def test_frames_past_the_count_limit_are_trimmed(open_log: LogFactory) -> 
     assert await log.read(A, 1, 10) is None  # seq 2 is gone
     assert await seqs(log, A, after=2) == [3, 4, 5]
     assert await log.read(A, 0, 10) is None
+
+
+async def test_frames_past_the_byte_budget_are_trimmed_oldest_first(
+    open_log: LogFactory,
+) -> None:
+    # Each frame costs its 2,000 characters plus the engine's fixed overhead (memory: 256 per
+    # frame; Redis: its JSON plus 64): four fit in 10,000 bytes, five do not.
+    log = await open_log(max_client_bytes=10_000)
+    for i in range(10):
+        await log.append(A, frame(str(i) * 2000))
+        await log.append(B, frame("small"))
+    position = await log.position(A)
+    assert (position.first_seq, position.head) == (7, 10)
+    assert await log.read(A, 5, 10) is None  # seq 6 is gone: a resume from there is expired
+    kept = await log.read(A, 6, 10)
+    assert kept is not None and [f["content"][0] for f in kept] == ["6", "7", "8", "9"]
+    assert (await log.position(B)).first_seq == 1  # another client's budget is its own
+
+
+async def test_a_frame_larger_than_the_byte_budget_is_kept_alone(open_log: LogFactory) -> None:
+    log = await open_log(max_client_bytes=10_000)
+    for i in range(3):
+        await log.append(A, frame(f"small {i}"))
+    await log.append(A, {"type": "history", "messages": [{"content": "x" * 30_000}]})
+    position = await log.position(A)
+    assert (position.first_seq, position.head) == (4, 4)  # the unread newest frame stays
+    await log.append(A, frame("next"))
+    assert (await log.position(A)).first_seq == 5  # and goes when the next one comes
 
 
 async def test_frames_past_the_age_limit_are_trimmed(open_log: LogFactory) -> None:

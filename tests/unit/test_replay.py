@@ -19,7 +19,7 @@ from hypothesis.stateful import (
 )
 
 import dari.hub.replay as replay_module
-from dari.hub.replay import MemoryReplayLog
+from dari.hub.replay import FRAME_OVERHEAD, MemoryReplayLog, frame_bytes
 from dari.protocol.resume import LogPosition
 
 C = "client-1"
@@ -256,6 +256,105 @@ async def test_forget_drops_the_log_of_one_client() -> None:
     await log.forget("never-seen")  # no error
 
 
+# --- bytes ----------------------------------------------------------------------------------
+
+
+async def test_bytes_follow_appends_merges_trims_and_forget() -> None:
+    log = MemoryReplayLog(max_frames=2)
+    await log.append("a", response("x" * 100), merge_key="r-1")
+    await log.append("a", response("y" * 50), merge_key="r-1")  # merged into the unread tail
+    assert log.client_bytes("a") == FRAME_OVERHEAD + 150
+    await log.append("a", other())
+    await log.append("a", other())  # the count trim drops the merged frame
+    kept = await log.read("a", 1, 10)
+    assert kept is not None and log.client_bytes("a") == sum(frame_bytes(f) for f in kept)
+    await log.append("b", response("z" * 10))
+    assert log.total_bytes == log.client_bytes("a") + FRAME_OVERHEAD + 10
+    await log.forget("a")
+    assert log.total_bytes == FRAME_OVERHEAD + 10
+
+
+async def test_a_history_reply_is_counted_by_its_messages() -> None:
+    reply = {"type": "history", "messages": [{"content": "m" * 5000, "images": ["i" * 3000]}]}
+    assert 8000 < frame_bytes(reply) - FRAME_OVERHEAD < 8200
+
+
+async def test_past_the_client_budget_the_oldest_frames_go_but_never_the_newest() -> None:
+    log = MemoryReplayLog(max_client_bytes=3 * (FRAME_OVERHEAD + 1000))
+    for i in range(5):
+        await log.append(C, response(str(i) * 1000, request_id=f"r-{i}"))
+    position = await log.position(C)
+    assert (position.first_seq, position.head) == (3, 5)
+    await log.append(C, response("big" * 5000, request_id="r-big"))
+    position = await log.position(C)
+    assert (position.first_seq, position.head) == (6, 6)
+
+
+async def test_merging_past_the_client_budget_trims_too() -> None:
+    log = MemoryReplayLog(max_client_bytes=2 * FRAME_OVERHEAD + 1000)
+    await log.append(C, other())
+    for _ in range(20):
+        await log.append(C, response("x" * 100), merge_key="r-1")  # one growing tail
+    position = await log.position(C)
+    assert (position.first_seq, position.head) == (2, 2)
+    assert log.client_bytes(C) == FRAME_OVERHEAD + 2000
+
+
+async def test_past_the_total_budget_absent_clients_lose_frames_first(clock: FakeClock) -> None:
+    size = FRAME_OVERHEAD + 30_000
+    # Four frames pass the total; eviction goes down to 7/8 of it, which one frame is enough.
+    log = MemoryReplayLog(max_client_bytes=10**9, max_total_bytes=4 * size - 1)
+    present = {"here"}
+    log.attached = lambda client_id: client_id in present
+    await log.append("here", response("h" * 30_000))
+    for client_id in ("left-first", "left-later"):
+        clock.now += 1
+        await log.append(client_id, response("x" * 30_000))
+    clock.now += 1
+    await log.append("here", response("n" * 30_000))
+    assert log.total_bytes == 3 * size
+    early = await log.position("left-first")
+    assert (early.first_seq, early.head) == (2, 1)  # resuming from 0 is now `expired`
+    assert (await log.position("left-later")).first_seq == 1
+    assert (await log.position("here")).first_seq == 1
+
+
+async def test_past_the_total_budget_attached_clients_lose_frames_when_nobody_else_has_any(
+    clock: FakeClock,
+) -> None:
+    size = FRAME_OVERHEAD + 30_000
+    log = MemoryReplayLog(max_client_bytes=10**9, max_total_bytes=3 * size)
+    log.attached = lambda client_id: True
+    await log.append("older", response("o" * 30_000))
+    for i in range(3):
+        clock.now += 1
+        await log.append("newer", response(str(i) * 30_000, request_id=f"r-{i}"))
+    assert log.total_bytes <= 3 * size
+    assert (await log.position("older")).first_seq == 2  # its frame was the oldest
+    assert (await log.position("newer")).head == 3
+
+
+async def test_sweep_drops_the_logs_of_absent_clients_whose_frames_all_expired(
+    clock: FakeClock,
+) -> None:
+    log = MemoryReplayLog(max_age_s=60)
+    present = {"here"}
+    log.attached = lambda client_id: client_id in present
+    for client_id in ("here", "gone", "gone-recently"):
+        await log.append(client_id, response("x" * 1000))
+    clock.now += 30
+    await log.append("gone-recently", response("y"))
+    assert log.sweep() == 0  # nothing expired yet
+    clock.now += 31  # the first frames are 61 s old
+    assert log.sweep() == 1
+    assert "gone" not in log and "here" in log and "gone-recently" in log
+    assert log.client_bytes("here") == 0  # expired, but its log (its numbering) stays
+    assert log.total_bytes == FRAME_OVERHEAD + 1
+    clock.now += 30
+    assert log.sweep() == 1 and "gone-recently" not in log
+    assert log.total_bytes == 0
+
+
 # --- the model: random appends and reads ----------------------------------------------------
 
 REQUESTS = ("r-1", "r-2")
@@ -345,6 +444,9 @@ class ReplayLogMachine(RuleBasedStateMachine):
         rest = self.run(self.log.read(C, self.position, 1_000_000))
         frames = self.read_frames + (rest or [])
         assert [f["seq"] for f in frames] == list(range(1, self.head + 1))
+        # The bytes counted at each append and merge are the frames' sizes as they ended up.
+        assert self.log.client_bytes(C) == sum(frame_bytes(f) for f in frames)
+        assert self.log.total_bytes == self.log.client_bytes(C)
         assert coalesce(
             (f["type"], f.get("request_id") if f["type"] == "response" else None, f["content"])
             for f in frames

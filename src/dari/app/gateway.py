@@ -59,7 +59,14 @@ def build_delivery(settings: Settings, bus: Bus) -> Delivery:
         from dari.hub.delivery_memory import MemoryDelivery
         from dari.hub.replay import MemoryReplayLog
 
-        return MemoryDelivery(MemoryReplayLog(replay.max_frames, replay.max_age_s))
+        return MemoryDelivery(
+            MemoryReplayLog(
+                replay.max_frames,
+                replay.max_age_s,
+                replay.max_client_bytes,
+                replay.max_total_bytes,
+            )
+        )
     if replay.url.startswith(_REDIS_SCHEMES):
         if not settings.bus.url.startswith(_REDIS_SCHEMES):
             raise ConfigError(
@@ -70,7 +77,12 @@ def build_delivery(settings: Settings, bus: Bus) -> Delivery:
         from dari.hub.replay_redis import RedisReplayLog
 
         # Shared by every node: a client resumes on any of them with seq going on at +1.
-        log_ = RedisReplayLog(replay.url, replay.max_frames, replay.max_age_s)
+        log_ = RedisReplayLog(
+            replay.url,
+            replay.max_frames,
+            replay.max_age_s,
+            max_client_bytes=replay.max_client_bytes,
+        )
         return RedisDelivery(log_, bus, replay.idle_client_ttl_s)
     raise ConfigError(
         f"replay.url {replay.url!r}: use memory:// (one node) or redis://host:port/db (several)"
@@ -131,8 +143,10 @@ class Gateway:
         self._janitor = supervise(self._sweep(), "forgetting idle clients")
 
     async def _sweep(self) -> None:
+        # Often enough that a client that left is forgotten soon after its frames expire.
+        interval = min(60.0, max(0.5, self.settings.replay.max_age_s / 6))
         while True:
-            await asyncio.sleep(60)
+            await asyncio.sleep(interval)
             try:
                 await self.hub.forget_idle()
             except Exception:

@@ -37,6 +37,7 @@ from dari.protocol.errors import (
     Unavailable,
 )
 from dari.protocol.frames import ConversationKey
+from dari.protocol.pages import ENVELOPE_BYTES, message_bytes, shrink
 from dari.runner.runner import Runner
 from dari.settings import Settings
 from dari.stores.base import Store
@@ -47,6 +48,8 @@ log = logging.getLogger("dari.conversations")
 CHANNEL = "dari:threads"
 TITLE_CHARS = 60
 _LISTING_ROUNDS = 8  # pages read to fill one listing when many rows are filtered out
+# Messages read first for a history page; later reads are sized by what still fits.
+_FIRST_READ = 24
 
 
 def title_of(record: ConversationRecord) -> str:
@@ -81,6 +84,7 @@ class Conversations:
         self.bus = bus
         self.runner = runner
         self.directory = directory
+        self.max_history_bytes = settings.limits.history_max_bytes
         # Logs keep frames for max_age_s; a little longer covers a frame logged just before.
         self.redactions = Redactions(self.policy, settings.replay.max_age_s + 60)
 
@@ -190,12 +194,48 @@ class Conversations:
         limit: int,
         before: int | None,
     ) -> dict[str, Any]:
-        """A page of the conversation's history; the newest page also marks it read."""
+        """A page of the conversation's history: the newest ``limit`` messages older than
+        ``before`` that fit in ``limits.max_history_bytes``, oldest first. ``more`` says
+        whether older messages exist, and ``before`` is then the cursor of the next page. A
+        message larger than a page on its own comes cut (``shrink``). The newest page also
+        marks the conversation read."""
         key = await self.open(principal, project_id, agent_name, thread_id)
-        records = await self.store.history(key, limit, before)
-        if before is None and records:
+        budget = self.max_history_bytes - ENVELOPE_BYTES
+        page: list[dict[str, Any]] = []  # newest first
+        used, cursor, more = 0, before, False
+        while True:
+            # Read in steps, so that a page of large messages never loads `limit` of them.
+            left = limit - len(page)
+            want = min(left, _FIRST_READ if not page else (budget - used) * len(page) // used + 1)
+            records = await self.store.history(key, want + 1, cursor)  # one more: older exist?
+            older = len(records) > want
+            batch = records[-want:] if older else records
+            full = False
+            for record in reversed(batch):
+                wire = record.to_wire()
+                size = message_bytes(wire)
+                if used + size > budget:
+                    if page:
+                        full = True
+                        break
+                    wire = shrink(wire, budget)
+                    size = message_bytes(wire)
+                page.append(wire)
+                used += size
+            if full or (older and len(page) >= limit):
+                more = True
+                break
+            if not older:
+                break
+            cursor = batch[0].id
+        if before is None and page:
             await self.store.threads.mark_read(key, principal.user_id)
-        return {**key.fields(), "messages": [record.to_wire() for record in records]}
+        return {
+            **key.fields(),
+            "messages": page[::-1],
+            "more": more,
+            "before": page[-1]["id"] if more else None,
+        }
 
     async def listing(
         self,

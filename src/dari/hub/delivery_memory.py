@@ -19,7 +19,9 @@ class MemoryDelivery(Delivery):
     def __init__(self, replay: MemoryReplayLog) -> None:
         super().__init__()
         self.replay = replay
+        self._log = replay
         self._append_now = replay.append_now
+        replay.attached = self._has_socket  # past the total budget, absent clients lose first
         # Answers running on this node, by conversation (one at a time in each).
         self._running: dict[ConversationKey, Progress] = {}
 
@@ -62,7 +64,12 @@ class MemoryDelivery(Delivery):
         return None
 
     async def refresh(self, attached: Iterable[str]) -> None:
-        return None
+        # Run by the janitor: logs of clients that left and whose frames all expired go.
+        self._log.sweep()
+
+    def _has_socket(self, client_id: str) -> bool:
+        state = self.clients.get(client_id)
+        return state is not None and state.connection is not None
 
     async def forget(self, client_id: str, *, force: bool = False) -> None:
         await self.replay.forget(client_id)

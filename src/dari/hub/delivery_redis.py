@@ -96,7 +96,8 @@ return 0
 # Several frames, each into many clients' logs, in one call: what the node's fan-outs queued
 # while the previous call was in flight (one round trip and one script run for all of them).
 # KEYS: epoch. ARGV: 1 epoch candidate, 2 max frames, 3 max age ms, 4 counter TTL ms,
-# 5 side TTL ms, 6 log key prefix; then per frame: frame JSON, side op ('', 'append', 'rpush'),
+# 5 side TTL ms, 6 log key prefix, 7 max bytes per client; then per frame: frame JSON, side op
+# ('', 'append', 'rpush'),
 # side key, side value, subscribers key, '1' to include the subscribers, n, n client ids.
 # Returns {epoch, then per frame: count, then count pairs of client id and the frame's seq}.
 _FAN_OUT_MANY = (
@@ -105,7 +106,7 @@ _FAN_OUT_MANY = (
 local current = epoch()
 local now = now_ms()
 local out = {current}
-local i = 7
+local i = 8
 while i <= #ARGV do
   local frame, op, side, value, subs = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local with_subs, n = ARGV[i + 5], tonumber(ARGV[i + 6])
@@ -121,7 +122,7 @@ while i <= #ARGV do
     if seen[client] then return end
     seen[client] = true
     local seq = log_append(ARGV[6] .. client .. ':seq', ARGV[6] .. client .. ':log', frame, now,
-      ARGV[2], ARGV[3], ARGV[4])
+      ARGV[2], ARGV[3], ARGV[4], ARGV[7])
     targets[#targets + 1] = client
     targets[#targets + 1] = seq
   end
@@ -141,7 +142,8 @@ return out
 # A snapshot of the answer running in a conversation, logged for one client.
 # KEYS: epoch, running:<conversation> ("<run id> <request id>").
 # ARGV: 1 epoch candidate, 2 max frames, 3 max age ms, 4 counter TTL ms, 5 log key prefix,
-# 6 client id, 7 progress:<conversation>: prefix, 8 the conversation's fields as JSON members.
+# 6 client id, 7 progress:<conversation>: prefix, 8 the conversation's fields as JSON members,
+# 9 max bytes per client.
 # Returns {epoch, seq} when there was an answer to show, {epoch} otherwise.
 _SNAPSHOT = (
     LUA_PRELUDE
@@ -155,7 +157,7 @@ local steps = redis.call('LRANGE', ARGV[7] .. request .. ':steps', 0, -1)
 local frame = '{"type":"snapshot","request_id":' .. cjson.encode(request) .. ',' .. ARGV[8]
   .. ',"content":' .. cjson.encode(text) .. ',"steps":[' .. table.concat(steps, ',') .. ']}'
 local seq = log_append(ARGV[5] .. ARGV[6] .. ':seq', ARGV[5] .. ARGV[6] .. ':log', frame,
-  now_ms(), ARGV[2], ARGV[3], ARGV[4])
+  now_ms(), ARGV[2], ARGV[3], ARGV[4], ARGV[9])
 return {current, seq}
 """
 )
@@ -503,6 +505,7 @@ class RedisDelivery(Delivery):
                 log.counter_ttl_ms,
                 int(PROGRESS_TTL_S * 1000),
                 log.log_prefix,
+                log.max_client_bytes,
             ]
             for group, _future in batch:
                 args.extend(group)
@@ -563,6 +566,7 @@ class RedisDelivery(Delivery):
                     client_id,
                     self._k("progress", name, ""),
                     fields,
+                    log.max_client_bytes,
                 ],
             )
         )

@@ -9,14 +9,20 @@ Keys (``prefix`` defaults to ``dari:``):
 - ``<prefix>replay:<client_id>:seq`` — the client's last seq (INCR). Seq numbering is shared
   by all nodes, so a client resuming on another node continues at +1.
 - ``<prefix>replay:<client_id>:log`` — the stream. Entry ids are ``<seq>-0``, so reading
-  "after N" is ``XRANGE (N+1)-0 +``. Each entry holds ``t`` (Redis time, ms) and ``f`` (the
-  frame as JSON, without ``seq``: the id carries it).
+  "after N" is ``XRANGE (N+1)-0 +``. Each entry holds ``t`` (Redis time, ms), ``f`` (the
+  frame as JSON, without ``seq``: the id carries it) and ``c``: the bytes logged for the client
+  before this entry (the previous entry's ``c`` plus its size, ``#f`` + 64), so the bytes the
+  stream holds are the newest entry's end minus the oldest entry's ``c``.
 
 Every operation is one Lua script, so numbering, appending and trimming are atomic across nodes.
 Trimming: by count with ``MAXLEN`` (exact) on every append; by age with ``XTRIM MINID`` at the
 first entry younger than ``max_age_s`` (found by binary search over the contiguous seqs), on
-every append, read and position. Both keys also expire: the stream ``max_age_s`` after the last
-append (all of it is too old by then), the counter ``idle_ttl_s`` after the last use.
+every append, read and position; by bytes, on every append, at the first entry whose ``c`` is
+within ``max_client_bytes`` of the newest entry's end (the same search; the newest entry stays
+whatever its size). Both keys also expire: the stream ``max_age_s`` after the last append (all
+of it is too old by then), the counter ``idle_ttl_s`` after the last use. The total over all
+clients is not bounded here: it is at most ``max_client_bytes`` per client whose log was
+appended to within ``max_age_s``; size Redis's ``maxmemory`` for it (docs/deployment.md).
 
 Unlike the memory log, this log never merges ``response`` pieces into an unread entry
 (``merge_key`` is ignored): another node may be reading the tail at any moment, so "not read
@@ -60,29 +66,54 @@ local function id(seq) return string.format('%d-0', seq) end
 
 local function seq_of(entry_id) return tonumber(string.match(entry_id, '^(%d+)')) end
 
--- Drop entries older than horizon (ms) from the front; return the first seq still held
--- (head + 1 when none). Entries are contiguous by seq and in time order.
-local function trim_age(stream, head, horizon)
-  local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
-  if #first == 0 then return head + 1 end
-  local lo = seq_of(first[1][1])
-  if tonumber(first[1][2][2]) >= horizon then return lo end
-  local hi = head
-  lo = lo + 1
+-- An entry's fields: t, <ms>, f, <frame>, c, <bytes logged before it> (0 if older than c).
+local ENTRY_OVERHEAD = 64
+local function logged_at(fields) return tonumber(fields[2]) end
+local function start_of(fields) return tonumber(fields[6]) or 0 end
+
+-- The lowest seq in lo..hi whose entry passes keep (false below, true from there on), or
+-- hi + 1 when none does. Entries are contiguous by seq.
+local function first_kept(stream, lo, hi, keep)
   while lo <= hi do
     local mid = math.floor((lo + hi) / 2)
     local entry = redis.call('XRANGE', stream, id(mid), id(mid))
-    if #entry > 0 and tonumber(entry[1][2][2]) >= horizon then hi = mid - 1 else lo = mid + 1 end
+    if #entry > 0 and keep(entry[1][2]) then hi = mid - 1 else lo = mid + 1 end
   end
-  redis.call('XTRIM', stream, 'MINID', id(lo))
   return lo
 end
 
+-- Drop entries older than horizon (ms) from the front and, with floor, those that start below
+-- floor bytes (never the newest); return the first seq still held (head + 1 when none).
+local function trim(stream, head, horizon, floor)
+  local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
+  if #first == 0 then return head + 1 end
+  local lo = seq_of(first[1][1])
+  local kept = lo
+  if logged_at(first[1][2]) < horizon then
+    kept = first_kept(stream, lo + 1, head, function(f) return logged_at(f) >= horizon end)
+  end
+  if floor and kept < head and (kept > lo or start_of(first[1][2]) < floor) then
+    local by_bytes = first_kept(stream, kept, head, function(f) return start_of(f) >= floor end)
+    kept = math.max(kept, math.min(by_bytes, head))
+  end
+  if kept > lo then redis.call('XTRIM', stream, 'MINID', id(kept)) end
+  return kept
+end
+
+local function trim_age(stream, head, horizon) return trim(stream, head, horizon, nil) end
+
 -- Number a frame (JSON without seq) and keep it in a client's log; returns its seq.
-local function log_append(counter, stream, frame, now, max_frames, max_age_ms, counter_ttl_ms)
+local function log_append(counter, stream, frame, now, max_frames, max_age_ms, counter_ttl_ms,
+    max_bytes)
   local seq = redis.call('INCR', counter)
-  redis.call('XADD', stream, 'MAXLEN', max_frames, id(seq), 't', now, 'f', frame)
-  trim_age(stream, seq, now - tonumber(max_age_ms))
+  local start = 0
+  local newest = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+  if #newest > 0 then
+    start = start_of(newest[1][2]) + #newest[1][2][4] + ENTRY_OVERHEAD
+  end
+  redis.call('XADD', stream, 'MAXLEN', max_frames, id(seq), 't', now, 'f', frame, 'c', start)
+  local floor = start + #frame + ENTRY_OVERHEAD - tonumber(max_bytes)
+  trim(stream, seq, now - tonumber(max_age_ms), floor > 0 and floor or nil)
   redis.call('PEXPIRE', stream, max_age_ms)
   redis.call('PEXPIRE', counter, counter_ttl_ms)
   return seq
@@ -90,12 +121,12 @@ end
 """
 
 # KEYS: epoch, counter, stream. ARGV: epoch candidate, frame JSON, max frames, max age ms,
-# counter TTL ms. Returns {seq, epoch}.
+# counter TTL ms, max bytes. Returns {seq, epoch}.
 _APPEND = (
     LUA_PRELUDE
     + """
 local current = epoch()
-local seq = log_append(KEYS[2], KEYS[3], ARGV[2], now_ms(), ARGV[3], ARGV[4], ARGV[5])
+local seq = log_append(KEYS[2], KEYS[3], ARGV[2], now_ms(), ARGV[3], ARGV[4], ARGV[5], ARGV[6])
 return {seq, current}
 """
 )
@@ -134,12 +165,14 @@ class RedisReplayLog(ReplayLog):
         max_frames: int = 10_000,
         max_age_s: float = 600.0,
         *,
+        max_client_bytes: int = 16 * 1024 * 1024,
         idle_ttl_s: float = 7 * 24 * 3600.0,
         prefix: str = "dari:",
         name: str = "dari-replay",
     ) -> None:
         self.url = url
         self.max_frames = max_frames
+        self.max_client_bytes = max_client_bytes
         self.max_age_ms = max(1, int(max_age_s * 1000))
         # The counter outlives the stream: numbering must never restart under a live client.
         self.counter_ttl_ms = max(self.max_age_ms, int(idle_ttl_s * 1000))
@@ -204,6 +237,7 @@ class RedisReplayLog(ReplayLog):
             self.max_frames,
             self.max_age_ms,
             self.counter_ttl_ms,
+            self.max_client_bytes,
         )
         self.epoch = epoch.decode()
         frame["seq"] = int(seq)
