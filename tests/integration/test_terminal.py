@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.proxy import ChaosProxy
 from tests.support.terminal import PtySession, ScreenModel
 
 AGENT_MODULE = '''
@@ -141,17 +142,21 @@ async def server(tmp_path: Path) -> AsyncIterator[ServerProcess]:
     running.stop()
 
 
-def chat_command(server: ServerProcess, agent: str, thread: str) -> list[str]:
+def chat_command(
+    server: ServerProcess, agent: str, thread: str, *, url: str | None = None, client_id: str = ""
+) -> list[str]:
     where = ["--project", "project_001", "--agent", agent, "--thread", thread]
-    return [sys.executable, "-m", "dari.cli", "chat", "--url", server.ws, *where]
+    if client_id:
+        where += ["--client-id", client_id]
+    return [sys.executable, "-m", "dari.cli", "chat", "--url", url or server.ws, *where]
 
 
 @pytest.fixture
 async def terminal(server: ServerProcess) -> AsyncIterator[Any]:
     sessions: list[PtySession] = []
 
-    def open_chat(agent: str, thread: str) -> PtySession:
-        session = PtySession(chat_command(server, agent, thread), env=dict(os.environ))
+    def open_chat(agent: str, thread: str, **where: str) -> PtySession:
+        session = PtySession(chat_command(server, agent, thread, **where), env=dict(os.environ))
         sessions.append(session)
         return session
 
@@ -226,6 +231,24 @@ async def test_reconnecting_is_one_status_line_below_the_answer_and_a_cut_answer
 
     chat.type("still here")  # the client goes on with the restarted server
     await chat.wait_text("slow> still here")
+
+
+async def test_a_dropped_connection_resumes_the_answer_on_its_line(server, terminal, thread_id):
+    proxy = ChaosProxy(server.port)
+    await proxy.start()
+    try:
+        chat = terminal("slow", thread_id, url=f"ws://127.0.0.1:{proxy.port}", client_id=thread_id)
+        await chat.wait_for(lambda s: last_line(s) == "you>", "the prompt")
+        words = " ".join(f"w{n}" for n in range(16))
+        chat.type(words)
+        await chat.wait_text("slow> w0 w1 w2")
+        assert proxy.cut(thread_id, "rst_client") == 1
+        await chat.wait_for(lambda s: last_line(s) == "you>", "the answer's end, then the prompt")
+        answers = [line for line in chat.screen.lines if line.startswith("slow> ")]
+        assert answers == [f"slow> {words}"], "resumed on the same line, nothing doubled or cut"
+        assert not [line for line in chat.screen.lines if "reconnecting" in line]
+    finally:
+        await proxy.stop()
 
 
 async def test_through_pipes_there_is_no_prompt_and_the_answers_are_awaited(server, thread_id):

@@ -95,12 +95,13 @@ class TerminalChat:
         """Frames to send after a ``welcome``. After a reconnect the server may have forgotten
         this client: subscribing again brings a ``snapshot`` of an answer still running, and
         history tells how the answers this client saw start have ended meanwhile."""
+        if welcome.get("resumed"):
+            return []  # the frames missed meanwhile are replayed
         frames: list[Frame] = [{"type": "subscribe", **self.conversation}]
-        if not welcome.get("resumed"):
-            for answer in self.open.values():
-                answer.seen_live = False
-            if self.open:
-                frames.append({"type": "history", **self.conversation, "limit": 50})
+        for answer in self.open.values():
+            answer.seen_live = False
+        if self.open:
+            frames.append({"type": "history", **self.conversation, "limit": 50})
         return frames
 
     # --- frames ------------------------------------------------------------------------------
