@@ -210,10 +210,17 @@ class LimitsSettings(Section):
     history_limit: int = Field(default=50, ge=0)  # messages given to the agent
     send_timeout_s: float = Field(default=15.0, gt=0)  # a stalled socket is closed 1013 after
     max_lag_frames: int = Field(default=2000, ge=10)  # unsent frames before closing 1013
+    # Frames per user over all of its connections (and nodes); with auth.mode = "none", per
+    # client_id. A reconnect does not refill the bucket.
     rate_per_s: float = Field(default=20.0, gt=0)
     rate_burst: float = Field(default=60.0, gt=0)
     rate_strikes_before_close: int = Field(default=20, ge=1)
     max_connections_per_user: int = Field(default=64, ge=1)
+    # Per user over all conversations (and nodes): answers running at once (more wait for one
+    # of theirs to end, without holding up anyone else's conversations), and chats accepted
+    # but not running yet (past it: queue_full). Not applied with auth.mode = "none".
+    max_running_per_user: int = Field(default=4, ge=1)
+    max_queued_per_user: int = Field(default=32, ge=0)
     answer_timeout_s: float = Field(default=300.0, gt=0)
     # Yield to other answers after this many pieces in a row (0: never). A backend that never
     # awaits (a cache, a fake) would otherwise starve every other client while it streams.

@@ -52,3 +52,22 @@ async def nul_writer(request: AgentRequest, ctx: AgentContext) -> AsyncIterator[
     """Yields text with U+0000, which PostgreSQL text cannot hold."""
     yield "before\x00"
     yield "after"
+
+
+_GATES: dict[str, asyncio.Event] = {}
+
+
+def gate(name: str) -> asyncio.Event:
+    """The gate a ``gated`` answer to the message ``name`` waits at (in-process servers)."""
+    return _GATES.setdefault(name, asyncio.Event())
+
+
+async def gated(request: AgentRequest, ctx: AgentContext) -> AsyncIterator[str]:
+    """Says ``"<message> "``, then waits until the test opens ``gate(message)``: an answer
+    that runs exactly as long as the test wants."""
+    yield f"{request.message} "
+    try:
+        await gate(request.message).wait()
+    finally:
+        _GATES.pop(request.message, None)
+    yield "done"

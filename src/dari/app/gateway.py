@@ -16,6 +16,7 @@ from dari.hub.delivery import Delivery
 from dari.hub.hub import Hub
 from dari.protocol.errors import CloseCode, ConfigError, DariError
 from dari.runner.queue import ConversationQueue
+from dari.runner.quota import UserQuotas
 from dari.runner.runner import Runner
 from dari.settings import Settings
 from dari.stores.base import Store, open_store
@@ -102,6 +103,20 @@ def queue_factory(delivery: Delivery) -> Callable[[Runner], ConversationQueue]:
     return MemoryQueue
 
 
+def build_quotas(settings: Settings, delivery: Delivery) -> UserQuotas:
+    """Per-user fair use of the engine ``build_delivery`` chose: in this process's memory on
+    one node, in Redis (shared by the nodes) on several."""
+    from dari.hub.delivery_redis import RedisDelivery
+
+    if isinstance(delivery, RedisDelivery):
+        from dari.runner.quota_redis import RedisQuotas
+
+        return RedisQuotas(settings.limits, delivery.redis, delivery.prefix)
+    from dari.runner.quota_memory import MemoryQuotas
+
+    return MemoryQuotas(settings.limits)
+
+
 class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -115,8 +130,14 @@ class Gateway:
         self.replay = self.delivery.replay
         self.hub = Hub(self.delivery, settings.replay.idle_client_ttl_s)
         self.directory = AgentDirectory(settings)
+        self.quotas = build_quotas(settings, self.delivery)  # per user, over every node
         self.runner = Runner(
-            settings, self.hub, self.store, self.directory, queue_factory(self.delivery)
+            settings,
+            self.hub,
+            self.store,
+            self.directory,
+            queue_factory(self.delivery),
+            self.quotas,
         )
         # Which conversation a user's names mean, and who may use it (conversations/).
         self.conversations = Conversations(

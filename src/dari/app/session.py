@@ -7,7 +7,6 @@ a frame becomes an ``error`` frame for this client; the connection stays open.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 
 from dari import metrics
@@ -17,7 +16,7 @@ from dari.app.threads import thread_frame
 from dari.auth.base import Principal
 from dari.protocol import frames
 from dari.protocol.codec import decode_client_frame
-from dari.protocol.errors import DariError, ErrorCode, LookupFailed, Unavailable
+from dari.protocol.errors import DariError, ErrorCode, LookupFailed, RateLimited, Unavailable
 from dari.protocol.frames import (
     CancelIn,
     ChatIn,
@@ -29,7 +28,6 @@ from dari.protocol.frames import (
     ThreadIn,
     ThreadsIn,
 )
-from dari.protocol.ratelimit import TokenBucket
 from dari.runner.jobs import Job
 
 log = logging.getLogger("dari.session")
@@ -38,14 +36,21 @@ log = logging.getLogger("dari.session")
 class RateLimitExceeded(Exception):
     """The client kept flooding after ``rate_limited`` errors: close with 1008."""
 
+    def __init__(self, retry_after: float) -> None:
+        super().__init__("rate limit exceeded")
+        self.retry_after = retry_after
+
 
 class ChatSession:
     def __init__(self, gateway: Gateway, principal: Principal, client_id: str) -> None:
         self.gateway = gateway
         self.principal = principal
         self.client_id = client_id
-        limits = gateway.settings.limits
-        self.bucket = TokenBucket(rate=limits.rate_per_s, burst=limits.rate_burst)
+        # The rate limit's bucket is the user's, on every connection and node (quotas), so a
+        # reconnect does not refill it; without auth everyone is one user: per client_id then.
+        no_auth = gateway.settings.auth.mode == "none"
+        self.rate_subject = f"c:{client_id}" if no_auth else f"u:{principal.user_id}"
+        self.strikes = 0  # refusals in a row on this connection
 
     async def reply(self, frame: frames.Frame) -> int:
         """Send ``frame`` to this client; returns its seq."""
@@ -59,22 +64,28 @@ class ChatSession:
         if data is not None:
             metrics.BYTES_IN.inc(len(data))
         try:
-            self._rate_check()
+            await self._rate_check()
             frame = decode_client_frame(
                 data, max_bytes=self.gateway.settings.limits.max_message_bytes
             )
             await self.handle(frame)
+        except RateLimited as exc:
+            await self.reply(
+                frames.error(exc.code, exc.message, exc.request_id, retry_after=exc.retry_after)
+            )
         except DariError as exc:
             await self.reply(frames.error(exc.code, exc.message, exc.request_id))
 
-    def _rate_check(self) -> None:
-        if self.bucket.take(time.monotonic()):
+    async def _rate_check(self) -> None:
+        wait = await self.gateway.quotas.take_frame(self.rate_subject)
+        if wait <= 0:
+            self.strikes = 0
             return
         metrics.RATE_LIMITED.inc()
-        limits = self.gateway.settings.limits
-        if self.bucket.strikes >= limits.rate_strikes_before_close:
-            raise RateLimitExceeded
-        raise DariError("too many frames; slow down", code=ErrorCode.RATE_LIMITED)
+        self.strikes += 1
+        if self.strikes >= self.gateway.settings.limits.rate_strikes_before_close:
+            raise RateLimitExceeded(wait)
+        raise RateLimited("too many frames; slow down", retry_after=wait)
 
     async def handle(self, frame: ClientFrame) -> None:
         try:
@@ -112,7 +123,8 @@ class ChatSession:
         # so history order is run order, on one node or many.
         async with runner.ordered(key):
             try:
-                await runner.admission(key)
+                # The conversation's queue, and the user's chats waiting anywhere (a ticket).
+                ticket = await runner.admission(key, user_id)
             except Unavailable:
                 # A resend of a chat accepted before is acknowledged as a duplicate, whatever
                 # the queue or the agent's state is now: its answer runs or ran already.
@@ -122,21 +134,27 @@ class ChatSession:
                 await gateway.hub.join(self.client_id, key)
                 await self._ack(frame, key, known, queued=0, duplicate=True)
                 return
-            accepted = await gateway.store.accept_chat(
-                user_id=user_id,
-                client_message_id=frame.id,
-                request_id=frame.id or f"r-{uuid.uuid4().hex}",
-                key=key,
-                message=frame.message,
-                images=frame.images,
-            )
-            # Subscribed before the answer is queued: its first frame reaches this client.
-            await gateway.hub.join(self.client_id, key)
+            try:
+                accepted = await gateway.store.accept_chat(
+                    user_id=user_id,
+                    client_message_id=frame.id,
+                    request_id=frame.id or f"r-{uuid.uuid4().hex}",
+                    key=key,
+                    message=frame.message,
+                    images=frame.images,
+                )
+                # Subscribed before the answer is queued: its first frame reaches this client.
+                await gateway.hub.join(self.client_id, key)
+            except BaseException:
+                await runner.release(user_id, ticket)
+                raise
             if accepted.duplicate:
+                await runner.release(user_id, ticket)
                 await self._ack(frame, key, accepted.request_id, queued=0, duplicate=True)
                 return
             job = Job(accepted.request_id, key, frame.message, frame.images, user_id)
             job.principal = self.principal  # its delegations are checked against the user
+            job.ticket = ticket  # given back when the chat ends
             queued = await runner.enqueue(job)
             await self._ack(frame, key, accepted.request_id, queued=queued, duplicate=False)
 

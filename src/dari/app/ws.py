@@ -117,10 +117,14 @@ async def _receive_loop(
             data = message.get("bytes")
         try:
             await handle(data)  # type: ignore[operator]
-        except RateLimitExceeded:
+        except RateLimitExceeded as exc:
             # Tell the client why before the close, and let that reach it first.
             seq = await session.reply(
-                frames.error(ErrorCode.RATE_LIMITED, "too many frames; closing the connection")
+                frames.error(
+                    ErrorCode.RATE_LIMITED,
+                    "too many frames; closing the connection",
+                    retry_after=exc.retry_after,
+                )
             )
             await connection.flush(seq, timeout=1.0)
             note_socket_refusal(websocket, CloseCode.POLICY_VIOLATION, "rate limit exceeded")

@@ -134,7 +134,21 @@ class Busy(Unavailable):
 
 
 class RateLimited(Unavailable):
+    """Too many frames for the user's rate limit; ``retry_after``: seconds until the next one
+    would be taken (None when no time can be told, e.g. a cap on connections)."""
+
     code = ErrorCode.RATE_LIMITED
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        code: ErrorCode | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message, code=code, request_id=request_id)
+        self.retry_after = retry_after
 
 
 class ShuttingDown(Unavailable):

@@ -221,10 +221,19 @@ def end(
     return frame
 
 
-def error(code: ErrorCode, message: str, request_id: str | None = None) -> Frame:
+def error(
+    code: ErrorCode,
+    message: str,
+    request_id: str | None = None,
+    *,
+    retry_after: float | None = None,
+) -> Frame:
+    """``error``; ``retry_after`` (seconds, on ``rate_limited``): when a frame would be taken."""
     frame: Frame = {"type": "error", "code": str(code), "message": message}
     if request_id is not None:
         frame["request_id"] = request_id
+    if retry_after is not None:
+        frame["retry_after"] = round(max(retry_after, 0.001), 3)
     return frame
 
 

@@ -26,3 +26,11 @@ class TokenBucket:
             return True
         self.strikes += 1
         return False
+
+    def retry_after(self, cost: float = 1.0) -> float:
+        """Seconds until ``cost`` tokens are there (0 when they are), as of the last ``take``."""
+        return max(0.0, (cost - self.tokens) / self.rate)
+
+    def full_at(self) -> float:
+        """When the bucket is full again: after that, forgetting it changes nothing."""
+        return (self.updated or 0.0) + (self.burst - self.tokens) / self.rate

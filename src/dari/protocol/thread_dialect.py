@@ -52,6 +52,8 @@ def render(frame: Frame) -> str | None:
             "event_type": "error",
             "data": {"code": frame["code"], "message": frame["message"]},
         }
+        if "retry_after" in frame:  # rate_limited: when to send again
+            event["data"]["retry_after"] = frame["retry_after"]
     elif kind == "auto_report":
         event = {
             "event_type": "auto_report",

@@ -61,6 +61,36 @@ class AnswerRun:
         )
 
     async def run(self) -> Outcome:
+        """Wait for the user's turn (``limits.max_running_per_user``), then answer. However it
+        ends, the user's place is given back."""
+        try:
+            if not await self._turn():
+                return Outcome("cancelled", "")
+            return await self._answer()
+        finally:
+            await self.runner.release(self.job.user_id, self.job.ticket)
+
+    async def _turn(self) -> bool:
+        """Wait until the user has a running place free; False when the chat was cancelled
+        meanwhile (then it ends as a queued chat does: ``end`` cancelled, no ``start``)."""
+        runner, job = self.runner, self.job
+        if job.ticket is None:
+            return True
+        try:
+            await runner.quotas.wait_start(job.user_id, job.ticket)
+        except asyncio.CancelledError:
+            if not job.cancelled:
+                raise  # the node stops
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            if await runner.queue.claim_end(job):
+                await runner.end_unstarted(job, job.stop_reason)
+            return False
+        except DariError as exc:
+            # The shared counts are unreachable: answer anyway rather than never.
+            log.warning("cannot count %s's running answers (%s)", job.user_id, exc.message)
+        return True
+
+    async def _answer(self) -> Outcome:
         runner, job, key = self.runner, self.job, self.job.key
         hub, store = runner.hub, runner.store
         rid = job.request_id

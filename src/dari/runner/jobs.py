@@ -52,6 +52,9 @@ class Job:
     task: asyncio.Task[Outcome] | None = None
     # Whose rights the answer runs with (what it may delegate to); None: unknown, so none.
     principal: Principal | None = None
+    # The user's fair-use ticket (runner/quota.py), given back when the chat ends; None: the
+    # chat is not counted (auth.mode = "none").
+    ticket: str | None = None
 
 
 @dataclass(eq=False, slots=True)

@@ -192,6 +192,8 @@ def _encode(job: Job, run_id: str) -> bytes:
         data["t"] = _encode_task(job.delegated)
     if job.principal is not None:
         data["p"] = job.principal.to_json()
+    if job.ticket is not None:
+        data["q"] = job.ticket
     return orjson.dumps(data)
 
 
@@ -205,6 +207,7 @@ def _decode(payload: bytes) -> tuple[Job, str]:
     task = _decode_task(data["t"]) if "t" in data else None
     job = Job(data["r"], ConversationKey(*data["k"]), data["m"], data["i"], data["u"], task)
     job.principal = Principal.from_json(data["p"]) if "p" in data else None
+    job.ticket = data.get("q")
     return job, data["x"]
 
 
@@ -423,6 +426,8 @@ class RedisQueue(ConversationQueue):
         }
         if task is not None:
             record["t"] = orjson.dumps(_encode_task(task)).decode()  # for a reaper to report it
+        if job.ticket is not None:
+            record["q"] = job.ticket  # for a reaper to give the user's place back
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(answer, mapping=record)
             pipe.pexpire(answer, self._ms(RECORD_TTL_S))
@@ -573,6 +578,7 @@ class RedisQueue(ConversationQueue):
             return  # its node ended it after all
         node = record.get("n", "?")
         log.warning("node %s stopped while answering %s in %s: ending it", node, request_id, key)
+        await self.runner.release(user_id, record.get("q"))  # the user's running place
         text, steps = await self.hub.progress(key, request_id)
         if record.get("m"):
             await self.runner.store.save_answer(int(record["m"]), text, "failed", steps)

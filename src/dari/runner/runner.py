@@ -21,10 +21,18 @@ from dari.agents.directory import AgentDirectory
 from dari.hub.hub import Audience, Hub
 from dari.metrics import QUEUE_DEPTH
 from dari.protocol import frames
-from dari.protocol.errors import AccessError, DariError, ErrorCode, ShuttingDown, Unavailable
+from dari.protocol.errors import (
+    AccessError,
+    DariError,
+    ErrorCode,
+    QueueFull,
+    ShuttingDown,
+    Unavailable,
+)
 from dari.protocol.frames import ConversationKey
 from dari.runner.jobs import DRAIN_REFUSED, DRAIN_UNANSWERED, DelegatedTask, Job, Outcome
 from dari.runner.queue import ConversationQueue
+from dari.runner.quota import UserQuotas
 from dari.settings import Settings
 from dari.stores.base import Store
 from dari.supervise import supervise
@@ -42,6 +50,7 @@ class Runner:
         store: Store,
         directory: AgentDirectory,
         make_queue: Callable[[Runner], ConversationQueue],
+        quotas: UserQuotas,
     ) -> None:
         self.settings = settings
         self.hub = hub
@@ -49,6 +58,10 @@ class Runner:
         self.directory = directory
         self.node_id = settings.effective_node_id
         self.queue = make_queue(self)  # memory or Redis: see app/gateway.py
+        # Per-user caps on waiting and running chats (memory or Redis, like the queue); with
+        # auth.mode = "none" everyone is one local user, so they do not apply.
+        self.quotas = quotas
+        self.fair_use = settings.auth.mode != "none"
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
         self._draining = False
@@ -80,9 +93,39 @@ class Runner:
         """Hold ``key``'s ordering point while accepting and queuing a chat."""
         return self.queue.ordered(key)
 
-    async def admission(self, key: ConversationKey) -> None:
+    async def admission(self, key: ConversationKey, user_id: str | None = None) -> str | None:
         """Raise if a new chat for ``key`` cannot be taken now (checked before it is stored),
-        counting the chats queued and running on every node."""
+        counting the chats queued and running on every node; with ``user_id``, also the
+        user's chats waiting anywhere. Returns the user's ticket for the chat (``Job.ticket``),
+        which the caller gives back (``release``) if the chat is not queued after all."""
+        await self._conversation_admission(key)
+        return await self.admit_user(user_id)
+
+    async def admit_user(self, user_id: str | None) -> str | None:
+        """A ticket counting one more waiting chat of the user; ``queue_full`` past
+        ``limits.max_queued_per_user``."""
+        if user_id is None or not self.fair_use:
+            return None
+        ticket = uuid.uuid4().hex
+        if not await self.quotas.admit(user_id, ticket):
+            bound = self.settings.limits.max_queued_per_user
+            raise QueueFull(
+                f"too many of your chats are waiting (max {bound}); "
+                "wait for one of your answers to end"
+            )
+        return ticket
+
+    async def release(self, user_id: str, ticket: str | None) -> None:
+        """Give back a chat's ticket (it ended, or was never queued). Never raises: a count
+        that cannot be given back now expires by itself."""
+        if ticket is None:
+            return
+        try:
+            await self.quotas.release(user_id, ticket)
+        except DariError as exc:
+            log.warning("cannot give back a place of %s now (%s)", user_id, exc.message)
+
+    async def _conversation_admission(self, key: ConversationKey) -> None:
         self._refuse_while_draining()
         agent = self.directory.get_running(key.project_id, key.agent_name)
         policy = agent.config.policy
@@ -128,6 +171,7 @@ class Runner:
         """A queued chat dropped before it started: it still ends, as cancelled, and is saved;
         with ``reason`` (a drain), a ``shutting_down`` error says why first."""
         job.cancelled = True
+        await self.release(job.user_id, job.ticket)
         message_id = await self.store.begin_answer(job.key, job.request_id, self.node_id)
         await self.store.save_answer(message_id, "", "cancelled", [])
         if reason is not None:
@@ -163,23 +207,30 @@ class Runner:
             raise DariError("this agent may not delegate", code=ErrorCode.FORBIDDEN)
         self.directory.get_running(project_id, agent_name)
         self._refuse_while_draining()
+        # A task is one more chat of the user's: it waits for a running place like theirs.
+        ticket = await self.admit_user(origin.user_id)
         task_id = f"t-{uuid.uuid4().hex[:12]}"
-        await self.store.create_task(task_id, project_id, agent_name, task, origin.key)
         key = ConversationKey(project_id, agent_name, f"task-{task_id}")
-        await self.store.accept_chat(
-            user_id=origin.user_id,
-            client_message_id=None,
-            request_id=task_id,
-            key=key,
-            message=task,
-            images=[],
-        )
+        try:
+            await self.store.create_task(task_id, project_id, agent_name, task, origin.key)
+            await self.store.accept_chat(
+                user_id=origin.user_id,
+                client_message_id=None,
+                request_id=task_id,
+                key=key,
+                message=task,
+                images=[],
+            )
+        except BaseException:
+            await self.release(origin.user_id, ticket)
+            raise
         # Queued like any chat (its conversation is new, so it starts at once): under a lease
         # on several nodes, so if this node dies another one fails it and reports that.
         job = Job(
             task_id, key, task, [], origin.user_id, delegated=DelegatedTask(agent_name, origin.key)
         )
         job.principal = origin.principal  # a task delegates further with the same rights
+        job.ticket = ticket
         await self.queue.enqueue(job)
         return task_id
 
