@@ -58,6 +58,9 @@ class AgentConfig(Section):
     policy: Policy = "enqueue"
     history_limit: int | None = Field(default=None, ge=0)
     can_delegate: bool = True
+    # How long a question the agent asks (an interrupt) waits for its answer; then the answer
+    # ends with interrupt_expired. The paused answer holds its conversation meanwhile.
+    interrupt_timeout_s: float = Field(default=3600.0, gt=0, le=7 * 24 * 3600)
     options: dict[str, Any] = Field(default_factory=dict)
 
 

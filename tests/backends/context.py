@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
-from dari.agents.base import AgentEvent, AgentRequest, HistoryMessage, Step, StepState
+from dari.agents.base import AgentEvent, AgentRequest, HistoryMessage, Step, StepState, ToolUpdate
 from dari.protocol.errors import DariError
 
 
 class RecordingContext:
-    """Records steps and delegations; ``delegate`` answers ``t-1``, ``t-2``... or raises."""
+    """Records steps, delegations and questions; ``delegate`` answers ``t-1``, ``t-2``... or
+    raises; ``interrupt`` answers with ``answers`` in turn."""
 
-    def __init__(self, refuse: DariError | None = None) -> None:
+    def __init__(self, refuse: DariError | None = None, answers: list[Any] | None = None) -> None:
         self.refuse = refuse
         self.steps: list[Step] = []
         self.delegations: list[tuple[str, str]] = []
+        self.answers = list(answers or [])
+        self.questions: list[dict[str, Any]] = []
 
     async def step(self, name: str, content: str, state: StepState = "started") -> None:
         self.steps.append(Step(name, content, state))
@@ -24,6 +28,10 @@ class RecordingContext:
         if self.refuse is not None:
             raise self.refuse
         return f"t-{len(self.delegations)}"
+
+    async def interrupt(self, payload: dict[str, Any]) -> Any:
+        self.questions.append(payload)
+        return self.answers.pop(0)
 
 
 def make_request(
@@ -53,3 +61,12 @@ async def collect(
     async for event in events:
         seen.append(event)
     return seen
+
+
+def without_tools(events: list[AgentEvent]) -> list[AgentEvent]:
+    """The events but the tool updates (tests of what else a backend yields)."""
+    return [event for event in events if not isinstance(event, ToolUpdate)]
+
+
+def tool_updates(events: list[AgentEvent]) -> list[ToolUpdate]:
+    return [event for event in events if isinstance(event, ToolUpdate)]

@@ -25,6 +25,7 @@ from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import interrupt
 
 Update = dict[str, list[AnyMessage]]
 
@@ -242,3 +243,34 @@ async def private_thoughts_node(state: MessagesState, config: RunnableConfig) ->
 
 
 private_thoughts = single_node_graph("think", private_thoughts_node)
+
+
+# --- human in the loop: a draft, then a question (interrupt), then the continuation -----------
+
+APPROVAL_QUESTION = {"question": "Send the report?", "choices": ["yes", "no"]}
+
+
+async def draft_node(state: MessagesState, config: RunnableConfig) -> Update:
+    reply = await say("Draft ready.").ainvoke(state["messages"], config)
+    return {"messages": [reply]}
+
+
+async def approve_node(state: MessagesState, config: RunnableConfig) -> Update:
+    decision = interrupt(APPROVAL_QUESTION)  # the node runs again from here once answered
+    reply = await say(f" Sent: {decision}.").ainvoke(state["messages"], config)
+    return {"messages": [reply]}
+
+
+def build_approval() -> CompiledStateGraph[Any]:
+    """Compiled without a checkpointer: dari gives each answer one."""
+    graph = StateGraph(MessagesState)
+    graph.add_node("draft", draft_node)
+    graph.add_node("approve", approve_node)
+    graph.add_edge(START, "draft")
+    graph.add_edge("draft", "approve")
+    graph.add_edge("approve", END)
+    return graph.compile()
+
+
+approval = build_approval()
+APPROVAL_DRAFT = "Draft ready."

@@ -10,11 +10,25 @@ from typing import Any
 
 import pytest
 
-from dari.agents.base import AgentEvent, Finish, HistoryMessage, Reasoning, Step, Usage
+from dari.agents.base import (
+    AgentEvent,
+    Finish,
+    HistoryMessage,
+    Reasoning,
+    Step,
+    ToolUpdate,
+    Usage,
+)
 from dari.agents.openai import MAX_TOOL_ROUNDS, OpenAIBackend
 from dari.protocol.errors import AgentFailed, DariError, ErrorCode
 from dari.settings import AgentConfig, ProjectConfig, Settings
-from tests.backends.context import RecordingContext, collect, make_request
+from tests.backends.context import (
+    RecordingContext,
+    collect,
+    make_request,
+    tool_updates,
+    without_tools,
+)
 from tests.backends.fake_openai import FakeOpenAI, Reply, ToolCall, think
 from tests.backends.recorded import TOOL_CALLS
 
@@ -240,7 +254,14 @@ async def test_tool_calls_cut_off_by_the_token_limit_are_not_run(
     backend = await make_backend(can_delegate=True, others=(RESEARCHER,))
     ctx = RecordingContext()
     events = await collect(backend.stream(make_request(), ctx))
-    assert events == ["Let me ", Finish("length")]
+    calls = [event for event in events if isinstance(event, ToolUpdate)]
+    assert [event for event in events if not isinstance(event, ToolUpdate)] == [
+        "Let me ",
+        Finish("length"),
+    ]
+    # The call is shown as the model wrote it, then as not run.
+    assert [call.state for call in calls] == ["started", *["arguments"] * 3, "failed"]
+    assert calls[-1].error == "not run: the model was cut off (length)"
     assert ctx.delegations == [] and len(upstream.requests) == 1
 
 
@@ -496,7 +517,7 @@ async def test_delegation_runs_the_tool_and_the_model_continues(
     backend = await make_backend(can_delegate=True, others=(RESEARCHER,))
     ctx = RecordingContext()
 
-    events = await collect(backend.stream(make_request("research X"), ctx))
+    events = without_tools(await collect(backend.stream(make_request("research X"), ctx)))
 
     assert ctx.delegations == [("researcher", "find 3 sources")]
     assert events == [
@@ -551,8 +572,14 @@ async def test_refused_delegation_is_told_to_the_model(
     backend = await make_backend(can_delegate=True, others=(RESEARCHER,))
     ctx = RecordingContext(refuse=DariError("agent 'researcher' is stopped"))
 
-    events = await collect(backend.stream(make_request(), ctx))
+    everything = await collect(backend.stream(make_request(), ctx))
+    events = without_tools(everything)
 
+    # The call is shown failed, with the refusal the model is told.
+    assert [(u.state, u.error) for u in tool_updates(everything)][-1] == (
+        "failed",
+        "agent 'researcher' is stopped",
+    )
     assert ctx.delegations == [("researcher", "dig")]
     assert events[1:] == [
         Step(
@@ -579,7 +606,7 @@ async def test_malformed_tool_arguments_are_answered_without_delegating(
     backend = await make_backend(can_delegate=True, others=(RESEARCHER,))
     ctx = RecordingContext()
 
-    events = await collect(backend.stream(make_request(), ctx))
+    events = without_tools(await collect(backend.stream(make_request(), ctx)))
 
     assert events == ["ok"] and ctx.delegations == []
     errors = [
@@ -603,7 +630,7 @@ async def test_tool_rounds_are_bounded(make_backend: Factory, upstream: FakeOpen
     backend = await make_backend(can_delegate=True, others=(RESEARCHER,))
     ctx = RecordingContext()
 
-    events = await collect(backend.stream(make_request(), ctx))
+    events = without_tools(await collect(backend.stream(make_request(), ctx)))
 
     assert len(ctx.delegations) == MAX_TOOL_ROUNDS
     assert events[-1] == "Enough."

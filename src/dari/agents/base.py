@@ -5,6 +5,8 @@ A backend's ``stream()`` is an async iterator of events: ``str`` pieces of the a
 shown apart from the answer), :class:`Usage` (what a model call cost; several are summed) and
 :class:`Finish` (why the answer ended, when not simply ``stop``). The runner turns pieces into
 ``response`` frames as soon as they are yielded; nothing waits for the whole answer.
+:class:`ToolUpdate` events report a tool call as it happens (``tool`` frames), and an agent that
+needs a person's answer asks through ``ctx.interrupt`` (the answer pauses until it comes).
 Cancellation arrives as ``asyncio.CancelledError`` at the backend's current ``await``: backends
 close upstream requests in ``finally`` blocks (an ``async with`` does it for them).
 """
@@ -22,6 +24,9 @@ if TYPE_CHECKING:
     from dari.settings import AgentConfig, Settings
 
 StepState = Literal["started", "finished"]
+# A tool call: ``started`` (the call is known), ``arguments`` (more of its arguments were
+# written), ``finished`` (it returned a result), ``failed`` (it raised, or was not run).
+ToolState = Literal["started", "arguments", "finished", "failed"]
 OptionsT = TypeVar("OptionsT", bound=BaseModel)
 
 
@@ -79,6 +84,39 @@ class Usage:
         return wire
 
 
+@dataclass(frozen=True, slots=True)
+class ToolUpdate:
+    """Where a tool call stands: streamed as a ``tool`` frame, saved with the answer.
+
+    ``arguments`` is always the whole text of the arguments so far (JSON once complete), so
+    the latest update of a call says everything about it; ``delta`` is what an ``arguments``
+    update added. ``result`` (``finished``) is any JSON value; ``error`` (``failed``) a text.
+    """
+
+    call_id: str
+    name: str
+    state: ToolState
+    arguments: str = ""
+    delta: str = ""
+    result: Any = None
+    error: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {
+            "tool_call_id": self.call_id,
+            "name": self.name,
+            "state": self.state,
+            "arguments": self.arguments,
+        }
+        if self.state == "arguments":
+            wire["arguments_delta"] = self.delta
+        elif self.state == "finished":
+            wire["result"] = self.result
+        elif self.state == "failed":
+            wire["error"] = self.error or "the tool failed"
+        return wire
+
+
 ModelFinish = Literal["stop", "length", "content_filter"]
 
 
@@ -90,7 +128,7 @@ class Finish:
     reason: ModelFinish
 
 
-AgentEvent = str | Step | Reasoning | Usage | Finish
+AgentEvent = str | Step | Reasoning | Usage | Finish | ToolUpdate
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +161,16 @@ class AgentContext(Protocol):
 
         Returns the task id at once; an ``auto_report`` follows when the task finishes.
         Raises :class:`dari.protocol.errors.DariError` if the agent cannot take it.
+        """
+
+    async def interrupt(self, payload: dict[str, Any]) -> Any:
+        """Ask the people in the conversation and wait for their answer (human in the loop).
+
+        ``payload`` has a ``question`` (text) and optionally ``choices`` (a list of values to
+        pick from) or ``schema`` (a JSON schema of the value). The answer pauses (an
+        ``interrupt`` frame, status ``interrupted``) until a client sends ``resume``; returns
+        its ``value``. Raises :class:`dari.protocol.errors.DariError` when the question
+        expires (the agent's ``interrupt_timeout_s``); a ``cancel`` cancels the answer.
         """
 
 

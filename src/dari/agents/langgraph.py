@@ -5,7 +5,18 @@ arguments) that returns one. The graph runs with ``astream_events(version="v2")`
 
 - ``on_chat_model_stream`` chunks become the answer's pieces, as they arrive;
 - each pass through one of the graph's own nodes becomes a ``started`` and a ``finished`` step,
-  and so does each tool call; ``step_labels`` gives them text for people.
+  and so does each tool call; ``step_labels`` gives them text for people;
+- each tool call (``on_tool_start``, ``on_tool_end``, ``on_tool_error``) is also reported as
+  :class:`ToolUpdate` events (``tool`` frames: its arguments, then its result or error);
+- a node that calls LangGraph's ``interrupt(value)`` pauses the answer: the graph run ends with
+  ``__interrupt__``, dari asks the people in the conversation (``ctx.interrupt``) and runs the
+  graph again with ``Command(resume=...)`` from its checkpoint, in the same answer.
+
+Interrupts need a checkpointer. A graph compiled with its own keeps it; otherwise (option
+``checkpointer = "auto"``) dari gives each answer a fresh in-memory one with ``history =
+"messages"`` (the graph gets the whole history every turn, so its checkpoint lives only as
+long as the answer; a paused answer stays on the node running it), and a persistent one on the
+store's database with ``history = "checkpointer"`` (``dari.agents.checkpoints``).
 
 The graph gets ``{"messages": [history..., new message]}`` with ``configurable.thread_id`` set,
 or, with ``history = "checkpointer"``, only the new message: its own checkpointer keeps the rest.
@@ -19,10 +30,13 @@ import inspect
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Literal, Protocol, cast
 
+import orjson
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.schema import StreamEvent
+from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.constants import START, TAG_NOSTREAM
+from langgraph.types import Command, Interrupt
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from dari.agents.base import (
@@ -33,6 +47,7 @@ from dari.agents.base import (
     HistoryMessage,
     Step,
     StepState,
+    ToolUpdate,
 )
 from dari.agents.messages import content_parts, report_text
 from dari.agents.python import load_entrypoint
@@ -40,6 +55,8 @@ from dari.agents.python import load_entrypoint
 NS_SEP = "|"  # joins checkpoint namespaces: a subgraph's nodes have one in theirs
 NO_STREAM_TAGS = frozenset({TAG_NOSTREAM, "langsmith:nostream"})
 STEP_EVENTS = frozenset({"on_chain_start", "on_chain_end", "on_tool_start", "on_tool_end"})
+TOOL_EVENTS = frozenset({"on_tool_start", "on_tool_end", "on_tool_error"})
+INTERRUPT_KEY = "__interrupt__"
 
 
 class EventStreaming(Protocol):
@@ -70,6 +87,9 @@ class LangGraphOptions(BaseModel):
     thread_id_template: str = "{thread_id}"  # also {project_id}, {agent_name}
     configurable: dict[str, Any] = Field(default_factory=dict)  # extra config for the graph
     recursion_limit: int | None = Field(default=None, gt=0)
+    # Where a graph compiled without a checkpointer keeps what interrupt() needs: "auto" (see
+    # the module's doc) or "none" (no checkpointer: the graph cannot interrupt).
+    checkpointer: Literal["auto", "none"] = "auto"
 
     @field_validator("thread_id_template")
     @classmethod
@@ -94,18 +114,42 @@ class LangGraphBackend(AgentBackend):
             frozenset(nodes) - {START} if isinstance(nodes, dict) else None
         )
 
-    async def stream(self, request: AgentRequest, ctx: AgentContext) -> AsyncIterator[AgentEvent]:
-        events = self.graph.astream_events(
-            self._input(request), config=self._config(request, ctx), version="v2"
+        # A graph without a checkpointer of its own gets one per answer (see the module's doc).
+        self.per_answer_checkpoint = (
+            self.options.checkpointer == "auto"
+            and getattr(self.graph, "checkpointer", False) is None
+            and hasattr(self.graph, "copy")
         )
+
+    async def stream(self, request: AgentRequest, ctx: AgentContext) -> AsyncIterator[AgentEvent]:
+        graph = self.graph
+        if self.per_answer_checkpoint:
+            graph = cast(Any, graph).copy(update={"checkpointer": InMemorySaver()})
+        config = self._config(request, ctx)
+        graph_input: Any = self._input(request)
         streamed = False
-        # Closing the event stream stops the graph run, e.g. when the answer is cancelled.
-        async with contextlib.aclosing(events):
-            async for event in events:
-                out = self._translate(event, streamed)
-                if out is not None:
-                    streamed = streamed or isinstance(out, str)
-                    yield out
+        while True:
+            asked: list[Interrupt] = []
+            events = graph.astream_events(graph_input, config=config, version="v2")
+            # Closing the event stream stops the graph run, e.g. when the answer is cancelled.
+            async with contextlib.aclosing(events):
+                async for event in events:
+                    found = _interrupts(event)
+                    if found:
+                        asked.extend(found)
+                        continue
+                    # A run that paused has not answered: its end is not the final message.
+                    for out in self._translate(event, streamed or bool(asked)):
+                        streamed = streamed or isinstance(out, str)
+                        yield out
+            if not asked:
+                return
+            # Each question is put to the people in the conversation, in turn; the graph then
+            # goes on from its checkpoint with their answers (by interrupt id).
+            answers = {}
+            for item in asked:
+                answers[item.id] = await ctx.interrupt(interrupt_payload(item.value))
+            graph_input = Command(resume=answers)
 
     # --- the graph's input and config -------------------------------------------------------
 
@@ -142,19 +186,25 @@ class LangGraphBackend(AgentBackend):
 
     # --- reading events -------------------------------------------------------------------
 
-    def _translate(self, event: StreamEvent, streamed: bool) -> AgentEvent | None:
-        """The piece or step an event stands for, if any."""
+    def _translate(self, event: StreamEvent, streamed: bool) -> list[AgentEvent]:
+        """The piece, step or tool update an event stands for, if any."""
         kind = event["event"]
         if kind == "on_chat_model_stream":
-            return self._piece(event) or None
+            piece = self._piece(event)
+            return [piece] if piece else []
+        out: list[AgentEvent] = []
         if kind in STEP_EVENTS:
             step = self._step(event)
             if step is not None:
-                return step
+                out.append(step)
+        if kind in TOOL_EVENTS and event["name"] not in self.options.hide_steps:
+            out.append(tool_update(event))
         if kind == "on_chain_end" and not event.get("parent_ids") and not streamed:
             # The whole graph ended and no model streamed: answer with its last AI message.
-            return _final_text(event["data"].get("output"), self.options.input_key) or None
-        return None
+            text = _final_text(event["data"].get("output"), self.options.input_key)
+            if text:
+                out.append(text)
+        return out
 
     def _piece(self, event: StreamEvent) -> str:
         if NO_STREAM_TAGS.intersection(event.get("tags") or ()):
@@ -238,6 +288,57 @@ def chunk_text(chunk: object) -> str:
         for part in content
         if isinstance(part, str) or (isinstance(part, dict) and part.get("type") == "text")
     )
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as JSON can carry it: as it is when it can, a message's content, else text."""
+    try:
+        orjson.dumps(value)
+    except TypeError:
+        content = getattr(value, "content", None)
+        if content is not None and content is not value:
+            return jsonable(content)
+        return str(value)
+    return value
+
+
+def tool_update(event: StreamEvent) -> ToolUpdate:
+    """A tool event as a tool call's state: its run id names the call from start to end."""
+    data = event["data"]
+    call_id, name = str(event["run_id"]), event["name"]
+    arguments = orjson.dumps(jsonable(data.get("input") or {})).decode()
+    kind = event["event"]
+    if kind == "on_tool_start":
+        return ToolUpdate(call_id, name, "started", arguments)
+    if kind == "on_tool_end":
+        output = data.get("output")
+        if getattr(output, "status", None) == "error":  # a ToolMessage the tool node failed
+            failure = str(getattr(output, "content", "") or "the tool failed")
+            return ToolUpdate(call_id, name, "failed", arguments, error=failure)
+        return ToolUpdate(call_id, name, "finished", arguments, result=jsonable(output))
+    error = data.get("error")
+    text = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else str(error)
+    return ToolUpdate(call_id, name, "failed", arguments, error=text)
+
+
+def _interrupts(event: StreamEvent) -> list[Interrupt]:
+    """The questions the graph asked, from its top-level ``__interrupt__`` update."""
+    if event["event"] != "on_chain_stream" or event.get("parent_ids"):
+        return []
+    chunk = event["data"].get("chunk")
+    if not isinstance(chunk, dict) or INTERRUPT_KEY not in chunk:
+        return []
+    return [item for item in chunk[INTERRUPT_KEY] if isinstance(item, Interrupt)]
+
+
+def interrupt_payload(value: Any) -> dict[str, Any]:
+    """What ``interrupt(value)`` asked, as an ``interrupt`` frame's payload: a dict as it is
+    (with a ``question``), anything else as the question's text."""
+    value = jsonable(value)
+    if isinstance(value, dict):
+        question = value.get("question")
+        return value if isinstance(question, str) else {**value, "question": ""}
+    return {"question": value if isinstance(value, str) else orjson.dumps(value).decode()}
 
 
 def _top_node(metadata: dict[str, Any]) -> str | None:

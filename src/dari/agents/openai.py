@@ -14,7 +14,10 @@ Every upstream failure (an error status, a timeout, a stream that stops half way
 with :class:`AgentFailed` and a short message that names no URL or key. Retries are off by
 default: text already shown to people cannot be taken back, so the gateway reports instead.
 When the agent may delegate, the model gets a ``delegate_task`` tool; its calls are carried out
-with ``ctx.delegate`` and the model continues, for at most :data:`MAX_TOOL_ROUNDS` rounds.
+with ``ctx.delegate`` and the model continues, for at most :data:`MAX_TOOL_ROUNDS` rounds. Each
+call is reported as :class:`ToolUpdate` events: ``started`` and ``arguments`` as the model
+writes it, then ``finished`` with the tool's result or ``failed`` (also for a call that is not
+run: an unknown tool, bad arguments, or a model cut off mid-call).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from dari.agents.base import (
     ModelFinish,
     Reasoning,
     Step,
+    ToolUpdate,
     Usage,
 )
 from dari.agents.messages import content_parts, report_text
@@ -125,27 +129,38 @@ class OpenAIBackend(AgentBackend):
             finish = turn.finish_reason
             if finish in _CUT_SHORT:
                 # Tool calls cut off by the token limit or a filter are not run.
+                for call in turn.calls:
+                    yield _failed(call, f"not run: the model was cut off ({finish})")
                 yield Finish(_CUT_SHORT[finish])
                 return
-            if not turn.calls or round_ == MAX_TOOL_ROUNDS:
+            if not turn.calls:
+                return
+            if round_ == MAX_TOOL_ROUNDS:
+                for call in turn.calls:
+                    yield _failed(call, f"not run: at most {MAX_TOOL_ROUNDS} rounds of tool calls")
                 return
             messages.append(assistant_message(turn))
             for call in turn.calls:
                 arguments = delegation(call)
                 if isinstance(arguments, str):
                     result = _tool_result(error=arguments)
+                    yield _failed(call, arguments)
                 else:
                     agent_name, task = arguments
                     yield Step(DELEGATE_TOOL, f"Delegating to {agent_name}: {_short(task)}")
-                    result, summary = await _delegate(ctx, agent_name, task)
+                    result, summary, failure = await _delegate(ctx, agent_name, task)
                     yield Step(DELEGATE_TOOL, summary, "finished")
+                    if failure is None:
+                        yield _update(call, "finished", result=json.loads(result))
+                    else:
+                        yield _failed(call, failure)
                 messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
 
     # --- one completion ----------------------------------------------------------------------
 
     async def _complete(
         self, messages: list[ChatCompletionMessageParam], turn: Turn, *, last: bool
-    ) -> AsyncGenerator[str | Reasoning, None]:
+    ) -> AsyncGenerator[str | Reasoning | ToolUpdate, None]:
         """Stream one completion into ``turn``, yielding its text and reasoning as they arrive.
 
         The official client sends the request (auth, base URL, retries, status errors); the
@@ -176,6 +191,9 @@ class OpenAIBackend(AgentBackend):
                             yield Reasoning(reasoning)
                         if piece:
                             yield piece
+                        if turn.tool_deltas:
+                            for update in _written(turn):
+                                yield update
             except timeouts as exc:
                 raise AgentFailed(
                     f"upstream timed out (no data for {self.options.timeout_s:g}s)"
@@ -424,14 +442,46 @@ async def _drain(events: AsyncIterator[bytes], broken: _ErrorTypes) -> None:
 # --- helpers -------------------------------------------------------------------------------
 
 
-async def _delegate(ctx: AgentContext, agent_name: str, task: str) -> tuple[str, str]:
-    """Hand the task over; return the tool result for the model and a step text for people."""
+async def _delegate(
+    ctx: AgentContext, agent_name: str, task: str
+) -> tuple[str, str, str | None]:
+    """Hand the task over; return the tool result for the model, a step text for people and,
+    if it could not be handed over, why."""
     try:
         task_id = await ctx.delegate(agent_name, task)
     except DariError as exc:
-        return _tool_result(error=exc.message), f"Could not delegate to {agent_name}: {exc.message}"
+        summary = f"Could not delegate to {agent_name}: {exc.message}"
+        return _tool_result(error=exc.message), summary, exc.message
     result = _tool_result(status="delegated", task_id=task_id, agent_name=agent_name)
-    return result, f"Delegated to {agent_name} (task {task_id})"
+    return result, f"Delegated to {agent_name} (task {task_id})", None
+
+
+def _call_id(call: ToolCall) -> str:
+    # Some servers send no id for single calls; the model gets the same one back.
+    call.id = call.id or f"call_{call.index}"
+    return call.id
+
+
+def _written(turn: Turn) -> list[ToolUpdate]:
+    """The tool calls the last chunk began or continued, as ``started``/``arguments``."""
+    updates: list[ToolUpdate] = []
+    for call, added, new in turn.tool_deltas:
+        if new:
+            updates.append(ToolUpdate(_call_id(call), call.name, "started", call.arguments))
+        elif added:
+            updates.append(
+                ToolUpdate(_call_id(call), call.name, "arguments", call.arguments, delta=added)
+            )
+    turn.tool_deltas.clear()
+    return updates
+
+
+def _update(call: ToolCall, state: Literal["finished"], *, result: Any) -> ToolUpdate:
+    return ToolUpdate(_call_id(call), call.name, state, call.arguments, result=result)
+
+
+def _failed(call: ToolCall, error: str) -> ToolUpdate:
+    return ToolUpdate(_call_id(call), call.name, "failed", call.arguments, error=error)
 
 
 def _tool_result(**fields: str) -> str:

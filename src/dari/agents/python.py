@@ -2,8 +2,9 @@
 
 The function is called as ``func(request, ctx)`` with an :class:`AgentRequest` (message, images,
 history, ids) and an :class:`AgentContext` (``step``, ``delegate``), and yields ``str`` pieces
-or :class:`Step`, :class:`Reasoning`, :class:`Usage` and :class:`Finish` events
-(``dari.agents.base``)::
+or :class:`Step`, :class:`Reasoning`, :class:`Usage`, :class:`Finish` and :class:`ToolUpdate`
+events (``dari.agents.base``); ``await ctx.interrupt({"question": ...})`` pauses the answer
+until someone in the conversation answers, and returns their value::
 
     async def answer(request, ctx):
         await ctx.step("search", "찾는 중...")
@@ -26,10 +27,11 @@ from dari.agents.base import (
     Finish,
     Reasoning,
     Step,
+    ToolUpdate,
     Usage,
 )
 
-_EVENTS = (str, Step, Reasoning, Usage, Finish)
+_EVENTS = (str, Step, Reasoning, Usage, Finish, ToolUpdate)
 
 
 def load_entrypoint(spec: str) -> Any:
@@ -65,5 +67,5 @@ class PythonBackend(AgentBackend):
             elif event is not None:
                 raise TypeError(
                     f"python agent yielded {type(event).__name__}, expected str, Step, "
-                    "Reasoning, Usage or Finish"
+                    "Reasoning, Usage, Finish or ToolUpdate"
                 )

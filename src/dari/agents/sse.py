@@ -102,12 +102,15 @@ class ToolCall:
 class Turn:
     """What one streamed completion said: text, reasoning, tool calls, how it ended, its cost."""
 
-    __slots__ = ("by_index", "finish_reason", "reasoning", "text", "usage")
+    __slots__ = ("by_index", "finish_reason", "reasoning", "text", "tool_deltas", "usage")
 
     def __init__(self) -> None:
         self.text: list[str] = []
         self.reasoning: list[str] = []
         self.by_index: dict[int, ToolCall] = {}
+        # (call, arguments text it gained, whether the call is new) per tool-call delta, for
+        # the reader to report and clear: calls are shown as they are written.
+        self.tool_deltas: list[tuple[ToolCall, str, bool]] = []
         self.finish_reason: str | None = None
         self.usage: dict[str, Any] | None = None
 
@@ -164,13 +167,17 @@ class Turn:
             if index is None:  # some servers omit it for single calls
                 index = len(by_index)
             call = by_index.get(index)
+            new = call is None
             if call is None:
                 call = by_index[index] = ToolCall(index)
             call.id = call.id or delta.get("id") or ""
             function = delta.get("function")
+            added = ""
             if function:
                 call.name = call.name or function.get("name") or ""
-                call.arguments += function.get("arguments") or ""
+                added = _text(function.get("arguments") or "")
+                call.arguments += added
+            self.tool_deltas.append((call, added, new))
 
 
 def _text(value: Any) -> str:

@@ -1,4 +1,4 @@
-"""What one socket's frames do: chat, ping, cancel, history, subscribe.
+"""What one socket's frames do: chat, ping, cancel, history, subscribe, resume.
 
 Every frame is checked against the principal here, not only the handshake. An error caused by
 a frame becomes an ``error`` frame for this client; the connection stays open.
@@ -24,6 +24,7 @@ from dari.protocol.frames import (
     ConversationKey,
     HistoryIn,
     PingIn,
+    ResumeIn,
     SubscribeIn,
     ThreadIn,
     ThreadsIn,
@@ -101,6 +102,8 @@ class ChatSession:
                 await self.subscribe(frame)
             elif isinstance(frame, ThreadsIn | ThreadIn):
                 await self.reply(await thread_frame(self.gateway, self.principal, frame))
+            elif isinstance(frame, ResumeIn):
+                await self.resume(frame)
         except DariError as exc:
             request_id = exc.request_id
             if request_id is None and isinstance(frame, ChatIn | CancelIn):
@@ -189,6 +192,21 @@ class ChatSession:
         )
         if not await runner.cancel_in(key):
             raise LookupFailed(f"nothing is running in {key}")
+
+    async def resume(self, frame: ResumeIn) -> None:
+        """Answer an agent's question; the paused answer goes on (its ``interrupt`` frame with
+        ``state: "answered"`` reaches every subscriber). Errors name the ``interrupt_id``."""
+        try:
+            key = await self.gateway.runner.question(frame.interrupt_id)
+            if key is None or not await self.gateway.conversations.may_use(self.principal, key):
+                # Another user's question looks exactly like a missing one.
+                raise LookupFailed("no such question is waiting for an answer")
+            # Subscribed first: the continuation of the answer reaches this client.
+            await self.gateway.hub.join(self.client_id, key)
+            await self.gateway.runner.answer(frame.interrupt_id, frame.value)
+        except DariError as exc:
+            error = frames.error(exc.code, exc.message)
+            await self.reply({**error, "interrupt_id": frame.interrupt_id})
 
     async def history(self, frame: HistoryIn) -> None:
         page = await self.gateway.conversations.history(

@@ -126,5 +126,7 @@ class MemoryDelivery(Delivery):
                     content=progress.text(),
                     steps=list(progress.steps),
                     reasoning=progress.reasoning_text(),
+                    tools=progress.tool_list(),
+                    interrupts=progress.interrupt_list(),
                 )
                 await self.send(client_id, snapshot)

@@ -16,8 +16,9 @@ clients that vanish with their node are dropped after ``ttl_s`` without anyone's
   on whichever node it connects to;
 - ``clients`` every client, for broadcasts to all; ``attached:<id>`` the node holding its socket.
 
-A running answer's text and steps (``progress:<conversation>:<request_id>:text`` / ``:steps``)
-grow in the same atomic step as its frames enter the subscribers' logs, so a snapshot taken on
+A running answer's text and steps (``progress:<conversation>:<request_id>:text`` / ``:steps``,
+and the updates of its tool calls and questions, ``:tools`` / ``:interrupts``) grow in the same
+atomic step as its frames enter the subscribers' logs, so a snapshot taken on
 any node, or the text saved when the node running it died, is exactly what subscribers got.
 """
 
@@ -50,6 +51,9 @@ PROGRESS_TTL_S = 24 * 3600.0
 _ANSWER_FIELDS = frozenset(
     {"type", "seq", "request_id", "project_id", "agent_name", "thread_id"}
 )  # leftovers of an answer nobody ended cannot outlive this
+# Frames that grow a running answer's progress record (what snapshots and reapers read).
+_PROGRESS_KINDS = frozenset({"response", "step", "tool", "interrupt"})
+_PROGRESS_LEFT_OUT = _ANSWER_FIELDS | {"arguments_delta"}
 
 # Clients subscribed to the project or to any of its conversations, expired members dropped.
 # KEYS: subs:p:<project>, subs:pc:<project>. ARGV: now ms, key prefix of subs:c:.
@@ -154,8 +158,23 @@ local request = running and string.match(running, '^%S+ (.*)$')
 if not request then return {current} end
 local text = redis.call('GET', ARGV[7] .. request .. ':text') or ''
 local steps = redis.call('LRANGE', ARGV[7] .. request .. ':steps', 0, -1)
+-- Tool calls and questions: each update holds the whole state of its call or question, so
+-- the latest one of each id (in the order they began) is what the snapshot shows.
+local function latest(list, id_field)
+  local order, last = {}, {}
+  for _, raw in ipairs(redis.call('LRANGE', ARGV[7] .. request .. list, 0, -1)) do
+    local id = cjson.decode(raw)[id_field]
+    if last[id] == nil then order[#order + 1] = id end
+    last[id] = raw
+  end
+  local out = {}
+  for _, id in ipairs(order) do out[#out + 1] = last[id] end
+  return '[' .. table.concat(out, ',') .. ']'
+end
 local frame = '{"type":"snapshot","request_id":' .. cjson.encode(request) .. ',' .. ARGV[8]
-  .. ',"content":' .. cjson.encode(text) .. ',"steps":[' .. table.concat(steps, ',') .. ']}'
+  .. ',"content":' .. cjson.encode(text) .. ',"steps":[' .. table.concat(steps, ',') .. ']'
+  .. ',"tools":' .. latest(':tools', 'tool_call_id')
+  .. ',"interrupts":' .. latest(':interrupts', 'interrupt_id') .. '}'
 local seq = log_append(ARGV[5] .. ARGV[6] .. ':seq', ARGV[5] .. ARGV[6] .. ':log', frame,
   now_ms(), ARGV[2], ARGV[3], ARGV[4], ARGV[9])
 return {current, seq}
@@ -449,7 +468,7 @@ class RedisDelivery(Delivery):
         order they were made: under load many answers' pieces share one round trip."""
         op, side_key, value = "", self._k("none"), b""
         kind = frame["type"]
-        if kind in ("response", "step") and isinstance(frame.get("request_id"), str):
+        if kind in _PROGRESS_KINDS and isinstance(frame.get("request_id"), str):
             # The frame has only the wire names; the conversation (with its scope) is given.
             key = conversation or ConversationKey(
                 frame["project_id"], frame["agent_name"], frame["thread_id"]
@@ -458,8 +477,10 @@ class RedisDelivery(Delivery):
             if kind == "response":
                 op, side_key, value = "append", text_key, frame["content"].encode()
             else:
-                step = {k: v for k, v in frame.items() if k not in _ANSWER_FIELDS}
-                op, side_key, value = "rpush", steps_key, orjson.dumps(step)
+                # A step; or a tool call's or question's whole state so far (see _SNAPSHOT).
+                item = {k: v for k, v in frame.items() if k not in _PROGRESS_LEFT_OUT}
+                side_key = steps_key if kind == "step" else steps_key[: -len("steps")] + kind + "s"
+                op, value = "rpush", orjson.dumps(item)
         subscribers = (
             self._k("subs", "c", conversation_name(conversation)) if conversation else side_key
         )
@@ -589,7 +610,10 @@ class RedisDelivery(Delivery):
         return (text or b"").decode(), [orjson.loads(step) for step in steps]
 
     async def drop_progress(self, key: ConversationKey, request_id: str) -> None:
-        await self._call(self.redis.delete(*self._progress_keys(key, request_id)))
+        text_key, steps_key = self._progress_keys(key, request_id)
+        base = steps_key[: -len("steps")]
+        keys = (text_key, steps_key, base + "tools", base + "interrupts")
+        await self._call(self.redis.delete(*keys))
 
     async def wake(self, client_ids: Iterable[str]) -> None:
         """Tell whichever node holds these clients' sockets to read their logs."""

@@ -8,6 +8,7 @@ One class per wire code; the classes a caller catches group them::
      ├── AccessError            forbidden
      │    └── Unauthorized      unauthorized
      ├── LookupFailed           not_found
+     │    ├── AlreadyAnswered   already_answered: a question (interrupt) was answered before
      │    ├── ProjectNotFound   project_not_found
      │    └── AgentNotFound     agent_not_found
      ├── Unavailable            agent_not_running: try again later
@@ -16,6 +17,7 @@ One class per wire code; the classes a caller catches group them::
      │    ├── RateLimited       rate_limited
      │    └── ShuttingDown      shutting_down: this node is draining; reconnect, resend
      ├── AgentFailed            agent_failed: the model or graph raised or timed out
+     │    └── QuestionExpired   interrupt_expired: nobody answered the agent's question in time
      └── InternalError          internal: dari's own machinery
           ├── ConfigError       settings that cannot work (refused at start)
           ├── BusError          a message between nodes could not be sent
@@ -45,6 +47,8 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     SHUTTING_DOWN = "shutting_down"
     AGENT_FAILED = "agent_failed"
+    ALREADY_ANSWERED = "already_answered"
+    INTERRUPT_EXPIRED = "interrupt_expired"
     INTERNAL = "internal"
 
 
@@ -107,6 +111,20 @@ class Unavailable(DariError):
 
 class AgentFailed(DariError):
     code = ErrorCode.AGENT_FAILED
+
+
+class AlreadyAnswered(LookupFailed):
+    """A ``resume`` for a question that someone answered already (another tab, another user
+    of a shared thread): it is answered once."""
+
+    code = ErrorCode.ALREADY_ANSWERED
+
+
+class QuestionExpired(AgentFailed):
+    """The agent's question (``interrupt``) was not answered within its agent's
+    ``interrupt_timeout_s``: the answer ends with this error."""
+
+    code = ErrorCode.INTERRUPT_EXPIRED
 
 
 class TooLarge(ProtocolError):
@@ -192,6 +210,8 @@ _BY_CODE: dict[ErrorCode, type[DariError]] = {
     ErrorCode.RATE_LIMITED: RateLimited,
     ErrorCode.SHUTTING_DOWN: ShuttingDown,
     ErrorCode.AGENT_FAILED: AgentFailed,
+    ErrorCode.ALREADY_ANSWERED: AlreadyAnswered,
+    ErrorCode.INTERRUPT_EXPIRED: QuestionExpired,
     ErrorCode.INTERNAL: InternalError,
 }
 

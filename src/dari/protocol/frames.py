@@ -113,7 +113,18 @@ class ThreadIn(_Inbound):
     title: Annotated[str, StringConstraints(min_length=1, max_length=200), NoNul] | None = None
 
 
-ClientFrame = ChatIn | PingIn | CancelIn | HistoryIn | SubscribeIn | ThreadsIn | ThreadIn
+class ResumeIn(_Inbound):
+    """The answer to an agent's question (an ``interrupt``): its ``interrupt_id`` and the
+    ``value`` (any JSON) the paused answer goes on with."""
+
+    type: Literal["resume"]
+    interrupt_id: MessageId
+    value: Any = None
+
+
+ClientFrame = (
+    ChatIn | PingIn | CancelIn | HistoryIn | SubscribeIn | ThreadsIn | ThreadIn | ResumeIn
+)
 
 INBOUND_MODELS: dict[str, type[_Inbound]] = {
     "chat": ChatIn,
@@ -124,6 +135,7 @@ INBOUND_MODELS: dict[str, type[_Inbound]] = {
     "unsubscribe": SubscribeIn,
     "threads": ThreadsIn,
     "thread": ThreadIn,
+    "resume": ResumeIn,
 }
 
 

@@ -5,7 +5,14 @@ answer is saved on a timer while it streams (never once per piece) and for good 
 with status complete, cancelled or failed and exactly the text that was relayed. The model's
 reasoning goes out as ``reasoning`` frames and is saved apart from the text; its usage (summed
 over the answer's model calls) and how it ended (``length``, ``content_filter``) reach the
-``end`` frame, the saved answer and the metrics.
+``end`` frame, the saved answer and the metrics. Tool calls go out as ``tool`` frames, each
+carrying the call's whole state so far, and are saved with the answer (``tools``).
+
+An agent's question (``ctx.interrupt``) pauses the answer: an ``interrupt`` frame, the answer
+saved ``interrupted`` with the question, and the task waits (keeping its conversation, the
+answer timeout stopped) until a ``resume`` answers it on any node, a ``cancel`` ends it, or the
+agent's ``interrupt_timeout_s`` passes (``interrupt_expired``). Each change of the question's
+state is an ``interrupt`` frame with the whole question, saved with the answer (``interrupts``).
 """
 
 from __future__ import annotations
@@ -14,8 +21,12 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from dari.agents.base import (
     AgentEvent,
@@ -24,11 +35,12 @@ from dari.agents.base import (
     HistoryMessage,
     Reasoning,
     Step,
+    ToolUpdate,
     Usage,
 )
 from dari.metrics import ANSWER_DURATION, FIRST_TOKEN, MODEL_TOKENS, TOKENS
 from dari.protocol import frames
-from dari.protocol.errors import DariError, ErrorCode
+from dari.protocol.errors import DariError, ErrorCode, QuestionExpired
 from dari.runner.context import RunContext
 from dari.runner.jobs import FinishReason, Job, Outcome, Progress
 
@@ -47,11 +59,16 @@ _STATUS: dict[FinishReason, Status] = {
 }
 
 
+_UNFINISHED = frozenset({"streaming", "interrupted"})  # answers still running: not history
+
+
 class AnswerRun:
     def __init__(self, runner: Runner, job: Job) -> None:
         self.runner = runner
         self.job = job
         self.progress = Progress(job.request_id, job.key)
+        self._row: asyncio.Future[int] | None = None
+        self._deadline: asyncio.Timeout | None = None  # the answer's timeout, paused by questions
 
     async def emit_step(self, step: Step) -> None:
         wire = step.to_wire()
@@ -104,7 +121,7 @@ class AnswerRun:
             await hub.publish(key, frames.answer_frame("start", key, rid))
             # The row's place in history is fixed now; the agent starts without waiting for
             # the write (the first checkpoint and the final save wait for it).
-            row = store.begin_answer(key, rid, runner.node_id)
+            row = self._row = store.begin_answer(key, rid, runner.node_id)
             # Another node's reaper must be able to fail this row if this node dies.
             await runner.queue.begun(job, await asyncio.shield(row))
             checkpoint = asyncio.create_task(self._checkpoint(row))
@@ -159,7 +176,7 @@ class AnswerRun:
             [
                 HistoryMessage(r.role, r.content, r.images)
                 for r in records
-                if r.request_id != job.request_id and r.status != "streaming"
+                if r.request_id != job.request_id and r.status not in _UNFINISHED
             ][-limit:]
             if limit
             else []
@@ -182,7 +199,8 @@ class AnswerRun:
         started = time.monotonic()
         yield_every = self.runner.settings.limits.yield_every_pieces
         try:
-            async with asyncio.timeout(self.runner.settings.limits.answer_timeout_s):
+            async with asyncio.timeout(self.runner.settings.limits.answer_timeout_s) as deadline:
+                self._deadline = deadline
                 async for event in events:
                     if isinstance(event, str):
                         if not event:
@@ -210,10 +228,91 @@ class AnswerRun:
                 with contextlib.suppress(Exception):
                     await aclose()
 
-    async def _note(self, event: Reasoning | Usage | Finish) -> None:
-        """Reasoning goes out at once, in its own frames; usage and finish wait for the end."""
+    async def ask(self, payload: dict[str, Any]) -> Any:
+        """Put the agent's question to the conversation and wait for its answer (see the
+        module's doc); the value a ``resume`` gave."""
+        _check_question(payload)
+        runner, job = self.runner, self.job
+        timeout = runner.directory.get(job.key.project_id, job.key.agent_name).config
+        timeout_s = timeout.interrupt_timeout_s
+        interrupt_id = f"i-{uuid.uuid4().hex}"
+        expires = datetime.fromtimestamp(time.time() + timeout_s, UTC)
+        question: dict[str, Any] = {
+            "interrupt_id": interrupt_id,
+            "payload": payload,
+            "expires_at": expires.isoformat(),
+            "state": "pending",
+        }
+        answered = await runner.queue.ask(job, interrupt_id, timeout_s)
+        await self._question(question, "interrupted")
+        loop = asyncio.get_running_loop()
+        paused_at, deadline = loop.time(), self._deadline
+        resume_by = deadline.when() if deadline is not None else None
+        if deadline is not None:
+            deadline.reschedule(None)  # waiting for people is not the agent taking too long
+        try:
+            done, _ = await asyncio.wait({answered}, timeout=timeout_s)
+            if done:
+                value = answered.result()
+            else:
+                was_answered, value = await runner.queue.settle(interrupt_id, "expired")
+                if not was_answered:
+                    await self._question({**question, "state": "expired"}, None)
+                    raise QuestionExpired(
+                        f"nobody answered the agent's question within {timeout_s:g} s"
+                    )
+        except asyncio.CancelledError:
+            # Cancelled (or the node drains): the question is closed unless answered just now.
+            with contextlib.suppress(DariError):
+                await runner.queue.settle(interrupt_id, "cancelled")
+            with contextlib.suppress(DariError):
+                await self._question({**question, "state": "cancelled"}, None)
+            raise
+        finally:
+            if not answered.done():
+                answered.cancel()
+            if deadline is not None and resume_by is not None:
+                deadline.reschedule(resume_by + loop.time() - paused_at)
+        await self._question({**question, "state": "answered", "value": value}, "streaming")
+        return value
+
+    async def _question(self, question: dict[str, Any], status: Status | None) -> None:
+        """Tell the conversation where a question stands; with ``status``, save the answer
+        now (``interrupted`` while it waits, ``streaming`` again once answered)."""
+        progress, key, rid = self.progress, self.job.key, self.job.request_id
+        progress.interrupts[question["interrupt_id"]] = question
+        progress.revision += 1
+        await self.runner.hub.publish(key, frames.answer_frame("interrupt", key, rid, **question))
+        if status is None or self._row is None:
+            return
+        message_id = await asyncio.shield(self._row)
+        await self.runner.store.save_answer(
+            message_id,
+            progress.text(),
+            status,
+            list(progress.steps),
+            reasoning=progress.reasoning_text(),
+            tools=progress.tool_list(),
+            interrupts=progress.interrupt_list(),
+        )
+
+    async def emit_tool(self, update: ToolUpdate) -> None:
+        """A ``tool`` frame now; the call's latest state is kept for snapshots and the save."""
+        wire = update.to_wire()
+        state = {k: v for k, v in wire.items() if k != "arguments_delta"}
         progress = self.progress
-        if isinstance(event, Reasoning):
+        progress.tools[update.call_id] = state
+        progress.revision += 1
+        key, rid = self.job.key, self.job.request_id
+        await self.runner.hub.publish(key, frames.answer_frame("tool", key, rid, **wire))
+
+    async def _note(self, event: Reasoning | Usage | Finish | ToolUpdate) -> None:
+        """Reasoning and tool calls go out at once, in their own frames; usage and finish
+        wait for the end."""
+        progress = self.progress
+        if isinstance(event, ToolUpdate):
+            await self.emit_tool(event)
+        elif isinstance(event, Reasoning):
             text = event.text
             if "\x00" in text:
                 text = text.replace("\x00", "\ufffd")
@@ -240,14 +339,17 @@ class AnswerRun:
             length = sum(len(piece) for piece in progress.pieces) + sum(
                 len(piece) for piece in progress.reasoning
             )
-            if length != progress.saved_length:
+            if length != progress.saved_length or progress.revision != progress.saved_revision:
                 progress.saved_length = length
+                progress.saved_revision = progress.revision
                 await self.runner.store.save_answer(
                     message_id,
                     progress.text(),
                     "streaming",
                     list(progress.steps),
                     reasoning=progress.reasoning_text(),
+                    tools=progress.tool_list(),
+                    interrupts=progress.interrupt_list(),
                 )
 
     async def _finish(
@@ -286,12 +388,26 @@ class AnswerRun:
                         reasoning=self.progress.reasoning_text(),
                         usage=wire_usage,
                         finish_reason=finish,
+                        tools=self.progress.tool_list(),
+                        interrupts=self.progress.interrupt_list(),
                     )
         finally:
             if owned:
                 await runner.hub.publish(key, frames.end(key, rid, finish, wire_usage))
             with contextlib.suppress(DariError):
                 await runner.hub.delivery.answer_ended(self.progress)
+
+
+def _check_question(payload: object) -> None:
+    """A question is a JSON object with a ``question`` text, optional ``choices`` (a list) and
+    ``schema`` (a JSON schema object): anything else is the agent's bug."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("question"), str):
+        raise TypeError('an interrupt needs a payload like {"question": "..."}')
+    if "choices" in payload and not isinstance(payload["choices"], list):
+        raise TypeError("an interrupt's choices must be a list")
+    if "schema" in payload and not isinstance(payload["schema"], dict):
+        raise TypeError("an interrupt's schema must be a JSON schema object")
+    orjson.dumps(payload)  # raises TypeError if it is not JSON
 
 
 def _count(project_id: str, agent_name: str, usage: Usage) -> None:

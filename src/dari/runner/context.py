@@ -1,8 +1,9 @@
-"""The :class:`AgentContext` a running answer gets: steps now, delegation in the background."""
+"""The :class:`AgentContext` a running answer gets: steps now, delegation in the background,
+questions to the people in the conversation (interrupts)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dari.agents.base import Step, StepState
 
@@ -19,3 +20,6 @@ class RunContext:
 
     async def delegate(self, agent_name: str, task: str) -> str:
         return await self._run.runner.delegate(self._run.job, agent_name, task)
+
+    async def interrupt(self, payload: dict[str, Any]) -> Any:
+        return await self._run.ask(payload)

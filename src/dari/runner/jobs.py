@@ -59,8 +59,8 @@ class Job:
 
 @dataclass(eq=False, slots=True)
 class Progress:
-    """The text, steps and reasoning of an answer so far: what a ``snapshot`` frame carries;
-    and what the model said of how it ended and what it cost."""
+    """The text, steps, reasoning, tool calls and questions of an answer so far: what a
+    ``snapshot`` frame carries; and what the model said of how it ended and what it cost."""
 
     request_id: str
     key: ConversationKey
@@ -70,9 +70,21 @@ class Progress:
     reasoning: list[str] = field(default_factory=list)
     usage: Usage | None = None  # summed over the model calls of the answer
     finish: FinishReason = "stop"  # as the model said; the gateway's own reasons override it
+    # The latest state of each tool call (``tool`` frame fields, without ``arguments_delta``)
+    # and of each question asked (``interrupt`` frame fields), in the order they began.
+    tools: dict[str, dict[str, Any]] = field(default_factory=dict)
+    interrupts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    revision: int = 0  # bumped by each tool or question update: the checkpoint saves it
+    saved_revision: int = 0
 
     def text(self) -> str:
         return "".join(self.pieces)
 
     def reasoning_text(self) -> str:
         return "".join(self.reasoning)
+
+    def tool_list(self) -> list[dict[str, Any]]:
+        return list(self.tools.values())
+
+    def interrupt_list(self) -> list[dict[str, Any]]:
+        return list(self.interrupts.values())

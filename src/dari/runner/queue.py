@@ -18,9 +18,17 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Literal
 
 from dari.protocol.frames import ConversationKey
 from dari.runner.jobs import Job
+
+# Where a question an answer asked (an interrupt) stands. ``unknown``: never asked, or
+# forgotten (a day after it was settled).
+QuestionState = Literal["pending", "answered", "cancelled", "expired", "unknown"]
+ClosedState = Literal["cancelled", "expired"]
+# What a ``resume`` found: ``accepted`` (this call answered it), or the state it was in.
+AnswerResult = Literal["accepted", "answered", "cancelled", "expired", "unknown"]
 
 
 class ConversationQueue(ABC):
@@ -86,6 +94,29 @@ class ConversationQueue(ABC):
     async def claim_end(self, job: Job) -> bool:
         """Whether the caller ends the answer (saves it and sends ``end``): exactly once, even
         if a reaper on another node took the answer for dead."""
+
+    # --- questions (interrupts): a paused answer waits here for its answer ---------------------
+
+    @abstractmethod
+    async def ask(self, job: Job, interrupt_id: str, timeout_s: float) -> asyncio.Future[Any]:
+        """Record a question of ``job``'s answer, which runs on this node and keeps holding its
+        conversation, so that a ``resume`` arriving at any node finds it. The future resolves
+        with the value when it is answered (:meth:`answer`, on any node)."""
+
+    @abstractmethod
+    async def question(self, interrupt_id: str) -> ConversationKey | None:
+        """The conversation the question was asked in (pending or settled); None if unknown."""
+
+    @abstractmethod
+    async def answer(self, interrupt_id: str, value: Any) -> AnswerResult:
+        """Answer a pending question, once: ``"accepted"`` when this call answered it (the
+        value then reaches the waiting answer, wherever it runs); otherwise the state it was
+        already in (``answered`` by someone else, ``cancelled``, ``expired``, ``unknown``)."""
+
+    @abstractmethod
+    async def settle(self, interrupt_id: str, state: ClosedState) -> tuple[bool, Any]:
+        """The asking answer stops waiting (cancelled, or the question expired): close the
+        question as ``state``, unless it was answered meanwhile: then ``(True, value)``."""
 
 
 class OrderingLocks:

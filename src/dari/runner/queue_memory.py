@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
+from collections import OrderedDict, deque
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from dari.protocol.frames import ConversationKey
 from dari.runner.answer import AnswerRun
 from dari.runner.jobs import DRAIN_UNANSWERED, Job, Outcome
-from dari.runner.queue import ConversationQueue, OrderingLocks
+from dari.runner.queue import (
+    AnswerResult,
+    ClosedState,
+    ConversationQueue,
+    OrderingLocks,
+    QuestionState,
+)
 
 if TYPE_CHECKING:
     from dari.runner.runner import Runner
@@ -31,11 +37,25 @@ class _Conversation:
         return len(self.waiting) + (1 if self.running else 0)
 
 
+@dataclass(eq=False, slots=True)
+class _Question:
+    key: ConversationKey
+    future: asyncio.Future[Any]
+    state: QuestionState = "pending"
+    value: Any = None
+
+
+# Settled questions remembered (to tell "already answered" from "unknown"), oldest forgotten.
+_SETTLED_KEPT = 10_000
+
+
 class MemoryQueue(ConversationQueue):
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
         self._conversations: dict[ConversationKey, _Conversation] = {}
         self._ordering = OrderingLocks()
+        self._questions: OrderedDict[str, _Question] = OrderedDict()
+        self._settled = 0
 
     async def start(self) -> None:
         """A task still ``running`` at start was cut off by the last stop or crash: it is
@@ -172,3 +192,51 @@ class MemoryQueue(ConversationQueue):
 
     def running_here(self) -> list[Job]:
         return [c.running for c in self._conversations.values() if c.running is not None]
+
+    # --- questions -----------------------------------------------------------------------------
+
+    async def ask(self, job: Job, interrupt_id: str, timeout_s: float) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._questions[interrupt_id] = _Question(job.key, future)
+        return future
+
+    async def question(self, interrupt_id: str) -> ConversationKey | None:
+        found = self._questions.get(interrupt_id)
+        return found.key if found is not None else None
+
+    async def answer(self, interrupt_id: str, value: Any) -> AnswerResult:
+        found = self._questions.get(interrupt_id)
+        if found is None:
+            return "unknown"
+        if found.state != "pending":
+            return cast(AnswerResult, found.state)
+        self._close(interrupt_id, found, "answered", value)
+        if not found.future.done():
+            found.future.set_result(value)
+        return "accepted"
+
+    async def settle(self, interrupt_id: str, state: ClosedState) -> tuple[bool, Any]:
+        found = self._questions.get(interrupt_id)
+        if found is None:
+            return False, None
+        if found.state == "answered":
+            return True, found.value
+        if found.state == "pending":
+            self._close(interrupt_id, found, state)
+        return False, None
+
+    def _close(
+        self, interrupt_id: str, found: _Question, state: QuestionState, value: Any = None
+    ) -> None:
+        found.state, found.value = state, value
+        self._questions.move_to_end(interrupt_id)
+        self._settled += 1
+        # Forget the oldest settled ones past the bound; pending ones are never forgotten.
+        while self._settled > _SETTLED_KEPT:
+            for oldest, item in self._questions.items():
+                if item.state != "pending":
+                    del self._questions[oldest]
+                    self._settled -= 1
+                    break
+            else:
+                break

@@ -27,6 +27,12 @@ cancel; a running one is cancelled by its node, told over the bus (channel ``<pr
 carrying the run id). A chat is found by ``req:<[user, request id]>``, so, as on one node, a
 user can neither cancel nor probe another user's request that happens to share its id.
 
+A question an answer asks (an interrupt) is ``question:<id>`` (a hash: conversation, state,
+and the value once answered). The answer waits on the node running it, keeping its lease; a
+``resume`` on any node answers the hash atomically (once: a second one finds it answered) and
+hands the value over the bus (channel ``<prefix>resume``) to the node that waits. If that message
+is lost, the waiting node finds the value in the hash when the question would expire.
+
 Delegated tasks go through the same queue. Their conversation is new and their own, so the
 delegating node takes the lease and runs the task at once; what the task is for (its agent and
 the delegating conversation) travels with it, in the queued chat and in ``answer:<run>``. The
@@ -44,7 +50,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from redis.exceptions import RedisError
@@ -57,7 +63,7 @@ from dari.protocol.errors import ErrorCode, StoreUnavailable, Unavailable
 from dari.protocol.frames import ConversationKey
 from dari.runner.answer import AnswerRun
 from dari.runner.jobs import DelegatedTask, Job, Outcome
-from dari.runner.queue import ConversationQueue, OrderingLocks
+from dari.runner.queue import AnswerResult, ClosedState, ConversationQueue, OrderingLocks
 from dari.supervise import supervise
 
 if TYPE_CHECKING:
@@ -162,6 +168,26 @@ end
 return 1
 """
 
+# KEYS: question:<id>. ARGV: value JSON. Answer a pending question: {'accepted'} when this call
+# did, else {state} ('unknown' when there is no such question).
+_ANSWER = """
+local state = redis.call('HGET', KEYS[1], 's')
+if not state then return {'unknown'} end
+if state ~= 'pending' then return {state} end
+redis.call('HSET', KEYS[1], 's', 'answered', 'v', ARGV[1])
+return {'accepted'}
+"""
+
+# KEYS: question:<id>. ARGV: the closing state. Close a pending question: {state} as it was
+# ('pending' when this call closed it), with the value when it had been answered.
+_SETTLE = """
+local state = redis.call('HGET', KEYS[1], 's')
+if not state then return {'unknown'} end
+if state == 'pending' then redis.call('HSET', KEYS[1], 's', ARGV[1]) end
+if state == 'answered' then return {state, redis.call('HGET', KEYS[1], 'v')} end
+return {state}
+"""
+
 # KEYS: queue. Every queued chat, removed.
 _DRAIN = """
 local queued = redis.call('LRANGE', KEYS[1], 0, -1)
@@ -237,6 +263,9 @@ class RedisQueue(ConversationQueue):
         self._pop = self.redis.register_script(_POP)
         self._offer = self.redis.register_script(_OFFER)
         self._let_go = self.redis.register_script(_LET_GO)
+        self._answer = self.redis.register_script(_ANSWER)
+        self._settle = self.redis.register_script(_SETTLE)
+        self._waiting: dict[str, asyncio.Future[Any]] = {}  # questions asked by answers here
         self._local_order = OrderingLocks()
         self.workers: dict[str, asyncio.Task[None]] = {}
         self.current: dict[str, Job] = {}  # conversation name -> the job running here
@@ -265,6 +294,7 @@ class RedisQueue(ConversationQueue):
 
     async def start(self) -> None:
         await self.bus.subscribe(self._k("cancel"), self._on_cancel)
+        await self.bus.subscribe(self._k("resume"), self._on_resume)
         self._reaper = supervise(self._reap_forever(), "reaping expired leases")
 
     async def close(self) -> None:
@@ -650,3 +680,60 @@ class RedisQueue(ConversationQueue):
     async def _end_unstarted(self, job: Job) -> None:
         await self._call(self.redis.delete(self._req(job.user_id, job.request_id)))
         await self.runner.end_unstarted(job)
+
+    # --- questions -----------------------------------------------------------------------------
+
+    async def ask(self, job: Job, interrupt_id: str, timeout_s: float) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting[interrupt_id] = future
+        key = self._k("question", interrupt_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={"c": conversation_name(job.key), "s": "pending"})
+            pipe.pexpire(key, self._ms(timeout_s + RECORD_TTL_S))
+            try:
+                await self._call(pipe.execute())
+            except BaseException:
+                del self._waiting[interrupt_id]
+                raise
+        return future
+
+    async def question(self, interrupt_id: str) -> ConversationKey | None:
+        name = await self._call(self.redis.hget(self._k("question", interrupt_id), "c"))
+        return conversation_of(_text(name)) if name else None
+
+    async def answer(self, interrupt_id: str, value: Any) -> AnswerResult:
+        encoded = orjson.dumps(value)
+        result = await self._call(
+            self._answer(keys=[self._k("question", interrupt_id)], args=[encoded])
+        )
+        state = cast(AnswerResult, _text(result[0]))
+        if state != "accepted":
+            return state
+        if not self._hand_over(interrupt_id, value):
+            try:
+                await self.bus.publish(self._k("resume"), orjson.dumps([interrupt_id, value]))
+            except BusError as exc:
+                # Answered all the same: the waiting node reads it from the question in time.
+                log.warning("cannot hand the answer of %s over now: %s", interrupt_id, exc)
+        return "accepted"
+
+    def _hand_over(self, interrupt_id: str, value: Any) -> bool:
+        future = self._waiting.pop(interrupt_id, None)
+        if future is None:
+            return False
+        if not future.done():
+            future.set_result(value)
+        return True
+
+    async def _on_resume(self, message: BusMessage) -> None:
+        interrupt_id, value = orjson.loads(message.payload)
+        self._hand_over(interrupt_id, value)
+
+    async def settle(self, interrupt_id: str, state: ClosedState) -> tuple[bool, Any]:
+        self._waiting.pop(interrupt_id, None)
+        result = await self._call(
+            self._settle(keys=[self._k("question", interrupt_id)], args=[state])
+        )
+        if _text(result[0]) == "answered":
+            return True, orjson.loads(result[1])
+        return False, None

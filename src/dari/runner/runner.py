@@ -23,8 +23,10 @@ from dari.metrics import QUEUE_DEPTH
 from dari.protocol import frames
 from dari.protocol.errors import (
     AccessError,
+    AlreadyAnswered,
     DariError,
     ErrorCode,
+    LookupFailed,
     QueueFull,
     ShuttingDown,
     Unavailable,
@@ -190,6 +192,25 @@ class Runner:
 
     async def cancel_in(self, key: ConversationKey) -> int:
         return await self.queue.cancel_conversation(key)
+
+    # --- questions (interrupts) -------------------------------------------------------------
+
+    async def question(self, interrupt_id: str) -> ConversationKey | None:
+        """The conversation an agent's question was asked in, on any node (None: unknown)."""
+        return await self.queue.question(interrupt_id)
+
+    async def answer(self, interrupt_id: str, value: Any) -> None:
+        """Answer a question once; the paused answer goes on wherever it runs. Raises
+        ``already_answered``, or ``not_found`` for one that was cancelled, expired or is
+        unknown."""
+        state = await self.queue.answer(interrupt_id, value)
+        if state == "accepted":
+            return
+        if state == "answered":
+            raise AlreadyAnswered("this question was already answered (in another tab?)")
+        if state == "unknown":
+            raise LookupFailed("no such question is waiting for an answer")
+        raise LookupFailed(f"this question was {state}: the answer that asked it has ended")
 
     # --- delegation ------------------------------------------------------------------------
 

@@ -15,7 +15,8 @@ from dari.protocol.frames import ConversationKey
 from dari.stores.threads import ThreadStore
 
 Role = Literal["user", "assistant", "report"]
-Status = Literal["complete", "streaming", "cancelled", "failed"]
+# ``interrupted``: the answer is paused on a question (``interrupt``) until someone answers.
+Status = Literal["complete", "streaming", "interrupted", "cancelled", "failed"]
 TaskStatus = Literal["running", "complete", "failed"]
 
 
@@ -34,6 +35,9 @@ class MessageRecord:
     reasoning: str = ""
     usage: dict[str, int] | None = None
     finish_reason: str | None = None
+    # Answers: the latest state of each tool call and of each question asked (revision 0005).
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    interrupts: list[dict[str, Any]] = field(default_factory=list)
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {
@@ -57,6 +61,10 @@ class MessageRecord:
             wire["usage"] = self.usage
         if self.reasoning:
             wire["reasoning"] = self.reasoning
+        if self.tools:
+            wire["tools"] = self.tools
+        if self.interrupts:
+            wire["interrupts"] = self.interrupts
         return wire
 
 
@@ -149,9 +157,12 @@ class Store(ABC):
         reasoning: str = "",
         usage: dict[str, int] | None = None,
         finish_reason: str | None = None,
+        tools: list[dict[str, Any]] | None = None,
+        interrupts: list[dict[str, Any]] | None = None,
     ) -> None:
-        """Save the answer so far (status ``streaming``) or for good. ``usage`` and
-        ``finish_reason`` are given when it ends."""
+        """Save the answer so far (status ``streaming`` or ``interrupted``) or for good.
+        ``usage`` and ``finish_reason`` are given when it ends; ``tools`` and ``interrupts``
+        (None: none) are its tool calls and questions."""
 
     @abstractmethod
     async def add_report(
@@ -166,7 +177,8 @@ class Store(ABC):
 
     @abstractmethod
     async def fail_interrupted(self, node_id: str | None) -> int:
-        """Mark answers this node left ``streaming`` (it stopped mid-answer) as ``failed``.
+        """Mark answers this node left ``streaming`` or ``interrupted`` (it stopped
+        mid-answer) as ``failed``.
 
         ``None``: every node's (one node alone on its store, whose id changes per process).
         """

@@ -67,6 +67,11 @@ messages = Table(
     Column("usage", JSON),
     Column("finish_reason", String(32)),
     Column("user_id", String(256)),  # user messages: who asked (revision 0003)
+    # Answers (revision 0005): the latest state of each tool call ({tool_call_id, name, state,
+    # arguments, result | error}) and of each question asked ({interrupt_id, payload,
+    # expires_at, state, value?}), as the ``tool`` and ``interrupt`` frames carry them.
+    Column("tools", JSON),
+    Column("interrupts", JSON),
     Index("ix_messages_conversation", "conversation_id", "id"),
     Index("ix_messages_streaming", "status", "node_id"),
     Index("ix_messages_request", "conversation_id", "request_id"),

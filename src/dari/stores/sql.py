@@ -122,15 +122,15 @@ class _Statements:
             .order_by(newest_first)
             .limit(limit)
         )
+        # A paused answer (``interrupted``) is as unfinished as a streaming one.
+        unfinished = messages.c.status.in_(("streaming", "interrupted"))
         self.fail_streaming = (
             update(messages)
-            .where((messages.c.status == "streaming") & (messages.c.node_id == bindparam("node")))
+            .where(unfinished & (messages.c.node_id == bindparam("node")))
             .values(status="failed", updated_at=bindparam("now"))
         )
         self.fail_all_streaming = (
-            update(messages)
-            .where(messages.c.status == "streaming")
-            .values(status="failed", updated_at=bindparam("now"))
+            update(messages).where(unfinished).values(status="failed", updated_at=bindparam("now"))
         )
         self.insert_task = tasks.insert()
         self.update_task = update(tasks).where(tasks.c.id == bindparam("task_id"))
@@ -154,6 +154,8 @@ def _message_record(row: Row[Any]) -> MessageRecord:
         reasoning=row.reasoning or "",
         usage=row.usage,
         finish_reason=row.finish_reason,
+        tools=list(row.tools or []),
+        interrupts=list(row.interrupts or []),
     )
 
 
@@ -418,6 +420,8 @@ class SqlStore(Store):
         reasoning: str = "",
         usage: dict[str, int] | None = None,
         finish_reason: str | None = None,
+        tools: list[dict[str, Any]] | None = None,
+        interrupts: list[dict[str, Any]] | None = None,
     ) -> None:
         values = {
             "message_id": message_id,
@@ -427,6 +431,8 @@ class SqlStore(Store):
             "reasoning": reasoning or None,
             "usage": usage,
             "finish_reason": finish_reason,
+            "tools": tools or None,
+            "interrupts": interrupts or None,
             "updated_at": _now(),
         }
         await self._worker.run(lambda conn: conn.execute(self._sql.update_message, values))
