@@ -104,7 +104,9 @@ class DariServer:
             return await http.post(f"{self.http}{path}", json=body)
 
 
-def start_dari(tmp: Path, extra_toml: str = "", extra_top_toml: str = "") -> DariServer:
+def start_dari(
+    tmp: Path, extra_toml: str = "", extra_top_toml: str = "", extra_agents_toml: str = ""
+) -> DariServer:
     tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config = tmp / "dari.toml"
@@ -119,6 +121,7 @@ def start_dari(tmp: Path, extra_toml: str = "", extra_top_toml: str = "") -> Dar
                 "max_image_bytes = 65536",  # small, so the too-large message is easy to show
                 extra_toml,
                 AGENTS_TOML,
+                extra_agents_toml,  # more [[projects.agents]] of project_001
             ]
         ),
         encoding="utf-8",

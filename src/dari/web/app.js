@@ -9,6 +9,7 @@ import { Composer } from './composer.js';
 import { Conversation, conversationKey, frameConversationKey } from './conversation.js';
 import { DariClient, claimTabClientId, newId } from './dari-client.js';
 import { errorText, t, translatePage } from './i18n.js';
+import { noteRefusal } from './interrupt-cards.js';
 import { MessagesView } from './messages-view.js';
 import { Notices } from './notices.js';
 import { conversationHash, parseConversationHash, renderSidebar } from './sidebar.js';
@@ -58,6 +59,7 @@ const view = new MessagesView({
   onLoadOlder: () => loadOlder(app.current),
   onOpenImage: openLightbox,
   onRegenerate: regenerate,
+  onResume: (interruptId, value) => app.client?.send({ type: 'resume', interrupt_id: interruptId, value }),
 });
 
 const threadList = new ThreadList({
@@ -338,7 +340,7 @@ function wireClient(client) {
   });
 }
 
-const ANSWER_FRAMES = new Set(['ack', 'start', 'response', 'reasoning', 'snapshot', 'step', 'end']);
+const ANSWER_FRAMES = new Set(['ack', 'start', 'response', 'reasoning', 'snapshot', 'step', 'tool', 'interrupt', 'end']);
 
 function onFrame(frame) {
   if (ANSWER_FRAMES.has(frame.type)) {
@@ -379,6 +381,10 @@ function onAnswerFrame(frame) {
 
 function onError(frame) {
   const text = errorText(frame.code, frame.message);
+  if (frame.interrupt_id) {
+    noteRefusal($('messages'), frame, text); // a resume of ours came too late: on its card
+    return;
+  }
   const conversation = frame.request_id ? app.conversations.get(app.requestConversation.get(frame.request_id)) : null;
   const changed = conversation?.apply(frame, { errorText: text });
   if (!changed) notices.toast({ kind: 'error', text });

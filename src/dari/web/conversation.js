@@ -11,6 +11,9 @@
 //   - pieces for an answer whose beginning this page never saw are shown, but marked
 //     approximate, and history is reloaded when the answer ends.
 
+import { applyInterrupt, interruptsFrom } from './interrupt-cards.js';
+import { applyTool, toolsFrom } from './tool-cards.js';
+
 const TERMINAL = new Set(['complete', 'cancelled', 'failed']);
 const FINISH_STATUS = { stop: 'complete', cancelled: 'cancelled', error: 'failed' };
 
@@ -65,8 +68,11 @@ function fromHistory(m) {
     content: m.content ?? '',
     images: Array.isArray(m.images) ? m.images : [],
     createdAt: toMillis(m.created_at),
-    status: m.status ?? 'complete',
+    // Paused on a question (interrupt): still in progress, like a streaming answer.
+    status: m.status === 'interrupted' ? 'streaming' : m.status ?? 'complete',
     steps: foldSteps(m.steps),
+    tools: toolsFrom(m.tools),
+    interrupts: interruptsFrom(m.interrupts),
     reasoning: typeof m.reasoning === 'string' ? m.reasoning : '',
     usage: m.usage ?? null,
     finishReason: m.finish_reason ?? null,
@@ -193,6 +199,9 @@ export class Conversation extends EventTarget {
         return this._onReasoning(frame);
       case 'step':
         return this._onStep(frame);
+      case 'tool':
+      case 'interrupt':
+        return this._onToolOrQuestion(frame);
       case 'end':
         return this._onEnd(frame);
       case 'error':
@@ -226,6 +235,8 @@ export class Conversation extends EventTarget {
         createdAt: Date.now(),
         status: 'streaming',
         steps: [],
+        tools: [],
+        interrupts: [],
         reasoning: '',
         usage: null,
         finishReason: null,
@@ -260,6 +271,8 @@ export class Conversation extends EventTarget {
     if (TERMINAL.has(m.status)) return null;
     m.content = frame.content ?? '';
     if (Array.isArray(frame.steps)) m.steps = foldSteps(frame.steps);
+    if (Array.isArray(frame.tools)) m.tools = toolsFrom(frame.tools);
+    if (Array.isArray(frame.interrupts)) m.interrupts = interruptsFrom(frame.interrupts);
     // Snapshots from several nodes carry no reasoning yet: keep what this page has then.
     if (typeof frame.reasoning === 'string') m.reasoning = frame.reasoning;
     m.status = 'streaming';
@@ -289,6 +302,17 @@ export class Conversation extends EventTarget {
     const m = this._answer(frame);
     if (TERMINAL.has(m.status)) return null;
     applyStep(m.steps, { content: frame.content, name: frame.name, state: frame.state ?? 'started' });
+    return this._changed(m);
+  }
+
+  /** A tool call's or a question's whole state so far (tool-cards.js, interrupt-cards.js). */
+  _onToolOrQuestion(frame) {
+    const m = this._answer(frame);
+    if (TERMINAL.has(m.status)) return null;
+    m.tools ??= [];
+    m.interrupts ??= [];
+    if (frame.type === 'tool') applyTool(m.tools, frame);
+    else applyInterrupt(m.interrupts, frame);
     return this._changed(m);
   }
 
@@ -372,6 +396,8 @@ export class Conversation extends EventTarget {
           reasoning: live.reasoning || h.reasoning,
           status: live.status,
           steps: live.steps.length ? live.steps : h.steps,
+          tools: live.tools?.length ? live.tools : h.tools,
+          interrupts: live.interrupts?.length ? live.interrupts : h.interrupts,
           live: live.live,
           approx: live.approx,
         });

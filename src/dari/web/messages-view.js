@@ -5,12 +5,14 @@
 import { copyFromButton } from './copy.js';
 import { h, icon, initial, replace, safeImageSrc } from './dom.js';
 import { formatNumber, formatTime, t } from './i18n.js';
+import { renderInterruptCards } from './interrupt-cards.js';
 import { renderMarkdown } from './markdown.js';
+import { renderToolCards } from './tool-cards.js';
 
 const NEAR_BOTTOM_PX = 80;
 
 export class MessagesView {
-  constructor({ list, scroller, empty, jumpButton, olderButton, onLoadOlder, onOpenImage, onRegenerate }) {
+  constructor({ list, scroller, empty, jumpButton, olderButton, onLoadOlder, onOpenImage, onRegenerate, onResume }) {
     this.list = list;
     this.scroller = scroller;
     this.empty = empty;
@@ -18,6 +20,7 @@ export class MessagesView {
     this.olderButton = olderButton;
     this.onOpenImage = onOpenImage;
     this.onRegenerate = onRegenerate;
+    this.onResume = onResume; // (interruptId, value): answer an agent's question
     this.nodes = new Map(); // message key -> element
     this.dirty = new Set();
     this.frame = 0;
@@ -186,7 +189,9 @@ export class MessagesView {
         // Reasoning is closed by default: it is there for whoever wants it, not in the way.
         h('details', { className: 'reasoning', hidden: true }, [h('summary'), h('div', { className: 'reasoning-text' })]),
         h('details', { className: 'steps', hidden: true }, [h('summary'), h('ol')]),
+        h('div', { className: 'tool-cards', hidden: true }),
         h('div', { className: 'content md' }),
+        h('div', { className: 'interrupt-cards', hidden: true }),
         h('p', { className: 'cut-mark', hidden: true }, [icon('warn'), h('span', { text: t('chat.cutOffNote') })]),
         h('div', { className: 'typing', hidden: true, 'aria-hidden': 'true' }, [h('span'), h('span'), h('span')]),
         h('p', { className: 'msg-error', role: 'alert', hidden: true }),
@@ -227,6 +232,9 @@ export class MessagesView {
       steps.querySelector('summary').replaceChildren(icon('check'), done.length === 1 ? t('chat.step') : t('chat.steps', { n: done.length }));
       steps.querySelector('ol').replaceChildren(...done.map((s) => h('li', { text: s.content || s.name })));
     }
+
+    renderToolCards(main.querySelector('.tool-cards'), m.tools ?? []);
+    renderInterruptCards(main.querySelector('.interrupt-cards'), m.interrupts ?? [], this.onResume);
 
     const content = main.querySelector('.content');
     content.setAttribute('aria-busy', streaming ? 'true' : 'false');
