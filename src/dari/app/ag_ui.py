@@ -9,6 +9,12 @@
   on a thread gets ``MESSAGES_SNAPSHOT`` (the saved messages) inside the running answer's run,
   then that answer's events so far and live ones; with nothing running, the snapshot comes in
   a run of its own.
+
+An agent's question ends its run with the interrupt outcome (``RUN_FINISHED`` ``outcome:
+{type: "interrupt"}``) while the dari answer waits. A run whose input has ``resume`` entries
+answers them (``resolved``: the entry's ``payload`` is the value; ``cancelled``: the waiting
+answer is cancelled) instead of sending a message, and its events are the rest of that answer.
+On the socket, an answered question (from any client) starts the rest as a new run.
 """
 
 from __future__ import annotations
@@ -38,8 +44,8 @@ from dari.app.streams import (
 )
 from dari.auth.base import Principal
 from dari.protocol import ag_ui, frames
-from dari.protocol.errors import CloseCode, DariError, ProtocolError, RateLimited
-from dari.protocol.frames import ConversationKey
+from dari.protocol.errors import CloseCode, DariError, LookupFailed, ProtocolError, RateLimited
+from dari.protocol.frames import CancelIn, ConversationKey
 
 router = APIRouter(prefix="/api/ag-ui/{project_id}/{agent_name}")
 HEADERS = {
@@ -59,10 +65,30 @@ async def _accept_run(stream: Stream, key: ConversationKey, run: RunAgentInput) 
     return request_id
 
 
+async def _resume_run(stream: Stream, key: ConversationKey, run: RunAgentInput) -> str:
+    """Answer (or cancel) the questions a run's ``resume`` entries name; the request id of the
+    answer that asked them, whose rest this run streams."""
+    # Following first: every frame of the answer after the snapshot reaches this stream.
+    snapshots = await stream.snapshots(key)
+    for entry in run.resume or []:
+        if entry.status == "resolved":
+            await stream.session.answer(entry.interrupt_id, entry.payload)
+        else:
+            await stream.session.cancel(CancelIn(type="cancel", **key.fields()))
+    if not snapshots:
+        raise LookupFailed("nothing in this thread is waiting for an answer")
+    return str(snapshots[0]["request_id"])
+
+
 async def stream_run(
-    stream: Stream, key: ConversationKey, run_id: str, request_id: str, idle_s: float
+    stream: Stream,
+    key: ConversationKey,
+    run_id: str,
+    request_id: str,
+    idle_s: float,
+    continuing: frozenset[str] | None = None,
 ) -> AsyncIterator[str]:
-    run = ag_ui.RunStream(key.thread_id, run_id, request_id)
+    run = ag_ui.RunStream(key.thread_id, run_id, request_id, continuing=continuing)
     for event in run.begin():
         yield ag_ui.sse(event)
     try:
@@ -72,6 +98,8 @@ async def stream_run(
                 continue
             for event in run.feed(frame):
                 yield ag_ui.sse(event)
+            if run.done:
+                return  # ended, or paused on a question (the interrupt outcome)
     except DariError as exc:
         yield ag_ui.sse(RunErrorEvent(message=exc.message, code=str(exc.code)))
 
@@ -82,10 +110,18 @@ async def run_agent(project_id: str, agent_name: str, request: Request) -> Respo
     principal = principal_of(request)
     run = ag_ui.parse_input(await read_body(request, gateway))
     key = conversation_key(gateway, principal, project_id, agent_name, run.thread_id)
+    idle_s = gateway.settings.heartbeat_s
+    if run.resume:
+        opened, stream, request_id = await prepared_stream(
+            gateway, principal, lambda stream: _resume_run(stream, key, run)
+        )
+        answered = frozenset(entry.interrupt_id for entry in run.resume)
+        body = stream_run(stream, key, run.run_id, request_id, idle_s, answered)
+        return sse_response(body, opened, HEADERS)
     opened, stream, request_id = await prepared_stream(
         gateway, principal, lambda stream: _accept_run(stream, key, run)
     )
-    body = stream_run(stream, key, run.run_id, request_id, gateway.settings.heartbeat_s)
+    body = stream_run(stream, key, run.run_id, request_id, idle_s)
     return sse_response(body, opened, HEADERS)
 
 
@@ -170,7 +206,10 @@ class _ThreadSocket:
                     f"this socket follows thread {self.key.thread_id!r}; open another for "
                     f"{run.thread_id!r}"
                 )
-            await _accept_run(self.stream, self.key, run)
+            if run.resume:
+                await self._resume(run)
+            else:
+                await _accept_run(self.stream, self.key, run)
         except DariError as exc:
             run_id = run.run_id if run is not None else None
             if self.key is None:  # nothing follows the log yet: say it directly
@@ -179,6 +218,16 @@ class _ThreadSocket:
                     await self.websocket.send_text(ag_ui.text(event))
                 return
             await self.stream.session.reply(frames.error(exc.code, exc.message, run_id))
+
+
+    async def _resume(self, run: RunAgentInput) -> None:
+        """Answer or cancel the questions named; the rest of the answer follows as a run."""
+        assert self.key is not None
+        for entry in run.resume or []:
+            if entry.status == "resolved":
+                await self.stream.session.answer(entry.interrupt_id, entry.payload)
+            else:
+                await self.stream.session.cancel(CancelIn(type="cancel", **self.key.fields()))
 
 
 @router.websocket("/ws")

@@ -5,7 +5,9 @@ works unchanged: the chat id is the dari thread, the last user message is a ``ch
 the idempotency key), and the answer streams as the UI Message Stream v1. ``useChat({resume:
 true})`` calls ``GET …/chat/{id}/stream``: 204 when nothing runs in the thread, else the running
 answer from its start, then live. ``DELETE`` on the same URL stops the running answer; every
-stream of it (the original and any resumed one) ends with ``abort``.
+stream of it (the original and any resumed one) ends with ``abort``. An agent's question is a
+``data-dari-interrupt`` part; a POST whose body has ``resume: {interrupt_id, value}`` answers it
+and streams the same answer from its start (as a resume does) to its end.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from dari.app.gateway import Gateway
 from dari.app.rest import gateway_of, principal_of
 from dari.app.session import ChatSession
 from dari.app.streams import (
@@ -28,6 +31,7 @@ from dari.app.streams import (
     read_body,
     sse_response,
 )
+from dari.auth.base import Principal
 from dari.protocol import ai_sdk
 from dari.protocol.errors import DariError
 from dari.protocol.frames import CancelIn, ConversationKey
@@ -56,7 +60,11 @@ async def stream_answer(
 async def post_chat(project_id: str, agent_name: str, request: Request) -> Response:
     gateway = gateway_of(request)
     principal = principal_of(request)
-    body, user_input = ai_sdk.parse_request(await read_body(request, gateway))
+    raw = await read_body(request, gateway)
+    resume = ai_sdk.parse_resume(raw)
+    if resume is not None:
+        return await _answer_question(gateway, principal, project_id, agent_name, resume)
+    body, user_input = ai_sdk.parse_request(raw)
     key = conversation_key(gateway, principal, project_id, agent_name, body.id)
     # A new message's id is its idempotency key; regenerating asks again under a new id.
     message_id = (
@@ -68,6 +76,30 @@ async def post_chat(project_id: str, agent_name: str, request: Request) -> Respo
     opened, stream, (request_id, _) = await prepared_stream(
         gateway, principal, lambda stream: stream.chat(chat)
     )
+    idle_s = gateway.settings.heartbeat_s
+    return sse_response(stream_answer(stream, key, request_id, idle_s), opened, ai_sdk.HEADERS)
+
+
+async def _answer_question(
+    gateway: Gateway,
+    principal: Principal,
+    project_id: str,
+    agent_name: str,
+    resume: ai_sdk.ResumeRequest,
+) -> Response:
+    """Answer the question, then stream its answer from the start, as a resume does."""
+    key = conversation_key(gateway, principal, project_id, agent_name, resume.id)
+
+    async def follow_then_answer(stream: Stream) -> str | None:
+        # Following first: every frame of the answer after the snapshot reaches this stream.
+        snapshots = await stream.snapshots(key)
+        await stream.session.answer(resume.resume.interrupt_id, resume.resume.value)
+        return str(snapshots[0]["request_id"]) if snapshots else None
+
+    opened, stream, request_id = await prepared_stream(gateway, principal, follow_then_answer)
+    if request_id is None:
+        await opened.aclose()
+        return Response(status_code=204)
     idle_s = gateway.settings.heartbeat_s
     return sse_response(stream_answer(stream, key, request_id, idle_s), opened, ai_sdk.HEADERS)
 

@@ -35,6 +35,7 @@ _HTTP_STATUS = {
     ErrorCode.AGENT_NOT_RUNNING: 409,
     ErrorCode.QUEUE_FULL: 429,
     ErrorCode.BUSY: 409,
+    ErrorCode.ALREADY_ANSWERED: 409,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.SHUTTING_DOWN: 503,
 }

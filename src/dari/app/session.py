@@ -197,16 +197,22 @@ class ChatSession:
         """Answer an agent's question; the paused answer goes on (its ``interrupt`` frame with
         ``state: "answered"`` reaches every subscriber). Errors name the ``interrupt_id``."""
         try:
-            key = await self.gateway.runner.question(frame.interrupt_id)
-            if key is None or not await self.gateway.conversations.may_use(self.principal, key):
-                # Another user's question looks exactly like a missing one.
-                raise LookupFailed("no such question is waiting for an answer")
-            # Subscribed first: the continuation of the answer reaches this client.
-            await self.gateway.hub.join(self.client_id, key)
-            await self.gateway.runner.answer(frame.interrupt_id, frame.value)
+            await self.answer(frame.interrupt_id, frame.value)
         except DariError as exc:
             error = frames.error(exc.code, exc.message)
             await self.reply({**error, "interrupt_id": frame.interrupt_id})
+
+    async def answer(self, interrupt_id: str, value: object) -> ConversationKey:
+        """Answer a question this user may see (subscribing this client to its conversation,
+        so the rest of the answer reaches it); its conversation. Raises ``not_found``,
+        ``already_answered``."""
+        key = await self.gateway.runner.question(interrupt_id)
+        if key is None or not await self.gateway.conversations.may_use(self.principal, key):
+            # Another user's question looks exactly like a missing one.
+            raise LookupFailed("no such question is waiting for an answer")
+        await self.gateway.hub.join(self.client_id, key)
+        await self.gateway.runner.answer(interrupt_id, value)
+        return key
 
     async def history(self, frame: HistoryIn) -> None:
         page = await self.gateway.conversations.history(

@@ -7,6 +7,11 @@ AG-UI run::
     TEXT_MESSAGE_CONTENT… · TEXT_MESSAGE_END · [TOOL_CALL_*] · [CUSTOM dari.auto_report] ·
     RUN_FINISHED (outcome, usage) | RUN_ERROR
 
+An agent's question (a dari ``interrupt``, pending) ends the run with the interrupt outcome
+(``RUN_FINISHED`` ``outcome: {type: "interrupt", interrupts: [...]}``) while the dari answer
+waits; the client's next run carries ``resume`` entries, and its events are the rest of that
+same answer (:class:`RunStream` with ``continuing``).
+
 Every run is closed the way the protocol's verifier wants: steps, messages, reasoning and tool
 calls still open when the answer ends are ended first. A step dari starts again while it runs
 is finished and started anew; one finished that never started is started first.
@@ -25,6 +30,7 @@ from ag_ui.core import (
     CustomEvent,
     DataSource,
     ImagePart,
+    Interrupt,
     Message,
     MessagesSnapshotEvent,
     ReasoningEndEvent,
@@ -36,6 +42,7 @@ from ag_ui.core import (
     RunErrorEvent,
     RunFinishedCancelledOutcome,
     RunFinishedEvent,
+    RunFinishedInterruptOutcome,
     RunFinishedSuccessOutcome,
     RunStartedEvent,
     StepFinishedEvent,
@@ -179,11 +186,25 @@ class RunStream:
     Fed its frames in log order; after ``end`` (or an error) it is :attr:`done`.
     """
 
-    def __init__(self, thread_id: str, run_id: str, request_id: str) -> None:
+    def __init__(
+        self,
+        thread_id: str,
+        run_id: str,
+        request_id: str,
+        *,
+        continuing: frozenset[str] | None = None,
+    ) -> None:
         self.thread_id = thread_id
         self.run_id = run_id
         self.request_id = request_id
         self.message_id = answer_message_id(request_id)
+        # A run that goes on with an answer paused on the questions ``continuing`` answers:
+        # its first snapshot is what the earlier run showed already (its text a message of its
+        # own); those questions do not end this run again.
+        self.continuing = continuing
+        self._answered = set(continuing or ())
+        if continuing is not None:
+            self.message_id = f"{self.message_id}-{run_id}"
         self.begun = False
         self.done = False
         self.text = ""  # sent so far: a snapshot sends only the rest
@@ -220,6 +241,8 @@ class RunStream:
             events += self._step(frame)
         elif kind == "tool":
             events += self._tool(frame)
+        elif kind == "interrupt":
+            events += self._interrupt([frame])
         elif kind == "error":
             self.done = True
             events.append(RunErrorEvent(message=frame["message"], code=frame.get("code")))
@@ -287,7 +310,11 @@ class RunStream:
 
     def _snapshot(self, frame: Frame) -> list[BaseEvent]:
         """The answer so far (a reconnected stream's start): only what was not sent yet."""
+        if self.continuing is not None and not self.text and not self.reasoning:
+            return self._continue(frame)
         events: list[BaseEvent] = []
+        for tool in frame.get("tools") or []:
+            events += self._tool(tool)
         if not (self.text or self.reasoning):
             for step in frame.get("steps") or []:
                 events += self._step(step)
@@ -297,6 +324,41 @@ class RunStream:
         content = frame.get("content") or ""
         if content.startswith(self.text):
             events += self._text(content[len(self.text) :])
+        return events + self._interrupt(frame.get("interrupts") or [])
+
+    def _continue(self, frame: Frame) -> list[BaseEvent]:
+        """The snapshot a continuing run starts from: the earlier run showed it, so only the
+        tool calls still open are (re)started here; the text that follows is new (a message
+        of this run's own, see ``message_id``)."""
+        self.continuing = None
+        events: list[BaseEvent] = []
+        for tool in frame.get("tools") or []:
+            if tool.get("state") in ("finished", "failed"):
+                self._tool_ends.add(str(tool["tool_call_id"]))
+            else:
+                events += self._tool(tool)
+        return events
+
+    def _interrupt(self, questions: list[Frame]) -> list[BaseEvent]:
+        """Pending questions end the run with the interrupt outcome; the answer waits."""
+        answered = self._answered
+        pending = [
+            q
+            for q in questions
+            if q.get("state", "pending") == "pending" and q.get("interrupt_id") not in answered
+        ]
+        if not pending:
+            return []
+        self.done = True
+        events = self.close_open()
+        events.append(
+            RunFinishedEvent(
+                thread_id=self.thread_id,
+                run_id=self.run_id,
+                result={"requestId": self.request_id, "finishReason": "interrupted"},
+                outcome=RunFinishedInterruptOutcome(interrupts=[_interrupt_of(q) for q in pending]),
+            )
+        )
         return events
 
     def _tool(self, frame: Frame) -> list[BaseEvent]:
@@ -388,6 +450,21 @@ class ThreadStream:
             if kind == "error" and frame.get("request_id") != run.request_id:
                 return [CustomEvent(name=NOTICE_EVENT, value=_error_value(frame))]
             return run.feed(frame)
+        if (
+            run is not None
+            and kind == "interrupt"
+            and frame.get("state") == "answered"
+            and frame.get("request_id") == run.request_id
+        ):
+            # Its question was answered (here or anywhere): the rest of it is a run of its own.
+            question = str(frame["interrupt_id"])
+            self.run = RunStream(
+                self.thread_id,
+                f"{run.request_id}-{question}",
+                run.request_id,
+                continuing=frozenset({question}),
+            )
+            return self.run.begin()
         if kind in ("start", "snapshot"):
             request_id = str(frame["request_id"])
             self.run = RunStream(self.thread_id, request_id, request_id)
@@ -429,6 +506,22 @@ def history_run(thread_id: str, run_id: str, snapshot: MessagesSnapshotEvent) ->
         snapshot,
         RunFinishedEvent(thread_id=thread_id, run_id=run_id),
     ]
+
+
+def _interrupt_of(question: Frame) -> Interrupt:
+    payload = question.get("payload") or {}
+    schema = payload.get("schema")
+    choices = payload.get("choices")
+    if not isinstance(schema, dict) and isinstance(choices, list):
+        schema = {"enum": choices}
+    return Interrupt(
+        id=str(question["interrupt_id"]),
+        reason="input_required",
+        message=str(payload.get("question") or "") or None,
+        response_schema=schema if isinstance(schema, dict) else None,
+        expires_at=question.get("expires_at"),
+        metadata={"payload": payload, "requestId": question.get("request_id")},
+    )
 
 
 def _error_value(frame: Frame) -> dict[str, Any]:

@@ -6,10 +6,15 @@ conversation as the browser holds it; only the last user message is new input, t
 dari's). Out, per answer::
 
     start (messageId) · start-step · [reasoning-start/delta/end] · [data-dari-step] ·
-    text-start · text-delta… · text-end · [tool-…] · [data-dari-report] · [error] ·
-    finish-step · finish (finishReason, messageMetadata) | abort
+    text-start · text-delta… · text-end · [tool-…] · [data-dari-interrupt] · [data-dari-report] ·
+    [error] · finish-step · finish (finishReason, messageMetadata) | abort
 
 each as ``data: {json}\\n\\n`` and the stream closed by ``data: [DONE]``.
+
+An agent's question (a dari ``interrupt``) is a ``data-dari-interrupt`` part (the SDK version
+dari is tested with has no tool-approval parts), updated in place as it is answered; the
+stream stays open while the answer waits. The answer is sent as a ``resume`` field in the body
+of the next POST (:func:`parse_resume`), whose stream is the same answer from its start.
 """
 
 from __future__ import annotations
@@ -73,6 +78,35 @@ class ChatRequest(_Model):
     messages: list[UIMessage]
     trigger: str | None = None
     messageId: str | None = None
+
+
+class ResumeBody(_Model):
+    """The answer to an agent's question, sent in a POST body's ``resume`` field."""
+
+    interrupt_id: str
+    value: Any = None
+
+
+class ResumeRequest(_Model):
+    id: str
+    resume: ResumeBody
+
+
+def parse_resume(body: bytes) -> ResumeRequest | None:
+    """``{"id": chat id, "resume": {"interrupt_id", "value"}, ...}``, or None when the body has
+    no ``resume`` (a chat); :class:`ProtocolError` when it has one that is malformed."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None  # parse_request says what is wrong
+    if not isinstance(data, dict) or "resume" not in data:
+        return None
+    try:
+        return ResumeRequest.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"]) or "body"
+        raise ProtocolError(f"{where}: {error['msg']}") from None
 
 
 class UserInput(_Model):
@@ -173,6 +207,8 @@ class AnswerStream:
             return [*self._start(frame), _step(frame)]
         if kind == "tool":
             return [*self._start(frame), *self._tool(frame)]
+        if kind == "interrupt":
+            return [*self._start(frame), _interrupt(frame)]
         if kind == "error":
             return [*self._start(frame), {"type": "error", "errorText": frame["message"]}]
         if kind == "end":
@@ -241,6 +277,10 @@ class AnswerStream:
         chunks = self._start(frame)
         for step in frame.get("steps") or []:
             chunks.append(_step(step))
+        for tool in frame.get("tools") or []:
+            chunks.extend(self._tool(tool))
+        for question in frame.get("interrupts") or []:
+            chunks.append(_interrupt(question))
         reasoning = frame.get("reasoning")
         if isinstance(reasoning, str) and reasoning.startswith(self.reasoning):
             chunks.extend(self._reasoning(reasoning[len(self.reasoning) :]))
@@ -252,6 +292,8 @@ class AnswerStream:
     def _tool(self, frame: Frame) -> list[Chunk]:
         """dari's ``tool`` frames (arguments carry the text so far) as dynamic tool parts."""
         call_id, name, state = frame["tool_call_id"], frame.get("name", ""), frame.get("state")
+        if call_id in self._tool_ready:
+            return []  # its output was sent (a snapshot held it already)
         chunks: list[Chunk] = []
         if call_id not in self._tool_arguments:
             self._tool_arguments[call_id] = ""
@@ -331,6 +373,15 @@ def _step(step: Frame) -> Chunk:
         "id": f"step-{step.get('name', '')}",
         "data": {k: step.get(k) for k in ("name", "content", "state")},
     }
+
+
+def _interrupt(frame: Frame) -> Chunk:
+    """An agent's question as a data part; one per question, updated in place by the SDK."""
+    data = {k: frame.get(k) for k in ("interrupt_id", "payload", "expires_at", "state")}
+    if frame.get("state") == "answered":
+        data["value"] = frame.get("value")
+    part_id = f"interrupt-{frame.get('interrupt_id')}"
+    return {"type": "data-dari-interrupt", "id": part_id, "data": data}
 
 
 def _report(frame: Frame) -> Chunk:

@@ -244,13 +244,14 @@ class AnswerRun:
             "state": "pending",
         }
         answered = await runner.queue.ask(job, interrupt_id, timeout_s)
-        await self._question(question, "interrupted")
         loop = asyncio.get_running_loop()
         paused_at, deadline = loop.time(), self._deadline
         resume_by = deadline.when() if deadline is not None else None
         if deadline is not None:
             deadline.reschedule(None)  # waiting for people is not the agent taking too long
         try:
+            # Inside the try: a cancel may come as soon as the question is out.
+            await self._question(question, "interrupted")
             done, _ = await asyncio.wait({answered}, timeout=timeout_s)
             if done:
                 value = answered.result()
