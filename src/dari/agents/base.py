@@ -148,6 +148,8 @@ class AgentRequest:
     thread_id: str
     request_id: str
     user_id: str
+    # The conversation's scope: the user of a per-user thread (each user's "main"), else "".
+    scope: str = ""
 
 
 class AgentContext(Protocol):

@@ -16,10 +16,12 @@ Interrupts need a checkpointer. A graph compiled with its own keeps it; otherwis
 ``checkpointer = "auto"``) dari gives each answer a fresh in-memory one with ``history =
 "messages"`` (the graph gets the whole history every turn, so its checkpoint lives only as
 long as the answer; a paused answer stays on the node running it), and a persistent one on the
-store's database with ``history = "checkpointer"`` (``dari.agents.checkpoints``).
+store's database with ``history = "checkpointer"`` (``dari.agents.checkpoints``), shared by
+every node; its threads are then ``{project_id}/{agent_name}/{thread_id}`` (and ``@{user}`` for
+a user's own default thread) unless ``thread_id_template`` says otherwise.
 
 The graph gets ``{"messages": [history..., new message]}`` with ``configurable.thread_id`` set,
-or, with ``history = "checkpointer"``, only the new message: its own checkpointer keeps the rest.
+or, with ``history = "checkpointer"``, only the new message: its checkpointer keeps the rest.
 See docs/backends.md.
 """
 
@@ -49,6 +51,7 @@ from dari.agents.base import (
     StepState,
     ToolUpdate,
 )
+from dari.agents.checkpoints import Closer, open_checkpointer
 from dari.agents.messages import content_parts, report_text
 from dari.agents.python import load_entrypoint
 
@@ -57,6 +60,7 @@ NO_STREAM_TAGS = frozenset({TAG_NOSTREAM, "langsmith:nostream"})
 STEP_EVENTS = frozenset({"on_chain_start", "on_chain_end", "on_tool_start", "on_tool_end"})
 TOOL_EVENTS = frozenset({"on_tool_start", "on_tool_end", "on_tool_error"})
 INTERRUPT_KEY = "__interrupt__"
+DEFAULT_TEMPLATE = "{thread_id}"
 
 
 class EventStreaming(Protocol):
@@ -84,7 +88,7 @@ class LangGraphOptions(BaseModel):
     hide_steps: list[str] = Field(default_factory=list)  # node or tool names not to report
     stream_nodes: list[str] | None = None  # only these nodes' model tokens reach the answer
     report_role: Literal["assistant", "system"] = "assistant"
-    thread_id_template: str = "{thread_id}"  # also {project_id}, {agent_name}
+    thread_id_template: str = DEFAULT_TEMPLATE  # also {project_id}, {agent_name}
     configurable: dict[str, Any] = Field(default_factory=dict)  # extra config for the graph
     recursion_limit: int | None = Field(default=None, gt=0)
     # Where a graph compiled without a checkpointer keeps what interrupt() needs: "auto" (see
@@ -114,12 +118,23 @@ class LangGraphBackend(AgentBackend):
             frozenset(nodes) - {START} if isinstance(nodes, dict) else None
         )
 
-        # A graph without a checkpointer of its own gets one per answer (see the module's doc).
-        self.per_answer_checkpoint = (
+        # A graph without a checkpointer of its own gets one (see the module's doc).
+        needs_one = (
             self.options.checkpointer == "auto"
             and getattr(self.graph, "checkpointer", False) is None
             and hasattr(self.graph, "copy")
         )
+        self.per_answer_checkpoint = needs_one and self.options.history == "messages"
+        self.shared_checkpoint = needs_one and self.options.history == "checkpointer"
+        self._close_checkpointer: Closer | None = None
+        if self.shared_checkpoint:
+            saver, self._close_checkpointer = await open_checkpointer(self.settings.store.url)
+            self.graph = cast(Any, self.graph).copy(update={"checkpointer": saver})
+
+    async def aclose(self) -> None:
+        if self._close_checkpointer is not None:
+            await self._close_checkpointer()
+            self._close_checkpointer = None
 
     async def stream(self, request: AgentRequest, ctx: AgentContext) -> AsyncIterator[AgentEvent]:
         graph = self.graph
@@ -162,7 +177,13 @@ class LangGraphBackend(AgentBackend):
         return {self.options.input_key: [*history, new]}
 
     def _config(self, request: AgentRequest, ctx: AgentContext) -> RunnableConfig:
-        thread_id = self.options.thread_id_template.format(
+        template = self.options.thread_id_template
+        if self.shared_checkpoint and template == DEFAULT_TEMPLATE:
+            # One checkpointer for every agent, project and user: each conversation its own.
+            template = "{project_id}/{agent_name}/{thread_id}"
+            if request.scope:
+                template += "@" + request.scope.replace("{", "{{").replace("}", "}}")
+        thread_id = template.format(
             thread_id=request.thread_id,
             project_id=request.project_id,
             agent_name=request.agent_name,

@@ -190,6 +190,7 @@ class AnswerRun:
             thread_id=key.thread_id,
             request_id=job.request_id,
             user_id=job.user_id,
+            scope=key.scope,
         )
 
     async def _stream(self, events: AsyncIterator[AgentEvent]) -> None:
