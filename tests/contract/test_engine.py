@@ -177,3 +177,34 @@ async def test_cancel_finds_queued_and_running_chats_on_any_node(nodes: list[Gat
         "second": "cancelled",
     }
 
+
+
+# --- questions (interrupts) ------------------------------------------------------------------
+
+
+async def test_a_question_is_answered_once_from_any_node(nodes: list[Gateway]) -> None:
+    a, b = nodes
+    job = Job("q-run", KEY, "hi", [], "u")
+    waiting = await a.runner.queue.ask(job, "i-1", 30)
+    assert await b.runner.queue.question("i-1") == KEY
+    assert await b.runner.queue.question("i-unknown") is None
+    assert await b.runner.queue.answer("i-1", {"pick": "예"}) == "accepted"
+    async with asyncio.timeout(5):
+        assert await waiting == {"pick": "예"}
+    # Once: a second answer, from either node, finds it answered.
+    assert await a.runner.queue.answer("i-1", "again") == "answered"
+    assert await b.runner.queue.answer("i-1", "again") == "answered"
+    assert await b.runner.queue.answer("i-unknown", 1) == "unknown"
+    # Closing it afterwards (the waiting answer's expiry racing the answer) gives the value.
+    assert await a.runner.queue.settle("i-1", "expired") == (True, {"pick": "예"})
+
+
+async def test_a_closed_question_cannot_be_answered(nodes: list[Gateway]) -> None:
+    a, b = nodes
+    await a.runner.queue.ask(Job("q-run-2", KEY, "hi", [], "u"), "i-2", 30)
+    await a.runner.queue.ask(Job("q-run-3", KEY, "hi", [], "u"), "i-3", 30)
+    assert await a.runner.queue.settle("i-2", "cancelled") == (False, None)
+    assert await a.runner.queue.settle("i-3", "expired") == (False, None)
+    assert await b.runner.queue.answer("i-2", "late") == "cancelled"
+    assert await b.runner.queue.answer("i-3", "late") == "expired"
+    assert await b.runner.queue.question("i-2") == KEY
