@@ -94,6 +94,11 @@ def config_text(
             'name = "worker"',
             'backend = "echo"',
             f"options = {_toml({'delay_ms': delay_ms})}",
+            # Asks a question (an interrupt) and waits for its answer.
+            "[[projects.agents]]",
+            'name = "asker"',
+            'backend = "python"',
+            f"options = {_toml({'entrypoint': 'tests.integration.test_interrupts:asking'})}",
             "",
         ]
     )

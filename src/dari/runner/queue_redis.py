@@ -609,6 +609,8 @@ class RedisQueue(ConversationQueue):
         node = record.get("n", "?")
         log.warning("node %s stopped while answering %s in %s: ending it", node, request_id, key)
         await self.runner.release(user_id, record.get("q"))  # the user's running place
+        if record.get("i"):  # it waited for an answer: nobody can give it one now
+            await self._settle(keys=[self._k("question", record["i"])], args=["cancelled"])
         text, steps = await self.hub.progress(key, request_id)
         if record.get("m"):
             await self.runner.store.save_answer(int(record["m"]), text, "failed", steps)
@@ -686,10 +688,13 @@ class RedisQueue(ConversationQueue):
     async def ask(self, job: Job, interrupt_id: str, timeout_s: float) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting[interrupt_id] = future
-        key = self._k("question", interrupt_id)
+        key, name = self._k("question", interrupt_id), conversation_name(job.key)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping={"c": conversation_name(job.key), "s": "pending"})
+            pipe.hset(key, mapping={"c": name, "s": "pending"})
             pipe.pexpire(key, self._ms(timeout_s + RECORD_TTL_S))
+            if self.runs(job):
+                # For a reaper: the question of an answer whose node died is closed with it.
+                pipe.hset(self._k("answer", self._runs[name]), "i", interrupt_id)
             try:
                 await self._call(pipe.execute())
             except BaseException:
