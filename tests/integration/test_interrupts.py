@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from dari.agents.base import AgentContext, AgentRequest
+from dari.client import DariClient
 from tests.backends.graphs import APPROVAL_DRAFT, APPROVAL_QUESTION
 from tests.conftest import ServerFactory
 from tests.support.client import Frame, WsClient
@@ -211,3 +212,17 @@ async def test_an_unknown_question_and_a_malformed_resume_are_refused(
     await client.send({"type": "resume", "value": 1})
     assert (await client.until_type("error"))["code"] == "bad_request"
     await client.close()
+
+
+async def test_the_python_client_answers_a_question(
+    nodes: tuple[RunningServer, RunningServer],
+) -> None:
+    first, _ = nodes
+    async with DariClient(f"ws://127.0.0.1:{first.port}", "py-client") as client:
+        request_id = await client.chat("pick one", agent_name="asker", project_id="p1")
+        async for frame in client.frames():
+            if frame.get("type") == "interrupt" and frame.get("request_id") == request_id:
+                await client.resume(frame["interrupt_id"], "보라")
+                break
+        answer = await client.answer(request_id, timeout=10)
+    assert (answer.text, answer.finish_reason) == ("Let me check. You picked 보라.", "stop")

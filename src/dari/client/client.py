@@ -166,6 +166,12 @@ class DariClient:
     async def cancel(self, request_id: str) -> None:
         await self.send({"type": "cancel", "request_id": request_id})
 
+    async def resume(self, interrupt_id: str, value: Any = None) -> None:
+        """Answer an agent's question (an ``interrupt`` frame's ``interrupt_id``); the answer
+        goes on. A refusal (``already_answered``, ``not_found``) comes as an ``error`` frame
+        carrying ``interrupt_id``."""
+        await self.send({"type": "resume", "interrupt_id": interrupt_id, "value": value})
+
     async def threads(
         self,
         *,
