@@ -234,8 +234,8 @@ class AnswerRun:
         module's doc); the value a ``resume`` gave."""
         _check_question(payload)
         runner, job = self.runner, self.job
-        timeout = runner.directory.get(job.key.project_id, job.key.agent_name).config
-        timeout_s = timeout.interrupt_timeout_s
+        agent = runner.directory.get(job.key.project_id, job.key.agent_name).config
+        timeout_s = agent.interrupt_timeout_s
         interrupt_id = f"i-{uuid.uuid4().hex}"
         expires = datetime.fromtimestamp(time.time() + timeout_s, UTC)
         question: dict[str, Any] = {

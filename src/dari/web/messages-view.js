@@ -212,7 +212,9 @@ export class MessagesView {
 
     // The current step, as one compact line above the answer ("데이터 분석 중...").
     const progress = main.querySelector('.progress');
-    const current = streaming ? [...m.steps].reverse().find((s) => s.state !== 'finished') : null;
+    // While a question waits for people, nothing is in progress: the card says what is needed.
+    const asking = (m.interrupts ?? []).some((q) => q.state === 'pending');
+    const current = streaming && !asking ? [...m.steps].reverse().find((s) => s.state !== 'finished') : null;
     progress.hidden = !current;
     if (current) progress.replaceChildren(h('span', { className: 'spinner', 'aria-hidden': 'true' }), h('span', { text: current.content || current.name }));
 
@@ -242,7 +244,7 @@ export class MessagesView {
       content.replaceChildren(renderMarkdown(m.content));
       content.renderedText = m.content; // a property, not an attribute: no DOM churn
     }
-    main.querySelector('.typing').hidden = !(streaming && !m.content && !current && !m.reasoning);
+    main.querySelector('.typing').hidden = !(streaming && !m.content && !current && !m.reasoning && !asking);
     main.querySelector('.cut-mark').hidden = !cut;
 
     const actions = main.querySelector('.msg-actions');
