@@ -38,8 +38,12 @@ def _reset(writer: asyncio.StreamWriter) -> None:
 
 
 class ChaosProxy:
-    def __init__(self, target_port: int) -> None:
+    """With several ``target_ports``, each new connection goes to the next one in turn (a load
+    balancer without sticky sessions: a reconnecting client lands on another node)."""
+
+    def __init__(self, target_port: int, *more_ports: int) -> None:
         self.target_port = target_port
+        self.target_ports = [target_port, *more_ports]
         self.pairs: set[_Pair] = set()
         self.accepted = 0
         self.cuts = 0
@@ -63,7 +67,8 @@ class ChaosProxy:
         self.accepted += 1
         try:
             first = await reader.read(65536)
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+            port = self.target_ports[self.accepted % len(self.target_ports)]
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
         except OSError:
             writer.transport.abort()
             return

@@ -16,7 +16,14 @@ from dari.app.threads import thread_frame
 from dari.auth.base import Principal
 from dari.protocol import frames
 from dari.protocol.codec import decode_client_frame
-from dari.protocol.errors import DariError, ErrorCode, LookupFailed, RateLimited, Unavailable
+from dari.protocol.errors import (
+    DariError,
+    ErrorCode,
+    LookupFailed,
+    RateLimited,
+    StoreUnavailable,
+    Unavailable,
+)
 from dari.protocol.frames import (
     CancelIn,
     ChatIn,
@@ -70,6 +77,8 @@ class ChatSession:
                 data, max_bytes=self.gateway.settings.limits.max_message_bytes
             )
             await self.handle(frame)
+        except StoreUnavailable:
+            raise  # the socket closes with 1013; the client resends what was not acknowledged
         except RateLimited as exc:
             await self.reply(
                 frames.error(exc.code, exc.message, exc.request_id, retry_after=exc.retry_after)
@@ -104,6 +113,10 @@ class ChatSession:
                 await self.reply(await thread_frame(self.gateway, self.principal, frame))
             elif isinstance(frame, ResumeIn):
                 await self.resume(frame)
+        except StoreUnavailable:
+            # Shared state is away (Redis restarting): not an answer to this frame. The socket
+            # is closed with 1013 and the client resends its unacknowledged chats elsewhere.
+            raise
         except DariError as exc:
             request_id = exc.request_id
             if request_id is None and isinstance(frame, ChatIn | CancelIn):
@@ -151,15 +164,24 @@ class ChatSession:
             except BaseException:
                 await runner.release(user_id, ticket)
                 raise
-            if accepted.duplicate:
+            if accepted.duplicate and not await self._never_queued(key, accepted.request_id):
                 await runner.release(user_id, ticket)
                 await self._ack(frame, key, accepted.request_id, queued=0, duplicate=True)
                 return
+            # New, or saved before but never queued (shared state failed in between, and the
+            # client resent it): queued now, in this conversation's order.
             job = Job(accepted.request_id, key, frame.message, frame.images, user_id)
             job.principal = self.principal  # its delegations are checked against the user
             job.ticket = ticket  # given back when the chat ends
             queued = await runner.enqueue(job)
             await self._ack(frame, key, accepted.request_id, queued=queued, duplicate=False)
+
+    async def _never_queued(self, key: ConversationKey, request_id: str) -> bool:
+        """A chat saved earlier that is neither waiting, running nor answered."""
+        gateway = self.gateway
+        if await gateway.runner.locate(request_id, self.principal.user_id) is not None:
+            return False
+        return not await gateway.store.answered(key, request_id)
 
     async def _ack(
         self, frame: ChatIn, key: ConversationKey, request_id: str, *, queued: int, duplicate: bool

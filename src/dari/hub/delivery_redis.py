@@ -46,7 +46,7 @@ from dari.supervise import supervise
 log = logging.getLogger("dari.hub")
 
 WAKE = b""
-ATTACHED = b"attached"  # another node attached a newer socket of this client
+ATTACHED = b"attached:"  # + the handshake's arrival: another node attached a socket of this client
 PROGRESS_TTL_S = 24 * 3600.0
 _ANSWER_FIELDS = frozenset(
     {"type", "seq", "request_id", "project_id", "agent_name", "thread_id"}
@@ -636,8 +636,16 @@ class RedisDelivery(Delivery):
             current = state.connection if state is not None else None
             if current is None:
                 return
-            if message.payload == ATTACHED:
-                await current.close(CloseCode.REPLACED, "replaced by a newer connection")
+            if message.payload.startswith(ATTACHED):
+                # Handshakes race across nodes: a socket whose handshake began earlier (one the
+                # client already gave up on) may finish attaching later. The socket that
+                # arrived last wins: an older one closes; a newer one answers with its own
+                # arrival so that the older one, wherever it is, closes.
+                announced = int(message.payload[len(ATTACHED) :] or 0)
+                if current.generation < announced:
+                    await current.close(CloseCode.REPLACED, "replaced by a newer connection")
+                elif current.generation > announced:
+                    await self._announce(client_id, current.generation)
             else:
                 current.notify()
 
@@ -650,8 +658,13 @@ class RedisDelivery(Delivery):
             pipe.set(self._k("attached", client_id), self.bus.node_id, px=int(self.ttl_s * 1000))
             pipe.zadd(self._k("clients"), {client_id: self._expiry()})
             await self._call(pipe.execute())
+        state = self.clients.get(client_id)
+        if state is not None and state.connection is not None:
+            await self._announce(client_id, state.connection.generation)
+
+    async def _announce(self, client_id: str, generation: int) -> None:
         try:
-            await self.bus.publish(self._k("wake", client_id), ATTACHED)
+            await self.bus.publish(self._k("wake", client_id), ATTACHED + b"%d" % generation)
         except BusError as exc:
             log.warning("announcing %s failed: %s", client_id, exc)
 

@@ -95,8 +95,10 @@ class Hub:
             connection.notify()
 
     def next_generation(self) -> int:
-        """A number for a handshake as it arrives; later handshakes get larger numbers."""
-        self._generation += 1
+        """A number for a handshake as it arrives; later handshakes get larger numbers, on this
+        node and, as far as the nodes' clocks agree, across nodes (nanoseconds since the epoch):
+        the socket that arrived last is the client's."""
+        self._generation = max(self._generation + 1, time.time_ns())
         return self._generation
 
     def attach(self, connection: Connection) -> Connection | None:

@@ -22,9 +22,9 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
@@ -40,7 +40,7 @@ from dari.agents.base import (
 )
 from dari.metrics import ANSWER_DURATION, FIRST_TOKEN, MODEL_TOKENS, TOKENS
 from dari.protocol import frames
-from dari.protocol.errors import DariError, ErrorCode, QuestionExpired
+from dari.protocol.errors import DariError, ErrorCode, QuestionExpired, StoreUnavailable
 from dari.runner.context import RunContext
 from dari.runner.jobs import FinishReason, Job, Outcome, Progress
 
@@ -210,11 +210,13 @@ class AnswerRun:
                             event = event.replace("\x00", "\ufffd")
                         if not pieces:
                             FIRST_TOKEN.labels(key.agent_name).observe(time.monotonic() - started)
-                        pieces.append(event)
-                        tokens.inc()
                         await hub.publish(
                             key, frames.answer_frame("response", key, rid, content=event), rid
                         )
+                        # Counted as said only once delivered: a piece the shared log could not
+                        # take (Redis away) is neither sent nor saved.
+                        pieces.append(event)
+                        tokens.inc()
                         if yield_every and len(pieces) % yield_every == 0:
                             # A backend that never really awaits would otherwise hog the loop.
                             await asyncio.sleep(0)
@@ -372,7 +374,7 @@ class AnswerRun:
         # Several nodes: a reaper may have ended this answer already (its node seemed dead).
         owned = True
         try:
-            owned = await runner.queue.claim_end(self.job)
+            owned = await _retrying(lambda: runner.queue.claim_end(self.job))
         except DariError as exc:
             log.warning("cannot claim the end of %s (%s); ending it here", rid, exc.message)
         try:
@@ -395,7 +397,11 @@ class AnswerRun:
                     )
         finally:
             if owned:
-                await runner.hub.publish(key, frames.end(key, rid, finish, wire_usage))
+                # The end must reach the log: while shared state is away it is retried; if it
+                # never gets there the error stops this node's queue and leaves the lease to
+                # expire, so another node's reaper ends the answer for its subscribers.
+                end = frames.end(key, rid, finish, wire_usage)
+                await _retrying(lambda: runner.hub.publish(key, dict(end)))
             with contextlib.suppress(DariError):
                 await runner.hub.delivery.answer_ended(self.progress)
 
@@ -410,6 +416,25 @@ def _check_question(payload: object) -> None:
     if "schema" in payload and not isinstance(payload["schema"], dict):
         raise TypeError("an interrupt's schema must be a JSON schema object")
     orjson.dumps(payload)  # raises TypeError if it is not JSON
+
+
+T = TypeVar("T")
+END_RETRY_S = 30.0  # how long an answer's end waits for shared state to come back
+
+
+async def _retrying(operation: Callable[[], Awaitable[T]]) -> T:
+    """``operation``, tried again while shared state is unreachable (a Redis restart), for at
+    most ``END_RETRY_S``; then its error."""
+    deadline = time.monotonic() + END_RETRY_S
+    delay = 0.1
+    while True:
+        try:
+            return await operation()
+        except StoreUnavailable:
+            if time.monotonic() + delay > deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 def _count(project_id: str, agent_name: str, usage: Usage) -> None:

@@ -475,6 +475,10 @@ class RedisQueue(ConversationQueue):
                     stopped = Outcome("error", "", f"the node running it ({self.node_id}) stopped")
                     await self._report(job, task, stopped)
                 raise
+        except StoreUnavailable:
+            # Its end could not be logged: this node stops serving the queue and leaves the
+            # lease to expire, so a reaper ends the answer for its subscribers once Redis is back.
+            raise
         except Exception:
             log.exception("answer %s crashed", job.request_id)
         finally:
@@ -612,8 +616,14 @@ class RedisQueue(ConversationQueue):
         if record.get("i"):  # it waited for an answer: nobody can give it one now
             await self._settle(keys=[self._k("question", record["i"])], args=["cancelled"])
         text, steps = await self.hub.progress(key, request_id)
+        store = self.runner.store
         if record.get("m"):
-            await self.runner.store.save_answer(int(record["m"]), text, "failed", steps)
+            await store.save_answer(int(record["m"]), text, "failed", steps)
+        elif not await store.answered(key, request_id):
+            # Its node died before the answer's row was written: the row is added here, so
+            # history still shows the answer (failed) where it ran.
+            message_id = await store.begin_answer(key, request_id, self.node_id)
+            await store.save_answer(message_id, text, "failed", steps)
         hub = self.runner.hub
         message = f"the node answering this ({node}) stopped; the answer is incomplete"
         await hub.publish(

@@ -133,6 +133,10 @@ class Store(ABC):
         """Save the user's message, once per (user, client message id)."""
 
     @abstractmethod
+    async def answered(self, key: ConversationKey, request_id: str) -> bool:
+        """Whether chat ``request_id`` of ``key`` has an answer row (it started at least)."""
+
+    @abstractmethod
     async def find_request(self, user_id: str, client_message_id: str) -> str | None:
         """The request id of ``user_id``'s chat ``client_message_id`` if it was accepted."""
 

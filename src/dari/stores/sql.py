@@ -29,8 +29,8 @@ from dari.stores.base import (
     TaskRecord,
     TaskStatus,
 )
-from dari.stores.migrations import upgrade
 from dari.stores.cache import BoundedCache
+from dari.stores.migrations import upgrade
 from dari.stores.schema import chat_requests, clients, conversations, messages, tasks
 from dari.stores.sql_threads import SqlThreads, key_params
 from dari.stores.workers import Worker, make_worker
@@ -104,6 +104,15 @@ class _Statements:
             & (conversations.c.scope == bindparam("scope"))
         )
         self.insert_message = messages.insert()
+        self.answered = (
+            select(messages.c.id)
+            .where(
+                (messages.c.conversation_id == self.conversation_of.scalar_subquery())
+                & (messages.c.request_id == bindparam("request_id"))
+                & (messages.c.role == "assistant")
+            )
+            .limit(1)
+        )
         self.update_message = update(messages).where(messages.c.id == bindparam("message_id"))
         newest_first = messages.c.id.desc()
         limit = bindparam("limit", type_=Integer)
@@ -378,6 +387,13 @@ class SqlStore(Store):
         if client_message_id is not None:
             self._remember_request(user_id, client_message_id, accepted.request_id)
         return accepted
+
+    async def answered(self, key: ConversationKey, request_id: str) -> bool:
+        params = {**key_params(key), "request_id": request_id}
+        found = await self._worker.run(
+            lambda conn: conn.execute(self._sql.answered, params).scalar(), _order(key)
+        )
+        return found is not None
 
     async def find_request(self, user_id: str, client_message_id: str) -> str | None:
         flight = (user_id, client_message_id)
