@@ -242,7 +242,9 @@ async def _workload(
     mismatches = len(differing)
     for c, rid, text, finish in differing[:4]:
         db = saved.get((c, rid)) or ""
-        common = len(os.path.commonprefix([text, db]))
+        common = next(
+            (i for i, (x, y) in enumerate(zip(text, db)) if x != y), min(len(text), len(db))
+        )
         print(
             f"  differs: {c} {rid} finish={finish} client={len(text)} db={len(db)} "
             f"common={common} client_tail={text[common : common + 40]!r} db_tail={db[common : common + 40]!r}"
