@@ -242,12 +242,12 @@ async def _workload(
     mismatches = len(differing)
     for c, rid, text, finish in differing[:4]:
         db = saved.get((c, rid)) or ""
-        common = next(
-            (i for i, (x, y) in enumerate(zip(text, db)) if x != y), min(len(text), len(db))
-        )
+        pairs = enumerate(zip(text, db, strict=False))
+        common = next((i for i, (x, y) in pairs if x != y), min(len(text), len(db)))
         print(
             f"  differs: {c} {rid} finish={finish} client={len(text)} db={len(db)} "
-            f"common={common} client_tail={text[common : common + 40]!r} db_tail={db[common : common + 40]!r}"
+            f"common={common} client_tail={text[common : common + 40]!r} "
+            f"db_tail={db[common : common + 40]!r}"
         )
     unfinished = sum(finish is None for *_, finish in results)
     # Run order as clients saw each answer start (first start of each request).
