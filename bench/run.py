@@ -86,6 +86,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--chaos-answers", type=int, help="answers in the chaos run (default 1000)")
     p.add_argument("--cluster-nodes", type=_ints, help="cluster sizes to compare (default 1,3)")
     p.add_argument(
+        "--cluster-remote",
+        action=argparse.BooleanOptionalAction,
+        help="also measure subscribers on another node than the producer (default: yes)",
+    )
+    p.add_argument(
         "--redis-url", help="Redis for the cluster scenario, flushed (default: a private one)"
     )
     p.add_argument("--pg-admin-dsn", help="PostgreSQL where the cluster scenario makes its DB")
@@ -137,6 +142,7 @@ def build_config(args: argparse.Namespace) -> BenchConfig:
         ("storm_clients", args.storm_clients),
         ("chaos_answers", args.chaos_answers),
         ("cluster_nodes", args.cluster_nodes),
+        ("cluster_remote", args.cluster_remote),
         ("redis_url", args.redis_url),
         ("pg_admin_dsn", args.pg_admin_dsn),
         ("quiet_wait_s", args.quiet_wait),

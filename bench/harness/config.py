@@ -42,6 +42,7 @@ class BenchConfig:
     cluster_clients: int = 100
     cluster_tokens: int = 500
     cluster_measure_s: float = 3.0
+    cluster_remote: bool = True  # also: askers on node A, their subscribers on node B
     # relay: an OpenAI-compatible upstream relayed by dari and by FastAPI + the openai client
     relay_tokens: int = 200  # words (chunks) per answer
     relay_clients: int = 50  # the fixed level where CPU per relayed token is measured

@@ -46,6 +46,9 @@ class LoadSpec:
     cpu: int = LOAD_CPU
     subscribe: bool = False  # dari: subscribe to the project after welcome (fan-out listeners)
     record: tuple[str, ...] = ()  # frame types whose (content, arrival time) are kept as marks
+    # dari: client id -> a thread it follows instead of chatting (subscribes to that
+    # conversation after welcome and checks each answer that starts there)
+    listen: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -119,6 +122,7 @@ class Client(WSListener):  # type: ignore[misc]
         self.in_word = False
         self.parts: list[str] = []
         self.seen: set[str] = set()  # contents of recorded frames (fan-out: once each)
+        self.follows = run.spec.listen.get(client_id)  # a listener's thread, else None
 
     # --- picows callbacks -------------------------------------------------------------------
 
@@ -141,13 +145,24 @@ class Client(WSListener):  # type: ignore[misc]
         if kind == "response":
             self._on_piece(now, msg["content"])
         elif kind == "start":
+            if self.follows is not None:
+                self._begin(now)  # a listener's answer starts with its start frame
             self.t_ref = now
         elif kind == "end":
             self._on_end(now)
         elif kind == "welcome":
             if msg.get("resumed"):
                 self.run.result.resumed += 1
-            if self.run.spec.subscribe:
+            if self.follows is not None:
+                spec = self.run.spec
+                payload = {
+                    "type": "subscribe",
+                    "project_id": spec.project_id,
+                    "agent_name": spec.agent_name,
+                    "thread_id": self.follows,
+                }
+                transport.send(TEXT, orjson.dumps(payload))
+            elif self.run.spec.subscribe:
                 payload = {"type": "subscribe", "project_id": self.run.spec.project_id}
                 transport.send(TEXT, orjson.dumps(payload))
             elif not self.ready.done():
@@ -179,7 +194,9 @@ class Client(WSListener):  # type: ignore[misc]
         return f"{self.cid}-{self.count}"
 
     def send_chat(self) -> None:
-        if self.done or self.transport is None or self.transport.is_disconnected:
+        if self.done or self.follows is not None:
+            return
+        if self.transport is None or self.transport.is_disconnected:
             return
         spec = self.run.spec
         self.count += 1
@@ -191,13 +208,16 @@ class Client(WSListener):  # type: ignore[misc]
                 project_id=spec.project_id,
                 thread_id=self.cid,  # one conversation per client: no shared FIFO, no fan-out
             )
+        self._begin(time.monotonic())
+        self.transport.send(TEXT, orjson.dumps(frame))
+
+    def _begin(self, now: float) -> None:
         self.busy = True
         self.words = 0
         self.in_word = False
         self.parts.clear()
         self.t_first = 0.0
-        self.t_send = self.t_ref = time.monotonic()
-        self.transport.send(TEXT, orjson.dumps(frame))
+        self.t_send = self.t_ref = now
 
     def _on_piece(self, now: float, content: str) -> None:
         run = self.run
@@ -246,6 +266,10 @@ class Client(WSListener):  # type: ignore[misc]
         self.run.loop.call_later(0.05, self._next, time.monotonic())
 
     def _next(self, now: float) -> None:
+        if self.follows is not None:
+            if now >= self.run.go.stop_chats:
+                self._finish()  # the followed client sends no chat after this either
+            return
         if now < self.run.go.stop_chats:
             self.send_chat()
         else:

@@ -7,7 +7,10 @@ three nodes share the core one node had: this measures the cost of the cluster m
 scaling). Redis and PostgreSQL are not pinned. Clients are spread round-robin over the nodes
 (one load worker per node) and stream unpaced answers in a loop, as in A'. Redis and
 PostgreSQL CPU are read from /proc (PostgreSQL: every ``postgres`` process on the machine, so
-other users of it count too).
+other users of it count too). Then subscribers on another node than the producer: two nodes,
+the same clients chatting on node A, and as many listeners on node B, each subscribed to one of
+their conversations (every token goes to one socket on A and one on B); CPU per token received
+on B, for A, B and Redis, against the one-node cost (dari plus Redis) per token.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import redis
@@ -74,11 +78,23 @@ def table(cfg: BenchConfig) -> Table:
             Metric(f"{k}.redis", f"{label}: Redis CPU %", "", 0),
             Metric(f"{k}.pg", f"{label}: PostgreSQL CPU %", "", 0),
             Metric(f"{k}.us", f"{label}: dari CPU µs per token", "lower", 1),
+            Metric(f"{k}.usr", f"{label}: dari + Redis CPU µs per token", "lower", 1),
         ]
+    if cfg.cluster_remote:
+        label = "subscribers on node B"
+        metrics += [
+            Metric("r.tps", f"{label}: tokens/s received on B", "higher"),
+            Metric("r.a", f"{label}: node A (producer) CPU µs per token", "lower", 1),
+            Metric("r.b", f"{label}: node B (subscribers) CPU µs per token", "lower", 1),
+            Metric("r.redis", f"{label}: Redis CPU µs per token", "lower", 1),
+            Metric("r.us", f"{label}: A + B + Redis CPU µs per token", "lower", 1),
+            Metric("r.x", f"{label}: ÷ one node's dari + Redis per token", "lower", 2),
+        ]
+    sizes = [str(k) for k in cfg.cluster_nodes] + (["2 (remote)"] if cfg.cluster_remote else [])
     return Table(
         title=(
             f"H. Cluster: {cfg.cluster_clients} clients, unpaced {cfg.cluster_tokens}-word answers,"
-            f" {' vs '.join(str(k) for k in cfg.cluster_nodes)} nodes on one core"
+            f" {' vs '.join(sizes)} nodes on one core"
         ),
         method=__doc__.split("\n\n", 1)[1].replace("\n", " ").strip() if __doc__ else "",
         metrics=metrics,
@@ -196,10 +212,16 @@ def measure(target_name: str, cfg: BenchConfig) -> Measured:
             _size(k, cfg, out)
         except Exception as exc:  # one size failing must not hide the other's figures
             out.notes.append(f"dari, {k} nodes: run failed: {type(exc).__name__}: {exc}")
+    if cfg.cluster_remote:
+        try:
+            _size(2, cfg, out, remote=True)
+        except Exception as exc:
+            failed = f"{type(exc).__name__}: {exc}"
+            out.notes.append(f"dari, subscribers on node B: run failed: {failed}")
     return out
 
 
-def _size(k: int, cfg: BenchConfig, out: Measured) -> None:
+def _size(k: int, cfg: BenchConfig, out: Measured, *, remote: bool = False) -> None:
     env = {**os.environ, **TARGETS["dari"].env}
     env = {key: value for key, value in env.items() if not key.startswith("DARI_")}
     workdir = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
@@ -232,7 +254,10 @@ def _size(k: int, cfg: BenchConfig, out: Measured) -> None:
                 url = f"ws://127.0.0.1:{node.port}/ws/chat/probe-{i}"
                 probe.check(url, TARGETS["dari"], timeout=30.0)
             try:
-                _load(k, n, nodes, redis_url, cfg, out)
+                if remote:
+                    _load_remote(n, nodes, redis_url, cfg, out)
+                else:
+                    _load(k, n, nodes, redis_url, cfg, out)
             finally:
                 for node in nodes:  # before Redis and the database go away
                     node.stop(10.0, signal.SIGTERM)
@@ -248,7 +273,8 @@ def _size(k: int, cfg: BenchConfig, out: Measured) -> None:
         if cfg.keep_logs is not None:
             cfg.keep_logs.mkdir(parents=True, exist_ok=True)
             for log in workdir.glob("*.log"):
-                shutil.copy(log, cfg.keep_logs / f"cluster{k}-{log.name}")
+                name = f"cluster{'-remote' if remote else k}-{log.name}"
+                shutil.copy(log, cfg.keep_logs / name)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -304,6 +330,8 @@ def _load(
     out.put(f"{k}.redis", 100 * (redis1 - redis0) / secs if redis_pid else None)
     out.put(f"{k}.pg", 100 * (pg1 - pg0) / secs)
     out.put(f"{k}.us", 1e6 * dari_cpu / result.tokens if result.tokens else None, noisy=noisy)
+    with_redis = dari_cpu + (redis1 - redis0 if redis_pid else 0.0)
+    out.put(f"{k}.usr", 1e6 * with_redis / result.tokens if result.tokens else None, noisy=noisy)
     where = f"dari, {k} node{'s' if k > 1 else ''}"
     out.notes += [f"{where}: {p}" for p in stats.problems(result, n) if "unfinished" not in p]
     if k > 1:
@@ -312,3 +340,71 @@ def _load(
             for i, (t, c0, c1) in enumerate(zip(per_node, cpu0, cpu1, strict=True))
         )
         out.notes.append(f"{where}: {shares}")
+
+
+def _load_remote(
+    n: int, nodes: list[ServerProcess], redis_url: str, cfg: BenchConfig, out: Measured
+) -> None:
+    """``n`` clients chat on node A; ``n`` listeners on node B follow their conversations."""
+    a, b = nodes
+    budget = 40 + n / 50 + cfg.quiet_wait_s + cfg.burst_warmup_s + cfg.cluster_measure_s
+    deadline = time.monotonic() + budget + cfg.drain_s + 10
+    askers = [f"cr-{i}" for i in range(n)]
+    listeners = {f"crl-{i}": asker for i, asker in enumerate(askers)}
+    a_url, b_url = (f"ws://127.0.0.1:{node.port}/ws/chat/" for node in nodes)
+    common: dict[str, Any] = {
+        "dari": True,
+        "project_id": BENCH_PROJECT,
+        "agent_name": BENCH_AGENT,
+        "tokens": cfg.cluster_tokens,
+        "interval": 0.0,
+        "deadline": deadline,
+    }
+    group = LoadGroup(
+        [
+            LoadSpec(url=a_url, client_ids=askers, stagger=0.2, **common),
+            LoadSpec(url=b_url, client_ids=list(listeners), listen=listeners, **common),
+        ]
+    )
+    redis_pid = _redis_pid(redis_url)
+    try:
+        group.wait_ready()
+        go = go_marks(0.2, cfg.burst_warmup_s, cfg.cluster_measure_s, cfg.drain_s + 5)
+        group.send("go", go)
+        time.sleep(max(0.0, go.w0 - time.monotonic()))
+        a0, b0 = a.cpu_seconds(), b.cpu_seconds()
+        redis0 = cpu_seconds(redis_pid) if redis_pid else 0.0
+        core0 = cpu_busy_seconds().get(SERVER_CPU, 0.0)
+        time.sleep(max(0.0, go.w1 - time.monotonic()))
+        a1, b1 = a.cpu_seconds(), b.cpu_seconds()
+        redis1 = cpu_seconds(redis_pid) if redis_pid else 0.0
+        core1 = cpu_busy_seconds().get(SERVER_CPU, 0.0)
+        asked, heard = group.results()
+    finally:
+        group.close()
+    secs = go.w1 - go.w0
+    dari_cpu = a1 - a0 + b1 - b0
+    redis_cpu = redis1 - redis0 if redis_pid else 0.0
+    noisy = (core1 - core0 - dari_cpu) / secs > 0.1 + redis_cpu / secs
+    tokens = heard.tokens
+
+    def per_token(seconds: float) -> float | None:
+        return 1e6 * seconds / tokens if tokens else None
+
+    total = per_token(dari_cpu + redis_cpu)
+    single = out.values.get("1.usr")
+    out.put("r.tps", tokens / secs, noisy=noisy)
+    out.put("r.a", per_token(a1 - a0), noisy=noisy)
+    out.put("r.b", per_token(b1 - b0), noisy=noisy)
+    out.put("r.redis", per_token(redis_cpu) if redis_pid else None)
+    out.put("r.us", total, noisy=noisy)
+    out.put("r.x", total / single if total is not None and single else None, noisy=noisy)
+    where = "dari, subscribers on node B"
+    for side, result in (("askers on A", asked), ("listeners on B", heard)):
+        problems = stats.problems(result, n)
+        out.notes += [f"{where}, {side}: {p}" for p in problems if "unfinished" not in p]
+    out.notes.append(
+        f"{where}: A {100 * (a1 - a0) / secs:.0f}% CPU, {asked.tokens:,} tokens to its own "
+        f"sockets; B {100 * (b1 - b0) / secs:.0f}% CPU, {tokens:,} tokens; Redis "
+        f"{100 * redis_cpu / secs:.0f}% CPU"
+    )

@@ -295,6 +295,35 @@ async def test_age_trimming_finds_the_first_young_entry_among_many(
         await strict.close()
 
 
+async def test_appends_check_the_age_limit_once_every_32_frames(
+    redis_prefix: tuple[str, str],
+) -> None:
+    url, prefix = redis_prefix
+    patient = RedisReplayLog(url, max_age_s=600, prefix=prefix)
+    strict = RedisReplayLog(url, max_age_s=0.5, prefix=prefix)
+    raw = aioredis.Redis.from_url(url)
+    stream = f"{prefix}replay:{A}:log"
+    try:
+        for i in range(20):
+            await patient.append(A, frame(f"old {i}"))
+
+        async def all_old() -> bool:
+            seconds, micros = await raw.time()
+            newest = await raw.xrevrange(stream, count=1)
+            return int(newest[0][1][b"t"]) < seconds * 1000 + micros // 1000 - 500
+
+        await eventually(all_old, timeout=5)
+        for i in range(21, 32):
+            assert await strict.append(A, frame(f"young {i}")) == i
+        assert await raw.xlen(stream) == 31  # no age check on these appends: no search per frame
+        assert await strict.append(A, frame("young 32")) == 32
+        assert await raw.xlen(stream) == 12  # the 32nd drops what aged out
+    finally:
+        await raw.aclose()
+        await patient.close()
+        await strict.close()
+
+
 async def test_a_position_past_the_head_reads_as_lost(two_nodes: list[RedisReplayLog]) -> None:
     one, _ = two_nodes
     await one.append(A, frame("x"))

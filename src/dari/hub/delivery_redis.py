@@ -2,9 +2,14 @@
 
 One node holds a client's socket; any node may produce frames for it. So subscriptions live in
 Redis, a frame for a client goes into the client's shared log, and the node holding the socket
-is woken through the bus (channel ``<prefix>wake:<client_id>``, which that node subscribes to
-while the socket is attached). A wake that is lost (bus reconnecting) is repaired by re-reading
-the logs of every local socket when the bus comes back.
+is woken through the bus. The script that logs a batch of frames also reads, per client, the
+node ``attached:<id>`` names; the producing node then publishes one message per other node and
+batch on ``<prefix>wake-node:<node_id>`` (which each node subscribes to at start), carrying the
+frames and each listed client's seq, and that node hands them to its sockets' writers as
+logged (no read back from Redis). Only a client whose holder is unknown is woken on its own
+channel ``<prefix>wake:<client_id>``, which a node subscribes to while it holds the socket (it
+also carries the "attached elsewhere" notice). A wake that is lost (bus reconnecting) is
+repaired by re-reading the logs of every local socket when the bus comes back.
 
 Keys (``<prefix>`` defaults to ``dari:``; every member carries an expiry time as its score, so
 clients that vanish with their node are dropped after ``ttl_s`` without anyone's help):
@@ -36,6 +41,7 @@ import orjson
 from redis.exceptions import RedisError
 
 from dari.buses.base import Bus, BusError, BusMessage
+from dari.hub.connection import Connection
 from dari.hub.delivery import Delivery
 from dari.hub.replay_redis import LUA_PRELUDE, RedisReplayLog, ReplayUnavailable
 from dari.protocol.errors import CloseCode, ConfigError
@@ -100,17 +106,28 @@ return 0
 # Several frames, each into many clients' logs, in one call: what the node's fan-outs queued
 # while the previous call was in flight (one round trip and one script run for all of them).
 # KEYS: epoch. ARGV: 1 epoch candidate, 2 max frames, 3 max age ms, 4 counter TTL ms,
-# 5 side TTL ms, 6 log key prefix, 7 max bytes per client; then per frame: frame JSON, side op
-# ('', 'append', 'rpush'),
+# 5 side TTL ms, 6 log key prefix, 7 max bytes per client, 8 attached:<id> key prefix, 9 the
+# calling node's id; then per frame: frame JSON, side op ('', 'append', 'rpush'),
 # side key, side value, subscribers key, '1' to include the subscribers, n, n client ids.
-# Returns {epoch, then per frame: count, then count pairs of client id and the frame's seq}.
+# Returns {epoch, then per frame: count, then count triples of client id, the frame's seq and
+# the node holding the client's socket ('' when it is the caller or unknown)}.
 _FAN_OUT_MANY = (
     LUA_PRELUDE
     + """
 local current = epoch()
 local now = now_ms()
 local out = {current}
-local i = 8
+local holders = {}  -- per client, read once per call
+local function holder(client)
+  local node = holders[client]
+  if node == nil then
+    node = redis.call('GET', ARGV[8] .. client) or ''
+    if node == ARGV[9] then node = '' end
+    holders[client] = node
+  end
+  return node
+end
+local i = 10
 while i <= #ARGV do
   local frame, op, side, value, subs = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local with_subs, n = ARGV[i + 5], tonumber(ARGV[i + 6])
@@ -129,13 +146,14 @@ while i <= #ARGV do
       ARGV[2], ARGV[3], ARGV[4], ARGV[7])
     targets[#targets + 1] = client
     targets[#targets + 1] = seq
+    targets[#targets + 1] = holder(client)
   end
   if with_subs == '1' then
     redis.call('ZREMRANGEBYSCORE', subs, '-inf', now)
     for _, client in ipairs(redis.call('ZRANGE', subs, 0, -1)) do add(client) end
   end
   for j = 1, n do add(ARGV[i + 6 + j]) end
-  out[#out + 1] = #targets / 2
+  out[#out + 1] = #targets / 3
   for _, value in ipairs(targets) do out[#out + 1] = value end
   i = i + 7 + n
 end
@@ -219,6 +237,10 @@ def _decode(values: Iterable[bytes | str]) -> set[str]:
     return {v.decode() if isinstance(v, bytes) else v for v in values}
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 class RedisDelivery(Delivery):
     def __init__(self, log: RedisReplayLog, bus: Bus, ttl_s: float) -> None:
         super().__init__()
@@ -233,7 +255,7 @@ class RedisDelivery(Delivery):
         self._detach = self.redis.register_script(_DETACH)
         self._fan_out_many = self.redis.register_script(_FAN_OUT_MANY)
         # Fan-outs wait here while one call is in flight, then go together in the next.
-        self._queued: list[tuple[list[Any], asyncio.Future[tuple[str, list[tuple[str, int]]]]]] = []
+        self._queued: list[tuple[list[Any], Frame, asyncio.Future[list[tuple[str, int]]]]] = []
         self._sender: asyncio.Task[None] | None = None
         self._snapshot = self.redis.register_script(_SNAPSHOT)
         self._watchers: dict[str, Callable[[BusMessage], Awaitable[None]]] = {}
@@ -249,6 +271,8 @@ class RedisDelivery(Delivery):
 
         Redis may be down at start: the node starts anyway (not ready), connects later and
         claims its id then."""
+        # Frames other nodes logged for this node's sockets, one message per batch.
+        await self.bus.subscribe(self._k("wake-node", self.bus.node_id), self._on_node_wake)
         try:
             await self.log.ping()
             await self._claim_node_id()
@@ -438,31 +462,20 @@ class RedisDelivery(Delivery):
     async def _log_and_wake(
         self, client_ids: list[str], frame: Frame, conversation: ConversationKey | None
     ) -> int:
-        """Log for every client (and the conversation's subscribers) in one step, then wake
-        each reader: a local socket is handed the frame as logged, others are woken."""
-        epoch, targets = await self.fan_out(frame, client_ids, conversation)
-        remote = []
-        for client_id, seq in targets:
-            state = self.clients.get(client_id)
-            if state is not None and state.connection is not None:
-                # Handed over as logged, so this node's writer need not read it back.
-                state.connection.offer(epoch, seq, frame)
-                state.connection.notify()
-            else:
-                remote.append(client_id)
-        await self.wake(remote)
-        return len(targets)
+        """Log for every client (and the conversation's subscribers) in one step; the sender
+        then wakes each reader (see _send_queued)."""
+        return len(await self.fan_out(frame, client_ids, conversation))
 
     async def fan_out(
         self,
         frame: Frame,
         client_ids: Iterable[str] = (),
         conversation: ConversationKey | None = None,
-    ) -> tuple[str, list[tuple[str, int]]]:
+    ) -> list[tuple[str, int]]:
         """Log ``frame`` for ``client_ids`` and, with ``conversation``, for its subscribers as
-        Redis has them at that very moment; returns the log's epoch and, for each client it
-        went to, the frame's seq there. The caller wakes their readers. A piece or step of an
-        answer also grows that answer's progress.
+        Redis has them at that very moment, and wake their readers; returns, for each client
+        it went to, the frame's seq there. A piece or step of an answer also grows that
+        answer's progress.
 
         Calls made while another is in flight are sent together in one script call, in the
         order they were made: under load many answers' pieces share one round trip."""
@@ -498,10 +511,8 @@ class RedisDelivery(Delivery):
         ]
         if len(self._queued) >= MAX_QUEUED_FAN_OUTS:
             raise ReplayUnavailable("shared state too slow: too many frames waiting for Redis")
-        future: asyncio.Future[tuple[str, list[tuple[str, int]]]] = (
-            asyncio.get_running_loop().create_future()
-        )
-        self._queued.append((group, future))
+        future: asyncio.Future[list[tuple[str, int]]] = asyncio.get_running_loop().create_future()
+        self._queued.append((group, frame, future))
         if self._sender is None or self._sender.done():
             self._sender = supervise(
                 self._send_queued(), "fan-out to Redis", on_failure=self._fail_queued
@@ -511,7 +522,7 @@ class RedisDelivery(Delivery):
     def _fail_queued(self, exc: BaseException) -> None:
         """The sender stopped unexpectedly: its waiters fail instead of hanging."""
         queued, self._queued = self._queued, []
-        for _group, future in queued:
+        for _group, _frame, future in queued:
             if not future.done():
                 future.set_exception(ReplayUnavailable(f"fan-out stopped: {exc!r}"))
 
@@ -527,30 +538,97 @@ class RedisDelivery(Delivery):
                 int(PROGRESS_TTL_S * 1000),
                 log.log_prefix,
                 log.max_client_bytes,
+                self._k("attached", ""),
+                self.bus.node_id,
             ]
-            for group, _future in batch:
+            for group, _frame, _future in batch:
                 args.extend(group)
             try:
                 result = await self._call(self._fan_out_many(keys=[log.epoch_key], args=args))
             except BaseException as exc:
-                for _group, future in batch:
+                for _group, _frame, future in batch:
                     if not future.done():
                         future.set_exception(exc)
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 continue
-            epoch = result[0].decode() if isinstance(result[0], bytes) else str(result[0])
-            position = 1
-            for _group, future in batch:
-                count = int(result[position])
-                values = result[position + 1 : position + 1 + 2 * count]
-                position += 1 + 2 * count
-                targets = [
-                    (client.decode() if isinstance(client, bytes) else str(client), int(seq))
-                    for client, seq in zip(values[::2], values[1::2], strict=True)
-                ]
-                if not future.done():
-                    future.set_result((epoch, targets))
+            # The frames were logged: wake every reader, even if their producers were cancelled
+            # meanwhile (an ``end`` left in a log with no wake is never sent).
+            await self._wake_readers(batch, result)
+
+    async def _wake_readers(
+        self,
+        batch: list[tuple[list[Any], Frame, asyncio.Future[list[tuple[str, int]]]]],
+        result: list[Any],
+    ) -> None:
+        """Hand each logged frame to this node's sockets, then send each other node that holds
+        some of the clients one message with its share of the batch; clients whose holder is
+        unknown are woken one by one."""
+        epoch = _text(result[0])
+        position = 1
+        by_node: dict[str, list[bytes]] = {}
+        unknown: dict[str, None] = {}  # ordered, each once
+        for group, frame, future in batch:
+            count = int(result[position])
+            values = result[position + 1 : position + 1 + 3 * count]
+            position += 1 + 3 * count
+            targets: list[tuple[str, int]] = []
+            pairs: dict[str, list[str | int]] = {}
+            for raw_client, raw_seq, raw_node in zip(
+                values[::3], values[1::3], values[2::3], strict=True
+            ):
+                client, seq, node = _text(raw_client), int(raw_seq), _text(raw_node)
+                targets.append((client, seq))
+                state = self.clients.get(client)
+                if state is not None and state.connection is not None:
+                    # Handed over as logged, so this node's writer need not read it back.
+                    state.connection.offer(epoch, seq, frame)
+                    state.connection.notify()
+                elif not node:
+                    unknown[client] = None
+                if node:  # held on another node (also when a socket here is being replaced)
+                    pairs.setdefault(node, []).extend((client, seq))
+            for node, listed in pairs.items():
+                # The frame as logged (JSON without seq) and the clients' seqs.
+                by_node.setdefault(node, []).append(
+                    b"[" + group[0] + b"," + orjson.dumps(listed) + b"]"
+                )
+            if not future.done():
+                future.set_result(targets)
+        for node, frames in by_node.items():
+            payload = b"[" + orjson.dumps(epoch) + b",[" + b",".join(frames) + b"]]"
+            try:
+                await self.bus.publish(self._k("wake-node", node), payload)
+            except BusError as exc:
+                # The holder re-reads every log when its bus reconnects; nothing is lost.
+                log.warning("waking node %s failed: %s", node, exc)
+        await self.wake(unknown)
+
+    async def _on_node_wake(self, message: BusMessage) -> None:
+        """Another node logged frames for sockets held here: each writer is handed them as
+        logged (it sends them when they are next in line, and reads the log for a gap)."""
+        try:
+            epoch, groups = orjson.loads(message.payload)
+        except (orjson.JSONDecodeError, ValueError, TypeError):
+            log.warning("dropped a malformed wake from node %s", message.sender)
+            return
+        woken: dict[str, Connection] = {}
+        elsewhere: dict[str, None] = {}
+        for frame, listed in groups:
+            for client, seq in zip(listed[::2], listed[1::2], strict=True):
+                state = self.clients.get(client)
+                connection = state.connection if state is not None else None
+                if connection is None or connection.closed.is_set():
+                    # Not (or no longer) held here though attached:<id> said so (a socket
+                    # replaced, a record not yet updated): whoever holds it reads its log.
+                    elsewhere[client] = None
+                    continue
+                connection.offer(epoch, seq, frame)
+                woken[client] = connection
+        for connection in woken.values():
+            connection.notify()
+        if elsewhere:
+            await self.wake(elsewhere)
 
     async def snapshots(self, client_id: str, keys: Iterable[ConversationKey]) -> None:
         for key in keys:
@@ -645,6 +723,7 @@ class RedisDelivery(Delivery):
                 if current.generation < announced:
                     await current.close(CloseCode.REPLACED, "replaced by a newer connection")
                 elif current.generation > announced:
+                    await self._hold(client_id)  # wakes (attached:<id>) follow the live socket
                     await self._announce(client_id, current.generation)
             else:
                 current.notify()
@@ -662,6 +741,15 @@ class RedisDelivery(Delivery):
         if state is not None and state.connection is not None:
             await self._announce(client_id, state.connection.generation)
 
+    async def _hold(self, client_id: str) -> None:
+        """Record that this node holds the client's socket again (another node's attach
+        overwrote the record before its socket lost the race)."""
+        try:
+            key, lease = self._k("attached", client_id), int(self.ttl_s * 1000)
+            await self.redis.set(key, self.bus.node_id, px=lease)
+        except (RedisError, OSError) as exc:
+            log.warning("recording that %s is held here failed: %s", client_id, exc)
+
     async def _announce(self, client_id: str, generation: int) -> None:
         try:
             await self.bus.publish(self._k("wake", client_id), ATTACHED + b"%d" % generation)
@@ -677,3 +765,6 @@ class RedisDelivery(Delivery):
             await self.redis.zadd(self._k("clients"), {client_id: self._expiry()})
         except (RedisError, OSError) as exc:
             log.warning("recording that %s left failed: %s", client_id, exc)
+        # Frames may have been routed here for a newer socket of the client on another node
+        # (while this one was being replaced): that node's writer reads them from the log.
+        await self.wake((client_id,))

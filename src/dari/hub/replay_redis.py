@@ -17,12 +17,15 @@ Keys (``prefix`` defaults to ``dari:``):
 Every operation is one Lua script, so numbering, appending and trimming are atomic across nodes.
 Trimming: by count with ``MAXLEN`` (exact) on every append; by age with ``XTRIM MINID`` at the
 first entry younger than ``max_age_s`` (found by binary search over the contiguous seqs), on
-every append, read and position; by bytes, on every append, at the first entry whose ``c`` is
-within ``max_client_bytes`` of the newest entry's end (the same search; the newest entry stays
-whatever its size). Both keys also expire: the stream ``max_age_s`` after the last append (all
-of it is too old by then), the counter ``idle_ttl_s`` after the last use. The total over all
-clients is not bounded here: it is at most ``max_client_bytes`` per client whose log was
-appended to within ``max_age_s``; size Redis's ``maxmemory`` for it (docs/deployment.md).
+every read and position and on every 32nd append of a client (seq divisible by 32: checked on
+every append, a long-lived client's stream would be searched on every frame once its oldest
+entries age out; in between, at most 31 appends' worth of stale entries wait, never served);
+by bytes, on every append past the client's first ``max_client_bytes``, at the first entry whose
+``c`` is within ``max_client_bytes`` of the newest entry's end (the same search; the newest
+entry stays whatever its size). Both keys also expire: the stream ``max_age_s`` after the last
+append (all of it is too old by then), the counter ``idle_ttl_s`` after the last use. The total
+over all clients is not bounded here: it is at most ``max_client_bytes`` per client whose log
+was appended to within ``max_age_s``; size Redis's ``maxmemory`` for it (docs/deployment.md).
 
 Unlike the memory log, this log never merges ``response`` pieces into an unread entry
 (``merge_key`` is ignored): another node may be reading the tail at any moment, so "not read
@@ -82,14 +85,15 @@ local function first_kept(stream, lo, hi, keep)
   return lo
 end
 
--- Drop entries older than horizon (ms) from the front and, with floor, those that start below
--- floor bytes (never the newest); return the first seq still held (head + 1 when none).
+-- Drop entries older than horizon (ms, nil: not now) from the front and, with floor, those that
+-- start below floor bytes (never the newest); return the first seq still held (head + 1 when
+-- none).
 local function trim(stream, head, horizon, floor)
   local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
   if #first == 0 then return head + 1 end
   local lo = seq_of(first[1][1])
   local kept = lo
-  if logged_at(first[1][2]) < horizon then
+  if horizon and logged_at(first[1][2]) < horizon then
     kept = first_kept(stream, lo + 1, head, function(f) return logged_at(f) >= horizon end)
   end
   if floor and kept < head and (kept > lo or start_of(first[1][2]) < floor) then
@@ -102,6 +106,8 @@ end
 
 local function trim_age(stream, head, horizon) return trim(stream, head, horizon, nil) end
 
+local AGE_TRIM_EVERY = 32  -- appends per client between age checks (see the module's notes)
+
 -- Number a frame (JSON without seq) and keep it in a client's log; returns its seq.
 local function log_append(counter, stream, frame, now, max_frames, max_age_ms, counter_ttl_ms,
     max_bytes)
@@ -113,7 +119,9 @@ local function log_append(counter, stream, frame, now, max_frames, max_age_ms, c
   end
   redis.call('XADD', stream, 'MAXLEN', max_frames, id(seq), 't', now, 'f', frame, 'c', start)
   local floor = start + #frame + ENTRY_OVERHEAD - tonumber(max_bytes)
-  trim(stream, seq, now - tonumber(max_age_ms), floor > 0 and floor or nil)
+  local horizon = nil
+  if seq % AGE_TRIM_EVERY == 0 then horizon = now - tonumber(max_age_ms) end
+  if horizon or floor > 0 then trim(stream, seq, horizon, floor > 0 and floor or nil) end
   redis.call('PEXPIRE', stream, max_age_ms)
   redis.call('PEXPIRE', counter, counter_ttl_ms)
   return seq
