@@ -5,7 +5,10 @@ load core, as the model would run on another machine: it answers each request wi
 words, one ``chat.completion.chunk`` per word, paced at the agent rate on an absolute schedule.
 dari relays it with its ``openai`` backend; the baseline is a hand-rolled FastAPI endpoint that
 uses the official ``openai`` client and sends one frame per chunk (``baselines/relay_fastapi.py``).
-Both face the same upstream, load and checks (every answer's text must equal the message).
+Both face the same upstream, load and checks (every answer's text must equal the message). In
+dari's column the LangGraph path is measured the same way: a graph of one node calling
+LangChain's ``ChatOpenAI`` on the same upstream (``harness/relay_graph.py``), relayed by dari's
+``langgraph`` backend.
 
 Measured for each: at a fixed number of clients, the server's CPU per relayed token (the
 figure the relay's own parsing decides), tokens/s and token latency; then the capacity ramp of
@@ -20,6 +23,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from harness import stats
@@ -57,8 +61,16 @@ backend = "openai"
 history_limit = 0
 can_delegate = false
 options = {{ base_url = "{upstream}", model = "bench", timeout_s = 60 }}
+
+[[projects.agents]]
+name = "{graph_agent}"
+backend = "langgraph"
+history_limit = 0
+can_delegate = false
+options = {{ entrypoint = "harness.relay_graph:build" }}
 """
 )
+GRAPH_AGENT = "relay-graph"
 
 
 def table(cfg: BenchConfig) -> Table:
@@ -91,6 +103,17 @@ def table(cfg: BenchConfig) -> Table:
             Metric("cap.held.p99", "capacity: token latency p99 ms at that step", "lower", 1),
             Metric("cap.held.cpu", "capacity: server CPU % at that step", "", 0),
             Metric("cap.failed", "capacity: first step that failed", ""),
+            Metric(
+                "lg.us_per_token", f"LangGraph, {n} clients: server CPU µs per token", "lower", 1
+            ),
+            Metric("lg.tps", f"LangGraph, {n} clients: tokens/s", "higher"),
+            Metric("lg.p50", f"LangGraph, {n} clients: token latency p50 ms", "lower", 1),
+            Metric("lg.p99", f"LangGraph, {n} clients: token latency p99 ms", "lower", 1),
+            Metric("lg.ttft99", f"LangGraph, {n} clients: first token p99 ms", "lower", 1),
+            Metric("lg.cpu", f"LangGraph, {n} clients: server CPU %", "lower", 0),
+            Metric("lg.cap.held", "LangGraph capacity: concurrent answers held", "higher"),
+            Metric("lg.cap.held.p99", "LangGraph capacity: token latency p99 ms there", "lower", 1),
+            Metric("lg.cap.failed", "LangGraph capacity: first step that failed", ""),
         ],
     )
 
@@ -103,6 +126,11 @@ def measure(target_name: str, cfg: BenchConfig) -> Measured:
         with session(target, cfg, delay_ms=delay_ms, run_id="r") as sess:
             _fixed(sess, cfg, out, model_server)
             capacity.ramp(sess, cfg, out, cfg.relay_levels, cfg.relay_tokens, prefix="cap.")
+        if target_name == "dari":
+            graph = _graph_target(base_url)
+            with session(graph, cfg, delay_ms=delay_ms, run_id="g") as sess:
+                _fixed(sess, cfg, out, model_server, prefix="lg.")
+                capacity.ramp(sess, cfg, out, cfg.relay_levels, cfg.relay_tokens, prefix="lg.cap.")
     return out
 
 
@@ -142,7 +170,11 @@ def _target(name: str, base_url: str) -> Target:
             config = workdir / "dari-relay.toml"
             config.write_text(
                 _DARI_RELAY_CONFIG.format(
-                    project=BENCH_PROJECT, agent=RELAY_AGENT, workdir=workdir, upstream=base_url
+                    project=BENCH_PROJECT,
+                    agent=RELAY_AGENT,
+                    graph_agent=GRAPH_AGENT,
+                    workdir=workdir,
+                    upstream=base_url,
                 )
             )
             return [
@@ -151,9 +183,9 @@ def _target(name: str, base_url: str) -> Target:
                 *("--config", str(config)),
             ]
 
-        return Target(
-            "dari", dari_argv, dialect="dari", agent_name=RELAY_AGENT, env=TARGETS["dari"].env
-        )
+        # The graph agent (harness/relay_graph.py) finds the upstream in the environment.
+        env = {**TARGETS["dari"].env, "BENCH_UPSTREAM_URL": base_url}
+        return Target("dari", dari_argv, dialect="dari", agent_name=RELAY_AGENT, env=env)
 
     def relay_argv(port: int, delay_ms: float, workdir: Path) -> list[str]:
         return [
@@ -165,7 +197,14 @@ def _target(name: str, base_url: str) -> Target:
     return Target("fastapi", relay_argv)
 
 
-def _fixed(sess: Session, cfg: BenchConfig, out: Measured, model_server: ServerProcess) -> None:
+def _graph_target(base_url: str) -> Target:
+    """dari serving the LangGraph relay (the same server config, its other agent)."""
+    return replace(_target("dari", base_url), name="dari-langgraph", agent_name=GRAPH_AGENT)
+
+
+def _fixed(
+    sess: Session, cfg: BenchConfig, out: Measured, model_server: ServerProcess, prefix: str = ""
+) -> None:
     n = cfg.relay_clients
     stagger = min(1.0, cfg.relay_tokens * cfg.interval)
     group = sess.load(
@@ -188,15 +227,15 @@ def _fixed(sess: Session, cfg: BenchConfig, out: Measured, model_server: ServerP
     secs = go.w1 - go.w0
     noisy = sample.noisy
     out.put(
-        "us_per_token",
+        f"{prefix}us_per_token",
         1e6 * sample.server_cpu_s / result.tokens if result.tokens else None,
         noisy=noisy,
     )
-    out.put("tps", result.tokens / secs, noisy=noisy)
-    out.put("p50", stats.ms(stats.percentile(result.latencies, 50)), noisy=noisy)
-    out.put("p99", stats.ms(stats.percentile(result.latencies, 99)), noisy=noisy)
-    out.put("ttft99", stats.ms(stats.percentile(result.ttft, 99)), noisy=noisy)
-    out.put("cpu", sample.server_cpu_pct, noisy=noisy)
+    out.put(f"{prefix}tps", result.tokens / secs, noisy=noisy)
+    out.put(f"{prefix}p50", stats.ms(stats.percentile(result.latencies, 50)), noisy=noisy)
+    out.put(f"{prefix}p99", stats.ms(stats.percentile(result.latencies, 99)), noisy=noisy)
+    out.put(f"{prefix}ttft99", stats.ms(stats.percentile(result.ttft, 99)), noisy=noisy)
+    out.put(f"{prefix}cpu", sample.server_cpu_pct, noisy=noisy)
     where = f"{sess.target.name} at {n} clients"
     out.notes.append(
         f"{where}: {result.answers} answers ended in the window; every answer of the run was "

@@ -26,6 +26,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import interrupt
+from pydantic import Field
 
 Update = dict[str, list[AnyMessage]]
 
@@ -274,3 +275,99 @@ def build_approval() -> CompiledStateGraph[Any]:
 
 approval = build_approval()
 APPROVAL_DRAFT = "Draft ready."
+
+
+# --- metered: models that reason, report usage and say why they stopped ----------------------
+
+
+class MeteredChatModel(GenericFakeChatModel):
+    """Streams like ChatOpenAI does: its reasoning first (``reasoning_content`` chunks, as
+    OpenAI-compatible integrations give it), then the text word by word, then a last chunk
+    with ``usage_metadata`` and ``response_metadata.finish_reason``."""
+
+    reasoning: list[str] = Field(default_factory=list)
+    usage: dict[str, Any] | None = None
+    finish_reason: str | None = None
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        pieces = [
+            AIMessageChunk(content="", additional_kwargs={"reasoning_content": thought})
+            for thought in self.reasoning
+        ]
+        pieces += [AIMessageChunk(content=t) for t in re.split(r"(\s)", str(next(self.messages)))]
+        metadata = {"finish_reason": self.finish_reason} if self.finish_reason else {}
+        pieces.append(
+            AIMessageChunk(
+                content="",
+                usage_metadata=self.usage,  # type: ignore[arg-type]
+                response_metadata=metadata,
+                chunk_position="last",
+            )
+        )
+        for message in pieces:
+            chunk = ChatGenerationChunk(message=message)
+            if run_manager is not None:
+                await run_manager.on_llm_new_token(str(message.content), chunk=chunk)
+            yield chunk
+
+
+def tokens(prompt: int, completion: int, reasoning: int | None = None) -> dict[str, Any]:
+    """LangChain's usage_metadata."""
+    usage: dict[str, Any] = {
+        "input_tokens": prompt,
+        "output_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+    if reasoning is not None:
+        usage["output_token_details"] = {"reasoning": reasoning}
+    return usage
+
+
+METERED_REASONING = ["Let me ", "count. "]
+METERED_ANSWER = "The answer is 42."
+
+
+async def cut_off_node(state: MessagesState, config: RunnableConfig) -> Update:
+    """Reasons, answers, and hits its token limit."""
+    model = MeteredChatModel(
+        messages=iter([METERED_ANSWER]),
+        reasoning=METERED_REASONING,
+        usage=tokens(12, 7, reasoning=3),
+        finish_reason="length",
+    )
+    return {"messages": [await model.ainvoke(state["messages"], config)]}
+
+
+metered = single_node_graph("think", cut_off_node)
+
+
+async def route_node(state: MessagesState, config: RunnableConfig) -> dict[str, Any]:
+    """A hidden router: it costs tokens and hits its own limit, which says nothing about the
+    answer."""
+    router = MeteredChatModel(messages=iter(["reply"]), usage=tokens(5, 1), finish_reason="length")
+    await router.with_config(tags=["nostream"]).ainvoke(state["messages"], config)
+    return {}
+
+
+async def reply_node(state: MessagesState, config: RunnableConfig) -> Update:
+    model = MeteredChatModel(messages=iter(["Done."]), usage=tokens(20, 2), finish_reason="stop")
+    return {"messages": [await model.ainvoke(state["messages"], config)]}
+
+
+def build_metered_team() -> CompiledStateGraph[Any]:
+    graph = StateGraph(MessagesState)
+    graph.add_node("route", route_node)
+    graph.add_node("reply", reply_node)
+    graph.add_edge(START, "route")
+    graph.add_edge("route", "reply")
+    graph.add_edge("reply", END)
+    return graph.compile()
+
+
+metered_team = build_metered_team()

@@ -10,11 +10,17 @@ from typing import Any
 import pytest
 from langchain_core.messages import AIMessageChunk
 
-from dari.agents.base import AgentEvent, HistoryMessage, Step
-from dari.agents.langgraph import LangGraphBackend, chunk_text
+from dari.agents.base import AgentEvent, Finish, HistoryMessage, Reasoning, Step, Usage
+from dari.agents.langgraph import LangGraphBackend, chunk_text, reasoning_text, usage_of
 from dari.settings import AgentConfig, ProjectConfig, Settings
 from tests.backends.context import RecordingContext, collect, make_request
-from tests.backends.graphs import SUPERVISOR_ANSWER, Probe
+from tests.backends.graphs import (
+    METERED_ANSWER,
+    METERED_REASONING,
+    SUPERVISOR_ANSWER,
+    Probe,
+    tokens,
+)
 
 Factory = Callable[..., Awaitable[LangGraphBackend]]
 RED_DOT = "data:image/png;base64,iVBORw0KGgo="
@@ -263,3 +269,60 @@ def test_chunk_text_joins_text_parts_only() -> None:
     assert chunk_text(chunk) == "Hello!"
     assert chunk_text(AIMessageChunk(content="plain")) == "plain"
     assert chunk_text(None) == ""
+
+
+# --- reasoning, usage, how it ended ---------------------------------------------------------
+
+
+async def test_reasoning_usage_and_finish_come_from_the_models_chunks(
+    make_backend: Factory,
+) -> None:
+    backend = await make_backend("metered")
+
+    events = await answer(backend)
+
+    assert events == [
+        Step("think", "think", "started"),
+        *[Reasoning(thought) for thought in METERED_REASONING],
+        *re.split(r"(\s)", METERED_ANSWER),
+        Usage(prompt_tokens=12, completion_tokens=7, total_tokens=19, reasoning_tokens=3),
+        Finish("length"),
+        Step("think", "think", "finished"),
+    ]
+
+
+async def test_every_model_call_is_paid_for_but_only_an_answering_one_says_how_it_ended(
+    make_backend: Factory,
+) -> None:
+    backend = await make_backend("metered_team")
+
+    events = await answer(backend)
+
+    assert text(events) == "Done."
+    # The hidden router hit its limit too: that is not why the answer ended.
+    assert [e for e in events if isinstance(e, (Usage, Finish))] == [
+        Usage(prompt_tokens=5, completion_tokens=1, total_tokens=6),
+        Usage(prompt_tokens=20, completion_tokens=2, total_tokens=22),
+        Finish("stop"),
+    ]
+
+
+def test_reasoning_text_reads_reasoning_content_and_reasoning_parts() -> None:
+    assert (
+        reasoning_text(AIMessageChunk(content="x", additional_kwargs={"reasoning_content": "a"}))
+        == "a"
+    )
+    parts: list[str | dict[str, Any]] = [
+        {"type": "reasoning", "reasoning": "b"},
+        {"type": "text", "text": "x"},
+        {"type": "thinking", "thinking": "c"},
+    ]
+    assert reasoning_text(AIMessageChunk(content=parts)) == "bc"
+    assert chunk_text(AIMessageChunk(content=parts)) == "x"
+
+
+def test_usage_of_reads_langchains_usage_metadata_and_ignores_what_it_cannot() -> None:
+    assert usage_of(tokens(3, 4)) == Usage(3, 4, 7)
+    assert usage_of(tokens(3, 4, reasoning=2)) == Usage(3, 4, 7, reasoning_tokens=2)
+    assert usage_of(None) is None
+    assert usage_of({"input_tokens": "many"}) is None

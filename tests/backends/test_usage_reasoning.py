@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dari.agents.base import AgentContext, AgentRequest, Finish, Reasoning, Usage
 from tests.backends.fake_openai import FakeOpenAI, Reply, ToolCall, think
+from tests.backends.graphs import METERED_ANSWER, METERED_REASONING
 from tests.conftest import ServerFactory
 from tests.support.client import Frame, WsClient
 from tests.support.server import RunningServer
@@ -46,6 +47,11 @@ def _project(upstream: FakeOpenAI) -> dict[str, Any]:
                 "name": "py",
                 "backend": "python",
                 "options": {"entrypoint": "tests.backends.test_usage_reasoning:python_thinker"},
+            },
+            {
+                "name": "lg",
+                "backend": "langgraph",
+                "options": {"entrypoint": "tests.backends.graphs:metered"},
             },
         ],
     }
@@ -200,6 +206,31 @@ async def test_any_backend_can_report_reasoning_usage_and_finish(server: Running
     }
     answer = (await history(client, "py"))[-1]
     assert (answer["reasoning"], answer["usage"]) == ("Why not. Keep going.", end["usage"])
+    await client.close()
+
+
+async def test_a_langgraph_answer_streams_its_reasoning_and_ends_with_its_models_usage(
+    server: RunningServer,
+) -> None:
+    client = await connect(server, "langgraph-agent")
+    await client.chat("go", agent="lg", project=PROJECT, id="g1")
+    text, end = await client.answer("g1")
+
+    assert text == METERED_ANSWER
+    assert joined(client.frames, "g1", "reasoning") == "".join(METERED_REASONING)
+    assert end["finish_reason"] == "length"
+    assert end["usage"] == {
+        "prompt_tokens": 12,
+        "completion_tokens": 7,
+        "total_tokens": 19,
+        "reasoning_tokens": 3,
+    }
+    answer = (await history(client, "lg"))[-1]
+    assert (answer["content"], answer["reasoning"], answer["usage"]) == (
+        METERED_ANSWER,
+        "".join(METERED_REASONING),
+        end["usage"],
+    )
     await client.close()
 
 

@@ -3,7 +3,13 @@
 ``entrypoint = "pkg.module:attr"`` names a compiled graph, or a function (sync or async, no
 arguments) that returns one. The graph runs with ``astream_events(version="v2")``:
 
-- ``on_chat_model_stream`` chunks become the answer's pieces, as they arrive;
+- ``on_chat_model_stream`` chunks become the answer's pieces, as they arrive, and their
+  reasoning (``additional_kwargs["reasoning_content"]``, ``reasoning``/``thinking`` content
+  parts) :class:`Reasoning` events;
+- ``on_chat_model_end`` gives each model call's ``usage_metadata`` as :class:`Usage` (every
+  call counts), and the ``finish_reason`` (or ``stop_reason``) of a model whose tokens reach
+  the answer as :class:`Finish` (``stop``, ``length``, ``content_filter``; the last one says
+  how the answer ended);
 - each pass through one of the graph's own nodes becomes a ``started`` and a ``finished`` step,
   and so does each tool call; ``step_labels`` gives them text for people;
 - each tool call (``on_tool_start``, ``on_tool_end``, ``on_tool_error``) is also reported as
@@ -46,10 +52,14 @@ from dari.agents.base import (
     AgentContext,
     AgentEvent,
     AgentRequest,
+    Finish,
     HistoryMessage,
+    ModelFinish,
+    Reasoning,
     Step,
     StepState,
     ToolUpdate,
+    Usage,
 )
 from dari.agents.checkpoints import Closer, open_checkpointer
 from dari.agents.messages import content_parts, report_text
@@ -58,6 +68,15 @@ from dari.agents.python import load_entrypoint
 NS_SEP = "|"  # joins checkpoint namespaces: a subgraph's nodes have one in theirs
 NO_STREAM_TAGS = frozenset({TAG_NOSTREAM, "langsmith:nostream"})
 STEP_EVENTS = frozenset({"on_chain_start", "on_chain_end", "on_tool_start", "on_tool_end"})
+# A model's reason for stopping, as providers name it, where it says how the answer ended.
+FINISHES: dict[str, ModelFinish] = {
+    "stop": "stop",
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "length": "length",
+    "max_tokens": "length",
+    "content_filter": "content_filter",
+}
 TOOL_EVENTS = frozenset({"on_tool_start", "on_tool_end", "on_tool_error"})
 INTERRUPT_KEY = "__interrupt__"
 DEFAULT_TEMPLATE = "{thread_id}"
@@ -211,8 +230,13 @@ class LangGraphBackend(AgentBackend):
         """The piece, step or tool update an event stands for, if any."""
         kind = event["event"]
         if kind == "on_chat_model_stream":
-            piece = self._piece(event)
-            return [piece] if piece else []
+            if not self._answers(event):
+                return []
+            chunk = event["data"].get("chunk")
+            thought, piece = reasoning_text(chunk), chunk_text(chunk)
+            return [*([Reasoning(thought)] if thought else []), *([piece] if piece else [])]
+        if kind == "on_chat_model_end":
+            return self._model_end(event)
         out: list[AgentEvent] = []
         if kind in STEP_EVENTS:
             step = self._step(event)
@@ -227,16 +251,33 @@ class LangGraphBackend(AgentBackend):
                 out.append(text)
         return out
 
-    def _piece(self, event: StreamEvent) -> str:
+    def _answers(self, event: StreamEvent) -> bool:
+        """Whether this model's tokens reach the answer (not tagged nostream, and in one of
+        ``stream_nodes`` when given)."""
         if NO_STREAM_TAGS.intersection(event.get("tags") or ()):
-            return ""
+            return False
         allowed = self.options.stream_nodes
         if allowed is not None:
             metadata = event.get("metadata", {})
             # A model inside a subgraph counts for the subgraph's node too.
             if metadata.get("langgraph_node") not in allowed and _top_node(metadata) not in allowed:
-                return ""
-        return chunk_text(event["data"].get("chunk"))
+                return False
+        return True
+
+    def _model_end(self, event: StreamEvent) -> list[AgentEvent]:
+        """What a model call cost (any model: the answer paid for it) and, for a model that
+        answers, why it stopped."""
+        output = event["data"].get("output")
+        out: list[AgentEvent] = []
+        usage = usage_of(getattr(output, "usage_metadata", None))
+        if usage is not None:
+            out.append(usage)
+        if self._answers(event):
+            metadata = getattr(output, "response_metadata", None) or {}
+            reason = metadata.get("finish_reason") or metadata.get("stop_reason")
+            if isinstance(reason, str) and reason in FINISHES:
+                out.append(Finish(FINISHES[reason]))
+        return out
 
     def _step(self, event: StreamEvent) -> Step | None:
         """A step for a node of this graph or for a tool, else None (internal runnables)."""
@@ -309,6 +350,41 @@ def chunk_text(chunk: object) -> str:
         for part in content
         if isinstance(part, str) or (isinstance(part, dict) and part.get("type") == "text")
     )
+
+
+def reasoning_text(chunk: object) -> str:
+    """The reasoning in a message chunk: ``additional_kwargs["reasoning_content"]`` (DeepSeek,
+    Groq, xAI, OpenRouter and other OpenAI-compatible integrations) and ``reasoning`` or
+    ``thinking`` content parts (LangChain's standard blocks, Anthropic)."""
+    extra = getattr(chunk, "additional_kwargs", None)
+    found = extra.get("reasoning_content") if isinstance(extra, dict) else None
+    text = found if isinstance(found, str) else ""
+    content = getattr(chunk, "content", None)
+    if isinstance(content, list):
+        for part in content:
+            if isinstance(part, dict) and part.get("type") in ("reasoning", "thinking"):
+                value = part.get(part["type"])
+                text += value if isinstance(value, str) else ""
+    return text
+
+
+def usage_of(metadata: object) -> Usage | None:
+    """LangChain's ``usage_metadata`` (input, output and total tokens, reasoning among the
+    output's details) as :class:`Usage`; None if absent or not understood."""
+    if not isinstance(metadata, dict):
+        return None
+    try:
+        prompt, completion = int(metadata["input_tokens"]), int(metadata["output_tokens"])
+        details = metadata.get("output_token_details") or {}
+        reasoning = details.get("reasoning") if isinstance(details, dict) else None
+        return Usage(
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=int(metadata.get("total_tokens") or prompt + completion),
+            reasoning_tokens=None if reasoning is None else int(reasoning),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None  # odd usage must not fail an answer that streamed fine
 
 
 def jsonable(value: Any) -> Any:
