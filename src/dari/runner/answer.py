@@ -374,7 +374,7 @@ class AnswerRun:
         # Several nodes: a reaper may have ended this answer already (its node seemed dead).
         owned = True
         try:
-            owned = await _retrying(lambda: runner.queue.claim_end(self.job))
+            owned = await runner.queue.claim_end(self.job)
         except DariError as exc:
             log.warning("cannot claim the end of %s (%s); ending it here", rid, exc.message)
         try:
