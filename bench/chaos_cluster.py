@@ -26,8 +26,6 @@ import contextlib
 import os
 import platform
 import random
-import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -43,52 +41,12 @@ from bench.chaos import _sequence_ok  # noqa: E402
 from tests.cluster.nodes import START_TIMEOUT_S, Node, config_text, free_port  # noqa: E402
 from tests.cluster.services import fresh_pg_database, pg_url  # noqa: E402
 from tests.support.proxy import CUT_KINDS, ChaosProxy  # noqa: E402
+from tests.support.redis_server import RedisServer  # noqa: E402
 from tests.support.waiting import eventually  # noqa: E402
 
 from dari.client import DariClient  # noqa: E402
 
 STALL_S = 4.0
-
-
-class PersistentRedis:
-    """A redis-server of this run's own with an append-only file: a restart keeps its data."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.port = free_port()
-        self.process: asyncio.subprocess.Process | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    async def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise SystemExit("redis-server is not installed")
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.process = await asyncio.create_subprocess_exec(
-            binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-            "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.directory),
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        )  # fmt: skip
-        import redis.asyncio as aioredis
-
-        async def answers() -> bool:
-            client = aioredis.Redis.from_url(self.url, socket_connect_timeout=0.5)
-            try:
-                return bool(await client.ping())
-            except Exception:
-                return False
-            finally:
-                await client.aclose()
-
-        await eventually(answers, timeout=10)
-
-    async def stop(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)  # SHUTDOWN: the append-only file is synced
-            await self.process.wait()
 
 
 async def _start_node(name: str, tmp: Path, database: str, redis_url: str, delay_ms: int) -> Node:
@@ -123,7 +81,7 @@ async def _stall(database: str, seconds: float) -> None:
 async def run(clients: int, answers: int, words: int, seed: int) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="dari-chaos-cluster-"))
     rng = random.Random(seed)
-    redis = PersistentRedis(tmp / "redis")
+    redis = RedisServer(tmp / "redis", append_only=True)
     await redis.start()
     try:
         async with fresh_pg_database("dari_chaos_cluster") as database:
@@ -139,7 +97,7 @@ async def run(clients: int, answers: int, words: int, seed: int) -> dict[str, An
 
 async def _workload(
     nodes: list[Node],
-    redis: PersistentRedis,
+    redis: RedisServer,
     database: str,
     clients: int,
     answers: int,
@@ -288,7 +246,7 @@ async def _workload(
     }
 
 
-async def _explain(redis: PersistentRedis, database: str, stuck: list[tuple[str, str]]) -> None:
+async def _explain(redis: RedisServer, database: str, stuck: list[tuple[str, str]]) -> None:
     """What Redis and the database hold for answers that never ended at their client."""
     import redis.asyncio as aioredis
 

@@ -33,8 +33,12 @@ def _free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, directory: Path) -> None:
+    """``append_only``: keep an append-only file (fsync on every write), so a restart keeps
+    the data, as a deployment that wants queued chats to survive a Redis restart runs it."""
+
+    def __init__(self, directory: Path, *, append_only: bool = False) -> None:
         self.directory = directory
+        self.append_only = append_only
         self.port = _free_port()
         self._process: asyncio.subprocess.Process | None = None
 
@@ -56,7 +60,8 @@ class RedisServer:
             "--bind", "127.0.0.1",
             "--port", str(self.port),
             "--save", "",
-            "--appendonly", "no",
+            *(["--appendonly", "yes", "--appendfsync", "always"] if self.append_only
+              else ["--appendonly", "no"]),
             "--dir", str(self.directory),
             "--logfile", str(self.directory / "redis.log"),
             stdout=asyncio.subprocess.DEVNULL,
@@ -65,7 +70,8 @@ class RedisServer:
         await eventually(self.answers, timeout=START_TIMEOUT_S)
 
     async def stop(self) -> None:
-        """Stop the process this object started (SIGTERM, then SIGKILL); its data is lost."""
+        """Stop the process this object started (SIGTERM, then SIGKILL); its data is lost unless
+        it keeps an append-only file."""
         process, self._process = self._process, None
         if process is None or process.returncode is not None:
             return
