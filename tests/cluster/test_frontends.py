@@ -24,15 +24,23 @@ async def test_ai_sdk_answer_cut_on_one_node_resumes_whole_on_another(nodes: lis
     chat_id, text = unique("c"), words("w", 60)
     result = await run_node(
         "ai_sdk.mjs",
-        {"mode": "resume", "api": api(a), "resumeApi": api(b), "chatId": chat_id, "text": text,
-         "cutAfter": 5, "messageId": unique("u")},
+        {
+            "mode": "resume",
+            "api": api(a),
+            "resumeApi": api(b),
+            "chatId": chat_id,
+            "text": text,
+            "cutAfter": 5,
+            "messageId": unique("u"),
+        },
         timeout=TIMEOUT_S,
     )
     assert text.startswith(result["before"]) and result["before"] != text
     assert result["text"] == text
     saved = await history(a, chat_id)
     assert [(m["role"], m["content"], m["status"]) for m in saved] == [
-        ("user", text, "complete"), ("assistant", text, "complete")
+        ("user", text, "complete"),
+        ("assistant", text, "complete"),
     ]
 
 
@@ -41,8 +49,16 @@ async def test_ai_sdk_delete_on_a_third_node_stops_the_resumed_stream(nodes: lis
     chat_id, text = unique("c"), words("w", 80)
     result = await run_node(
         "ai_sdk.mjs",
-        {"mode": "stop", "api": api(a), "resumeApi": api(c), "chatId": chat_id, "text": text,
-         "cutAfter": 3, "stopAfter": 3, "messageId": unique("u")},
+        {
+            "mode": "stop",
+            "api": api(a),
+            "resumeApi": api(c),
+            "chatId": chat_id,
+            "text": text,
+            "cutAfter": 3,
+            "stopAfter": 3,
+            "messageId": unique("u"),
+        },
         timeout=TIMEOUT_S,
     )
     assert result["deleteStatus"] == 200
