@@ -86,3 +86,13 @@ async def rows(node: Node, sql: str, *args: Any) -> list[asyncpg.Record]:
         return list(await conn.fetch(sql, *args))
     finally:
         await conn.close()
+
+
+async def fence(node: Node, *clients: WsClient) -> None:
+    """A broadcast made now is logged after anything already sent: once each client has it,
+    a second report (or end) would have arrived too."""
+    content = unique("fence")
+    async with httpx.AsyncClient(base_url=node.http) as http:
+        assert (await http.post("/api/broadcast", json={"content": content})).status_code == 200
+    for client in clients:
+        await client.until_type("broadcast", TIMEOUT_S, content=content)

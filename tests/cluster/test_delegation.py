@@ -6,13 +6,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.cluster.clients import (
     TIMEOUT_S,
     chat,
     connect,
+    fence,
     rows,
     subscribe,
     text_of,
@@ -35,16 +35,6 @@ async def delegate(client: WsClient, thread: str, task: str, id: str) -> str:
     found = re.search(r"\bt-[0-9a-f]{12}\b", text)
     assert found, text
     return found.group(0)
-
-
-async def fence(node: Node, *clients: WsClient) -> None:
-    """A broadcast made now is logged after anything already sent: once each client has it,
-    a second report would have arrived too."""
-    content = unique("fence")
-    async with httpx.AsyncClient(base_url=node.http) as http:
-        assert (await http.post("/api/broadcast", json={"content": content})).status_code == 200
-    for client in clients:
-        await client.until_type("broadcast", TIMEOUT_S, content=content)
 
 
 async def report_rows(node: Node, task_id: str) -> list[tuple[Any, ...]]:

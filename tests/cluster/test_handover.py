@@ -13,11 +13,23 @@ import asyncio
 from typing import Any
 
 import asyncpg
+import redis.asyncio as redis
 
-from tests.cluster.clients import TIMEOUT_S, connect, history, subscribe, text_of, unique, words
-from tests.cluster.nodes import LEASE_S, Node
+from tests.cluster.clients import (
+    TIMEOUT_S,
+    connect,
+    fence,
+    history,
+    rows,
+    subscribe,
+    text_of,
+    unique,
+    words,
+)
+from tests.cluster.nodes import LEASE_S, REAP_S, Node
 from tests.cluster.services import pg_url
 from tests.support.client import WsClient
+from tests.support.waiting import eventually
 
 CONVERSATIONS = 120
 STALL_S = LEASE_S + 1.0  # longer than a lease: renewals must carry the answers through it
@@ -124,3 +136,58 @@ async def test_every_end_arrives_and_history_is_run_order_through_a_stalled_data
                 assert text_of(witness, message["request_id"]) == words(label, 8)
     for client in everyone:
         await client.close()
+
+
+async def test_a_node_killed_after_claiming_an_end_but_before_logging_it_is_ended_by_a_reaper(
+    nodes: list[Node],
+) -> None:
+    """The node running an answer claims its end, then saves it, then logs ``end``. Killed
+    while the save waits (the answer's row is locked), its claim must not keep the answer
+    from ever ending: a reaper on another node takes the claim over and ends it once."""
+    a, b, _c = nodes
+    thread, request_id = unique("t"), unique("r")
+    watcher = await connect(a, unique("watcher"))
+    await subscribe(watcher, thread)
+    asker = await connect(b, unique("asker"))
+    await asker.chat(words("w", 30), agent="slow", project="p1", thread_id=thread, id=request_id)
+    await watcher.until_type("response", TIMEOUT_S, request_id=request_id)
+
+    conn = await asyncpg.connect(pg_url(b.database, "postgresql"), timeout=5)
+    shared = redis.Redis.from_url(b.redis_url)
+    try:
+        async with conn.transaction():
+            locked = await conn.fetch(
+                "SELECT id FROM messages WHERE request_id = $1 AND role = 'assistant' FOR UPDATE",
+                request_id,
+            )
+            assert len(locked) == 1
+
+            async def claimed_by_b() -> bool:
+                claims = [await shared.get(k) async for k in shared.scan_iter("dari:ended:*")]
+                return claims == [b"node-b"]  # claimed, its end not logged ("node-b!")
+
+            await eventually(claimed_by_b, TIMEOUT_S)
+            await b.kill()
+        # The lock is gone with the transaction; a reaper ends the answer after the lease.
+        await watcher.until_type("end", LEASE_S + 10 * REAP_S + 10, request_id=request_id)
+        assert [await shared.get(k) async for k in shared.scan_iter("dari:ended:*")] != [b"node-b"]
+    finally:
+        await conn.close()
+        await shared.aclose()
+    await fence(a, watcher)
+    ended = [
+        (f["type"], f.get("code") or f.get("finish_reason"))
+        for f in watcher.frames
+        if f["type"] in ("error", "end") and f.get("request_id") == request_id
+    ]
+    assert ended == [("error", "agent_failed"), ("end", "error")]
+    received = text_of(watcher, request_id)
+    assert received == words("w", 30)  # every piece was out before the end was claimed
+    (answer,) = await rows(
+        a,
+        "SELECT content, status FROM messages WHERE request_id = $1 AND role = 'assistant'",
+        request_id,
+    )
+    assert tuple(answer) == (received, "failed")
+    await watcher.close()
+    await asker.close()

@@ -35,6 +35,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -50,6 +51,23 @@ from dari.runner.jobs import Progress
 from dari.supervise import supervise
 
 log = logging.getLogger("dari.hub")
+
+
+@dataclass(frozen=True, slots=True)
+class EndClaim:
+    """Who holds an answer's end (``ended_key`` holds ``claimer``), and the keys that stop
+    naming it running once its ``end`` is logged (``running_key`` while it holds ``run``)."""
+
+    ended_key: str
+    claimer: str
+    running_key: str
+    run: str
+    answer_key: str
+
+
+class EndTakenOver(Exception):
+    """An answer's end was not logged: another node took its end over."""
+
 
 WAKE = b""
 ATTACHED = b"attached:"  # + the handshake's arrival: another node attached a socket of this client
@@ -107,10 +125,15 @@ return 0
 # while the previous call was in flight (one round trip and one script run for all of them).
 # KEYS: epoch. ARGV: 1 epoch candidate, 2 max frames, 3 max age ms, 4 counter TTL ms,
 # 5 side TTL ms, 6 log key prefix, 7 max bytes per client, 8 attached:<id> key prefix, 9 the
-# calling node's id; then per frame: frame JSON, side op ('', 'append', 'rpush'),
+# calling node's id; then per frame: frame JSON, side op ('', 'append', 'rpush', 'end'),
 # side key, side value, subscribers key, '1' to include the subscribers, n, n client ids.
-# Returns {epoch, then per frame: count, then count triples of client id, the frame's seq and
-# the node holding the client's socket ('' when it is the caller or unknown)}.
+# Op 'end' logs an answer's end only if its end is still claimed by the caller (side key
+# ended:<run>, value "<holder>\n<running key>\n<run> <request>\n<answer key>"); in the same step
+# the claim is marked done ("<holder>!"), the answer stops being running and its record goes;
+# an end already marked done is not logged again (a retried call).
+# Returns {epoch, then per frame: count (-1: an end not logged, its claim is someone else's),
+# then count triples of client id, the frame's seq and the node holding the client's socket
+# ('' when it is the caller or unknown)}.
 _FAN_OUT_MANY = (
     LUA_PRELUDE
     + """
@@ -131,12 +154,26 @@ local i = 10
 while i <= #ARGV do
   local frame, op, side, value, subs = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local with_subs, n = ARGV[i + 5], tonumber(ARGV[i + 6])
+  local skip = false
   if op == 'append' then
     redis.call('APPEND', side, value)
     redis.call('PEXPIRE', side, ARGV[5])
   elseif op == 'rpush' then
     redis.call('RPUSH', side, value)
     redis.call('PEXPIRE', side, ARGV[5])
+  elseif op == 'end' then
+    local claimer, running, run, answer =
+      string.match(value, '^([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)\\n(.*)$')
+    local state = redis.call('GET', side)
+    if state == claimer then
+      redis.call('SET', side, claimer .. '!', 'KEEPTTL')
+      if redis.call('GET', running) == run then redis.call('DEL', running) end
+      redis.call('DEL', answer)
+    elseif state == claimer .. '!' then
+      skip = 'logged'  -- a retry of a call whose reply was lost: logged once already
+    else
+      skip = 'taken'
+    end
   end
   local targets, seen = {}, {}
   local function add(client)
@@ -148,13 +185,17 @@ while i <= #ARGV do
     targets[#targets + 1] = seq
     targets[#targets + 1] = holder(client)
   end
-  if with_subs == '1' then
-    redis.call('ZREMRANGEBYSCORE', subs, '-inf', now)
-    for _, client in ipairs(redis.call('ZRANGE', subs, 0, -1)) do add(client) end
+  if skip then
+    out[#out + 1] = skip == 'taken' and -1 or 0
+  else
+    if with_subs == '1' then
+      redis.call('ZREMRANGEBYSCORE', subs, '-inf', now)
+      for _, client in ipairs(redis.call('ZRANGE', subs, 0, -1)) do add(client) end
+    end
+    for j = 1, n do add(ARGV[i + 6 + j]) end
+    out[#out + 1] = #targets / 3
+    for _, value in ipairs(targets) do out[#out + 1] = value end
   end
-  for j = 1, n do add(ARGV[i + 6 + j]) end
-  out[#out + 1] = #targets / 3
-  for _, value in ipairs(targets) do out[#out + 1] = value end
   i = i + 7 + n
 end
 return out
@@ -452,6 +493,17 @@ class RedisDelivery(Delivery):
         # Subscribers are read in the same step as the logs grow: see snapshots().
         return await self._deliver(local, frame, key)
 
+    async def publish_end(
+        self, key: ConversationKey, local: Collection[str], frame: Frame, claim: EndClaim
+    ) -> bool:
+        """Log an answer's ``end`` only if ``claim`` still holds its end (see _FAN_OUT_MANY);
+        False when another node took the end over (its node seemed dead), which logs its own."""
+        try:
+            await asyncio.shield(self.fan_out(frame, local, key, claim))
+        except EndTakenOver:
+            return False
+        return True
+
     async def _deliver(
         self, client_ids: Iterable[str], frame: Frame, conversation: ConversationKey | None = None
     ) -> int:
@@ -471,6 +523,7 @@ class RedisDelivery(Delivery):
         frame: Frame,
         client_ids: Iterable[str] = (),
         conversation: ConversationKey | None = None,
+        claim: EndClaim | None = None,
     ) -> list[tuple[str, int]]:
         """Log ``frame`` for ``client_ids`` and, with ``conversation``, for its subscribers as
         Redis has them at that very moment, and wake their readers; returns, for each client
@@ -494,6 +547,11 @@ class RedisDelivery(Delivery):
                 item = {k: v for k, v in frame.items() if k not in _PROGRESS_LEFT_OUT}
                 side_key = steps_key if kind == "step" else steps_key[: -len("steps")] + kind + "s"
                 op, value = "rpush", orjson.dumps(item)
+        if claim is not None:
+            op, side_key = "end", claim.ended_key
+            value = "\n".join(
+                (claim.claimer, claim.running_key, claim.run, claim.answer_key)
+            ).encode()
         subscribers = (
             self._k("subs", "c", conversation_name(conversation)) if conversation else side_key
         )
@@ -570,6 +628,11 @@ class RedisDelivery(Delivery):
         unknown: dict[str, None] = {}  # ordered, each once
         for group, frame, future in batch:
             count = int(result[position])
+            if count < 0:  # an end whose claim another node took over: not logged
+                position += 1
+                if not future.done():
+                    future.set_exception(EndTakenOver())
+                continue
             values = result[position + 1 : position + 1 + 3 * count]
             position += 1 + 3 * count
             targets: list[tuple[str, int]] = []

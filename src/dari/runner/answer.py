@@ -210,12 +210,18 @@ class AnswerRun:
                             event = event.replace("\x00", "\ufffd")
                         if not pieces:
                             FIRST_TOKEN.labels(key.agent_name).observe(time.monotonic() - started)
-                        await hub.publish(
-                            key, frames.answer_frame("response", key, rid, content=event), rid
-                        )
-                        # Counted as said only once delivered: a piece the shared log could not
-                        # take (Redis away) is neither sent nor saved.
+                        # Counted as said before it is published: a cancel arriving while it
+                        # is published (a drain, a stop) does not stop it from reaching the
+                        # log, so it must be saved too. A piece the shared log refused (Redis
+                        # away) is neither sent nor saved.
                         pieces.append(event)
+                        try:
+                            await hub.publish(
+                                key, frames.answer_frame("response", key, rid, content=event), rid
+                            )
+                        except DariError:
+                            pieces.pop()
+                            raise
                         tokens.inc()
                         if yield_every and len(pieces) % yield_every == 0:
                             # A backend that never really awaits would otherwise hog the loop.
@@ -401,7 +407,7 @@ class AnswerRun:
                 # never gets there the error stops this node's queue and leaves the lease to
                 # expire, so another node's reaper ends the answer for its subscribers.
                 end = frames.end(key, rid, finish, wire_usage)
-                await _retrying(lambda: runner.hub.publish(key, dict(end)))
+                await _retrying(lambda: runner.queue.publish_end(self.job, dict(end)))
             with contextlib.suppress(DariError):
                 await runner.hub.delivery.answer_ended(self.progress)
 

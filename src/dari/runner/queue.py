@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Literal
 
-from dari.protocol.frames import ConversationKey
+from dari.protocol.frames import ConversationKey, Frame
 from dari.runner.jobs import Job
 
 # Where a question an answer asked (an interrupt) stands. ``unknown``: never asked, or
@@ -94,6 +94,13 @@ class ConversationQueue(ABC):
     async def claim_end(self, job: Job) -> bool:
         """Whether the caller ends the answer (saves it and sends ``end``): exactly once, even
         if a reaper on another node took the answer for dead."""
+
+    @abstractmethod
+    async def publish_end(self, job: Job, frame: Frame) -> None:
+        """Log the ``end`` of ``job``'s answer (after claim_end). On several nodes it is logged
+        only while the caller still holds the end, and in the same step the answer stops being
+        the conversation's running one; a node that died after claiming the end (before its
+        ``end`` was logged) is thus taken over by a reaper, and ended once."""
 
     # --- questions (interrupts): a paused answer waits here for its answer ---------------------
 

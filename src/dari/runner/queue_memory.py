@@ -9,7 +9,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
-from dari.protocol.frames import ConversationKey
+from dari.protocol.frames import ConversationKey, Frame
 from dari.runner.answer import AnswerRun
 from dari.runner.jobs import DRAIN_UNANSWERED, Job, Outcome
 from dari.runner.queue import (
@@ -189,6 +189,9 @@ class MemoryQueue(ConversationQueue):
 
     async def claim_end(self, job: Job) -> bool:
         return True  # only this node ever ends its answers
+
+    async def publish_end(self, job: Job, frame: Frame) -> None:
+        await self.runner.hub.publish(job.key, frame)
 
     def running_here(self) -> list[Job]:
         return [c.running for c in self._conversations.values() if c.running is not None]

@@ -57,10 +57,10 @@ from redis.exceptions import RedisError
 
 from dari.auth.base import Principal
 from dari.buses.base import BusError, BusMessage
-from dari.hub.delivery_redis import RedisDelivery, conversation_name, conversation_of
+from dari.hub.delivery_redis import EndClaim, RedisDelivery, conversation_name, conversation_of
 from dari.protocol import frames
 from dari.protocol.errors import ErrorCode, StoreUnavailable, Unavailable
-from dari.protocol.frames import ConversationKey
+from dari.protocol.frames import ConversationKey, Frame
 from dari.runner.answer import AnswerRun
 from dari.runner.jobs import DelegatedTask, Job, Outcome
 from dari.runner.queue import AnswerResult, ClosedState, ConversationQueue, OrderingLocks
@@ -76,13 +76,14 @@ ORDER_LOCK_S = 10.0  # the longest a chat's acceptance may hold its conversation
 
 # KEYS: lease, leases. ARGV: node, lease ms, conversation, expiry ms, running run id ('' none),
 # ended:<run> key. Take or keep the lease; 0 when another node holds it or the running
-# answer was already ended by another node (a reaper). Its own end is not a loss.
+# answer was already ended by another node (a reaper). Its own end ("<node>", or "<node>!" once
+# logged) is not a loss.
 _HOLD = """
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return 0 end
 if ARGV[5] ~= '' then
   local ended = redis.call('GET', ARGV[6])
-  if ended and ended ~= ARGV[1] then return 0 end
+  if ended and ended ~= ARGV[1] and ended ~= ARGV[1] .. '!' then return 0 end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
@@ -119,14 +120,19 @@ redis.call('DEL', KEYS[3])
 return running
 """
 
-# KEYS: ended:<run>, answer:<run>, running, req:<[user, request]>. ARGV: "<run> <request>", TTL ms,
-# the claiming node. The answer's record ({} if none) when this caller ends it; nil when someone
-# already did.
+# KEYS: ended:<run>, answer:<run>, req:<[user, request]>. ARGV: TTL ms, the claiming node, '1'
+# when a reaper ends the answer of a node that stopped renewing. The answer's record ({} if none)
+# when this caller ends it; nil when someone already did. A claim whose end was not logged yet
+# (no "!" mark, see publish_end) is taken over by a reaper: its node died in between. The
+# running mark and the record stay until the end is logged (hub/delivery_redis.py, op 'end').
 _CLAIM_END = """
-if not redis.call('SET', KEYS[1], ARGV[3], 'NX', 'PX', ARGV[2]) then return false end
+local holder = redis.call('GET', KEYS[1])
+if holder and (ARGV[3] ~= '1' or holder == ARGV[2] or string.sub(holder, -1) == '!') then
+  return false
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[1])
 local record = redis.call('HGETALL', KEYS[2])
-redis.call('DEL', KEYS[2], KEYS[4])
-if redis.call('GET', KEYS[3]) == ARGV[1] then redis.call('DEL', KEYS[3]) end
+redis.call('DEL', KEYS[3])
 return record
 """
 
@@ -541,22 +547,44 @@ class RedisQueue(ConversationQueue):
             return True
         name = conversation_name(job.key)
         run_id = self._runs.get(name, "")
-        record = await self._call(self._end_record(name, run_id, job.request_id, job.user_id))
+        record = await self._call(self._end_record(run_id, job.request_id, job.user_id))
         if record is None:
             self._ended_elsewhere.add(run_id)
         return record is not None
 
+    async def publish_end(self, job: Job, frame: Frame) -> None:
+        if not self.runs(job):  # a queued chat that never ran here
+            await self.runner.hub.publish(job.key, frame)
+            return
+        name = conversation_name(job.key)
+        run_id = self._runs[name]
+        if not await self._publish_end(job.key, run_id, job.request_id, frame):
+            self._ended_elsewhere.add(run_id)  # a reaper took it for dead, ended and reported it
+
+    async def _publish_end(
+        self, key: ConversationKey, run_id: str, request_id: str, frame: Frame
+    ) -> bool:
+        name = conversation_name(key)
+        claim = EndClaim(
+            ended_key=self._k("ended", run_id),
+            claimer=self.node_id,
+            running_key=self._k("running", name),
+            run=f"{run_id} {request_id}",
+            answer_key=self._k("answer", run_id),
+        )
+        local = self.runner.hub.conversation_subscribers(key)
+        return await self.hub.publish_end(key, local, frame, claim)
+
     async def _end_record(
-        self, name: str, run_id: str, request_id: str, user_id: str
+        self, run_id: str, request_id: str, user_id: str, *, reaping: bool = False
     ) -> dict[str, str] | None:
         result = await self._claim_end(
             keys=[
                 self._k("ended", run_id),
                 self._k("answer", run_id),
-                self._k("running", name),
                 self._req(user_id, request_id),
             ],
-            args=[f"{run_id} {request_id}", self._ms(RECORD_TTL_S), self.node_id],
+            args=[self._ms(RECORD_TTL_S), self.node_id, "1" if reaping else "0"],
         )
         if result is None:
             return None
@@ -607,7 +635,7 @@ class RedisQueue(ConversationQueue):
 
     async def _end_dead(self, key: ConversationKey, run_id: str, request_id: str) -> None:
         user_id = _text(await self.redis.hget(self._k("answer", run_id), "u"))
-        record = await self._end_record(conversation_name(key), run_id, request_id, user_id)
+        record = await self._end_record(run_id, request_id, user_id, reaping=True)
         if record is None:
             return  # its node ended it after all
         node = record.get("n", "?")
@@ -629,7 +657,8 @@ class RedisQueue(ConversationQueue):
         await hub.publish(
             key, {**frames.error(ErrorCode.AGENT_FAILED, message, request_id), **key.fields()}
         )
-        await hub.publish(key, frames.answer_frame("end", key, request_id, finish_reason="error"))
+        end = frames.answer_frame("end", key, request_id, finish_reason="error")
+        await self._publish_end(key, run_id, request_id, end)
         await self.hub.drop_progress(key, request_id)
         if record.get("t"):
             # A delegated task: it failed with its node, and says so where it was asked for.

@@ -179,8 +179,8 @@ class Runner:
         if reason is not None:
             error = frames.error(ErrorCode.SHUTTING_DOWN, reason, job.request_id)
             await self.hub.publish(job.key, {**error, **job.key.fields()})
-        await self.hub.publish(
-            job.key, frames.answer_frame("end", job.key, job.request_id, finish_reason="cancelled")
+        await self.queue.publish_end(
+            job, frames.answer_frame("end", job.key, job.request_id, finish_reason="cancelled")
         )
 
     async def locate(self, request_id: str, user_id: str) -> ConversationKey | None:
