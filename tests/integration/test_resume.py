@@ -13,6 +13,7 @@ from tests.conftest import ServerFactory
 from tests.support.client import WsClient
 from tests.support.engines import ENGINES
 from tests.support.server import RunningServer
+from tests.support.waiting import eventually
 
 
 @pytest.fixture(params=ENGINES)
@@ -298,3 +299,28 @@ async def test_a_backlog_beyond_the_lag_limit_is_replayed_in_one_connection(
     assert (await again.until_type("pong"))["seq"] == end["seq"] + 1  # still open
     await again.close()
     await observer.close()
+
+
+async def test_the_first_piece_is_saved_at_once(server_factory: ServerFactory) -> None:
+    """A crash right after the first piece must not leave an empty row for text people saw:
+    the first checkpoint comes with the first piece, not one interval later."""
+    server = await server_factory(**slow_project(200), store={"checkpoint_s": 60})
+    client = await WsClient.open(server.ws("/ws/chat/first"))
+    await client.recv()
+    await client.chat(WORDS, agent="slow", project="p1", id="a1")
+    first = await client.until_type("response")
+    store = server.gateway.store
+
+    async def saved() -> list[tuple[str, str]]:
+        history = await store.history(KEY, 10)
+        return [(m.status, m.content) for m in history if m.role == "assistant"]
+
+    async def checkpointed() -> bool:
+        rows = await saved()
+        return len(rows) == 1 and rows[0][1] != ""
+
+    await eventually(checkpointed, 10)
+    ((status, content),) = await saved()
+    assert status == "streaming"
+    assert content.startswith(first["content"]) and WORDS.startswith(content)
+    await client.close()

@@ -210,6 +210,7 @@ class AnswerRun:
                             event = event.replace("\x00", "\ufffd")
                         if not pieces:
                             FIRST_TOKEN.labels(key.agent_name).observe(time.monotonic() - started)
+                            self.progress.first_said.set()
                         # Counted as said before it is published: a cancel arriving while it
                         # is published (a drain, a stop) does not stop it from reaching the
                         # log, so it must be saved too. A piece the shared log refused (Redis
@@ -328,6 +329,7 @@ class AnswerRun:
                 text = text.replace("\x00", "\ufffd")
             if text:
                 progress.reasoning.append(text)
+                progress.first_said.set()
                 key, rid = self.job.key, self.job.request_id
                 # Its own merge key: a reasoning piece never merges into an answer piece.
                 await self.runner.hub.publish(
@@ -344,8 +346,11 @@ class AnswerRun:
         interval = self.runner.settings.store.checkpoint_s
         progress = self.progress
         message_id = await asyncio.shield(row)  # cancelling this task must not cancel the row
+        # The first checkpoint comes with the first piece (or after one interval, for answers
+        # that only take steps); then one every interval.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(progress.first_said.wait(), interval)
         while True:
-            await asyncio.sleep(interval)
             length = sum(len(piece) for piece in progress.pieces) + sum(
                 len(piece) for piece in progress.reasoning
             )
@@ -361,6 +366,7 @@ class AnswerRun:
                     tools=progress.tool_list(),
                     interrupts=progress.interrupt_list(),
                 )
+            await asyncio.sleep(interval)
 
     async def _finish(
         self,

@@ -76,6 +76,9 @@ class Progress:
     interrupts: dict[str, dict[str, Any]] = field(default_factory=dict)
     revision: int = 0  # bumped by each tool or question update: the checkpoint saves it
     saved_revision: int = 0
+    # Set by the first piece of text or reasoning: the first checkpoint saves it at once, so a
+    # crash never leaves an empty row for text people saw.
+    first_said: asyncio.Event = field(default_factory=asyncio.Event)
 
     def text(self) -> str:
         return "".join(self.pieces)
