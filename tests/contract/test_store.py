@@ -206,6 +206,22 @@ async def test_saving_an_answer_again_replaces_its_content(store: SqlStore) -> N
     assert await contents(store) == ["Hello"]
 
 
+async def test_saves_of_one_answer_commit_in_the_order_they_were_made(store: SqlStore) -> None:
+    """A checkpoint still queued when the answer ends (its caller stopped waiting) must not
+    commit after the final save: the answer would stay ``streaming`` with part of its text."""
+    ids = [await store.begin_answer(KEY, new_request_id(), "node-a") for _ in range(64)]
+    saves = []
+    for message_id in ids:
+        # Submitted in this order, neither awaited before the other is submitted.
+        # A bulky checkpoint takes longer to write than the final save that follows it.
+        checkpoint = store.save_answer(message_id, "Hel" * 100_000, "streaming", [])
+        saves.append(asyncio.ensure_future(checkpoint))
+        saves.append(asyncio.ensure_future(store.save_answer(message_id, "Hello", "complete", [])))
+    await asyncio.gather(*saves)
+    saved = {m.id: (m.status, m.content) for m in await store.history(KEY, 100)}
+    assert [saved[message_id] for message_id in ids] == [("complete", "Hello")] * len(ids)
+
+
 # --- history --------------------------------------------------------------------------------
 
 

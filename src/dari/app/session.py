@@ -281,6 +281,9 @@ class ChatSession:
             await send_snapshots(self.gateway, self.client_id, {key})
 
 
-async def send_snapshots(gateway: Gateway, client_id: str, keys: set[ConversationKey]) -> None:
-    """The text so far of every answer in progress in ``keys``; live pieces follow."""
-    await gateway.hub.snapshots(client_id, keys)
+async def send_snapshots(
+    gateway: Gateway, client_id: str, keys: set[ConversationKey]
+) -> int | None:
+    """The text so far of every answer in progress in ``keys``; live pieces follow. Returns
+    the seq of the first snapshot (None: none was running)."""
+    return await gateway.hub.snapshots(client_id, keys)

@@ -222,20 +222,27 @@ async def chat_socket(websocket: WebSocket, client_id: str) -> None:
             if plan.resumed:
                 metrics.REPLAYED_FRAMES.inc(position.head - plan.position)
         session = ChatSession(gateway, principal, client_id)
+        start = plan.position
+        if not plan.resumed:
+            # Snapshots first, then the welcome that starts right before them: pieces logged
+            # since the position was read are in the snapshots already (a fresh start owes the
+            # client nothing logged before its welcome).
+            first = await send_snapshots(gateway, client_id, set(state.conversations))
+            if first is not None:
+                start = first - 1
+                connection.skip_to(start)
         await connection.send_direct(
             frames.welcome(
                 client_id=client_id,
-                position=plan.position,
+                position=start,
                 resumed=plan.resumed,
-                last_seq=position.head,
+                last_seq=max(position.head, start),
                 epoch=position.epoch,
                 heartbeat_s=settings.heartbeat_s,
                 server_version=__version__,
                 reason=plan.reason.value if plan.reason else None,
             )
         )
-        if not plan.resumed:
-            await send_snapshots(gateway, client_id, set(state.conversations))
         connection.start()
         await _receive_loop(websocket, connection, session)
     except WebSocketDisconnect:

@@ -278,6 +278,12 @@ class Connection:
             self._offered.clear()  # a client this far behind is served from the log
         self._offered[seq] = {**frame, "seq": seq}
 
+    def skip_to(self, position: int) -> None:
+        """Before ``start``: begin after ``position`` instead (frames up to it are not sent)."""
+        self.sent = max(self.sent, position)
+        for seq in [seq for seq in self._offered if seq <= self.sent]:
+            del self._offered[seq]
+
     def _take_offered(self) -> list[Frame]:
         offered = self._offered
         frames: list[Frame] = []

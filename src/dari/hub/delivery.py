@@ -123,6 +123,7 @@ class Delivery(ABC):
         """The answer ended and was saved: no snapshot shows it any more."""
 
     @abstractmethod
-    async def snapshots(self, client_id: str, keys: Iterable[ConversationKey]) -> None:
+    async def snapshots(self, client_id: str, keys: Iterable[ConversationKey]) -> int | None:
         """Log for the client a ``snapshot`` of each answer running in ``keys`` (anywhere);
-        pieces logged after it follow it in the client's log, none falls in between."""
+        pieces logged after it follow it in the client's log, none falls in between. Returns
+        the seq of the first snapshot logged (None: no answer was running)."""

@@ -115,7 +115,8 @@ class MemoryDelivery(Delivery):
         if self._running.get(progress.key) is progress:
             del self._running[progress.key]
 
-    async def snapshots(self, client_id: str, keys: Iterable[ConversationKey]) -> None:
+    async def snapshots(self, client_id: str, keys: Iterable[ConversationKey]) -> int | None:
+        first: int | None = None
         for key in keys:
             progress = self._running.get(key)
             if progress is not None:
@@ -129,4 +130,6 @@ class MemoryDelivery(Delivery):
                     tools=progress.tool_list(),
                     interrupts=progress.interrupt_list(),
                 )
-                await self.send(client_id, snapshot)
+                seq = await self.send(client_id, snapshot)
+                first = seq if first is None else first
+        return first

@@ -693,14 +693,18 @@ class RedisDelivery(Delivery):
         if elsewhere:
             await self.wake(elsewhere)
 
-    async def snapshots(self, client_id: str, keys: Iterable[ConversationKey]) -> None:
+    async def snapshots(self, client_id: str, keys: Iterable[ConversationKey]) -> int | None:
+        first: int | None = None
         for key in keys:
-            if await self.snapshot(client_id, key):
+            seq = await self.snapshot(client_id, key)
+            if seq is not None:
+                first = seq if first is None else first
                 state = self.clients.get(client_id)
                 if state is not None and state.connection is not None:
                     state.connection.notify()
                 else:
                     await self.wake((client_id,))
+        return first
 
     async def answer_began(self, progress: Progress) -> None:
         """Nothing to do: the answer's progress grows with its fan-outs (see fan_out)."""
@@ -708,8 +712,9 @@ class RedisDelivery(Delivery):
     async def answer_ended(self, progress: Progress) -> None:
         await self.drop_progress(progress.key, progress.request_id)
 
-    async def snapshot(self, client_id: str, key: ConversationKey) -> bool:
-        """Log a ``snapshot`` of the answer running in ``key`` (on any node) for the client.
+    async def snapshot(self, client_id: str, key: ConversationKey) -> int | None:
+        """Log a ``snapshot`` of the answer running in ``key`` (on any node) for the client;
+        its seq, None when no answer is running there.
 
         Read and logged in one step, so each piece of that answer is either in the snapshot or
         logged for the client after it (if it is subscribed): nothing falls in between.
@@ -732,7 +737,7 @@ class RedisDelivery(Delivery):
                 ],
             )
         )
-        return len(result) > 1
+        return int(result[1]) if len(result) > 1 else None
 
     def _progress_keys(self, key: ConversationKey, request_id: str) -> tuple[str, str]:
         # Request ids are unique per user only; one answer runs at a time per conversation.

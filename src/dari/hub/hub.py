@@ -243,10 +243,10 @@ class Hub:
         local = self._conversation_subs.get(key, ())
         return await self.delivery.publish(key, local, frame, merge_key)
 
-    async def snapshots(self, client_id: str, keys: Iterable[ConversationKey]) -> None:
+    async def snapshots(self, client_id: str, keys: Iterable[ConversationKey]) -> int | None:
         """Log for the client a snapshot of each answer running in ``keys``, wherever it
         runs; live pieces follow."""
-        await self.delivery.snapshots(client_id, keys)
+        return await self.delivery.snapshots(client_id, keys)
 
     async def publish_project(
         self, project_id: str, frame: Frame, audience: Audience | None = None

@@ -348,8 +348,11 @@ class AnswerRun:
         message_id = await asyncio.shield(row)  # cancelling this task must not cancel the row
         # The first checkpoint comes with the first piece (or after one interval, for answers
         # that only take steps); then one every interval.
+        # (asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the cancel that
+        # ends the answer when it lands as the event is set, and this task would never stop.)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(progress.first_said.wait(), interval)
+            async with asyncio.timeout(interval):
+                await progress.first_said.wait()
         while True:
             length = sum(len(piece) for piece in progress.pieces) + sum(
                 len(piece) for piece in progress.reasoning

@@ -197,7 +197,9 @@ class RedisQuotas(UserQuotas):
             freed = self._freed.setdefault(user_id, asyncio.Event())
             with contextlib.suppress(TimeoutError):
                 # Woken at once by a place freed here; places freed elsewhere are polled for.
-                await asyncio.wait_for(freed.wait(), delay)
+                # (asyncio.timeout: wait_for on Python 3.11 can swallow a cancel of the chat.)
+                async with asyncio.timeout(delay):
+                    await freed.wait()
             delay = min(delay * 2, POLL_MAX_S)
 
     async def release(self, user_id: str, ticket: str) -> None:

@@ -451,7 +451,11 @@ class SqlStore(Store):
             "interrupts": interrupts or None,
             "updated_at": _now(),
         }
-        await self._worker.run(lambda conn: conn.execute(self._sql.update_message, values))
+        # Ordered per message: a checkpoint still queued when the answer ends must not be
+        # committed after (and over) the final save.
+        await self._worker.run(
+            lambda conn: conn.execute(self._sql.update_message, values), f"message:{message_id}"
+        )
 
     async def add_report(
         self, key: ConversationKey, content: str, task_id: str, author: str | None = None
