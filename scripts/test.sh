@@ -55,4 +55,6 @@ echo "== mypy"
 $VENV/bin/mypy
 echo "== pytest"
 export DARI_TEST_REQUIRE_SERVICES=1
-exec $VENV/bin/pytest "$@"
+# Two workers, a test file each at a time (module fixtures stay on one worker): most tests
+# wait on timers and sockets, so two share this 2-core machine well.
+exec $VENV/bin/pytest -n 2 --dist loadfile "$@"

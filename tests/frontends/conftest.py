@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import json
 import shutil
@@ -23,14 +24,17 @@ def node_packages() -> Path:
         pytest.fail("these tests run the frontend packages under Node.js: install node and npm")
     digest = hashlib.sha256((NODE_DIR / "package-lock.json").read_bytes()).hexdigest()
     stamp = NODE_DIR / "node_modules" / _STAMP
-    if not stamp.is_file() or stamp.read_text() != digest:
-        subprocess.run(
-            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=NODE_DIR,
-            check=True,
-            timeout=600,
-        )
-        stamp.write_text(digest)
+    # The test workers (pytest-xdist) share the directory: one installs, the others wait.
+    with (NODE_DIR / ".install.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not stamp.is_file() or stamp.read_text() != digest:
+            subprocess.run(
+                ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+                cwd=NODE_DIR,
+                check=True,
+                timeout=600,
+            )
+            stamp.write_text(digest)
     return NODE_DIR
 
 
