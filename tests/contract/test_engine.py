@@ -178,7 +178,6 @@ async def test_cancel_finds_queued_and_running_chats_on_any_node(nodes: list[Gat
     }
 
 
-
 # --- questions (interrupts) ------------------------------------------------------------------
 
 
@@ -208,3 +207,36 @@ async def test_a_closed_question_cannot_be_answered(nodes: list[Gateway]) -> Non
     assert await b.runner.queue.answer("i-2", "late") == "cancelled"
     assert await b.runner.queue.answer("i-3", "late") == "expired"
     assert await b.runner.queue.question("i-2") == KEY
+
+
+@pytest.mark.parametrize("engine", ["redis"])
+async def test_a_chat_queued_by_a_node_that_dies_before_taking_the_lease_is_run_by_another(
+    tmp_path: Path, engine_settings: dict[str, Any]
+) -> None:
+    """Pushing a chat and taking its conversation's lease are two steps: a node that dies (or
+    loses Redis) between them must not leave the chat queued with nobody to run it."""
+    timing = {"cluster": {"lease_s": 1.0, "renew_s": 0.2, "reap_s": 0.1}}
+    a = Gateway(make_settings(tmp_path, **PROJECT, **engine_settings, **timing))
+    b = Gateway(make_settings(tmp_path, **PROJECT, **engine_settings, **timing))
+    await a.start()
+    await b.start()
+    try:
+        _listen(b, "observer")
+        await b.hub.join("observer", KEY)
+
+        async def dies_first(key: ConversationKey) -> None:
+            """The step after the push: node a is gone before it takes the lease."""
+
+        a.runner.queue._start_if_free = dies_first  # type: ignore[method-assign]
+        await _accept(a, "stranded", "hello there")
+        await a.stop()
+        frames = await _ends(b, "observer", 1)
+        assert [f["type"] for f in frames if f["type"] in ("start", "end")] == ["start", "end"]
+        assert "".join(f["content"] for f in frames if f["type"] == "response") == "hello there"
+        history = await b.store.history(KEY, 10)
+        assert [(m.role, m.content, m.status) for m in history] == [
+            ("user", "hello there", "complete"),
+            ("assistant", "hello there", "complete"),
+        ]
+    finally:
+        await b.stop()

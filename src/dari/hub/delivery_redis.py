@@ -127,7 +127,7 @@ return 0
 # 5 side TTL ms, 6 log key prefix, 7 max bytes per client, 8 attached:<id> key prefix, 9 the
 # calling node's id; then per frame: frame JSON, side op ('', 'append', 'rpush', 'end'),
 # side key, side value, subscribers key, '1' to include the subscribers, n, n client ids.
-# Op 'end' logs an answer's end only if its end is still claimed by the caller (side key
+# Op 'end' logs an answer's end only if its end is claimed by the caller, or by nobody (side key
 # ended:<run>, value "<holder>\n<running key>\n<run> <request>\n<answer key>"); in the same step
 # the claim is marked done ("<holder>!"), the answer stops being running and its record goes;
 # an end already marked done is not logged again (a retried call).
@@ -165,8 +165,8 @@ while i <= #ARGV do
     local claimer, running, run, answer =
       string.match(value, '^([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)\\n(.*)$')
     local state = redis.call('GET', side)
-    if state == claimer then
-      redis.call('SET', side, claimer .. '!', 'KEEPTTL')
+    if state == claimer or not state then  -- unclaimed: its claim failed while Redis was away
+      redis.call('SET', side, claimer .. '!', 'PX', ARGV[5])
       if redis.call('GET', running) == run then redis.call('DEL', running) end
       redis.call('DEL', answer)
     elseif state == claimer .. '!' then

@@ -382,6 +382,10 @@ class RedisQueue(ConversationQueue):
             pipe.rpush(self._k("queue", name), payload)
             pipe.hset(self._req(job.user_id, job.request_id), mapping={"c": name, "p": payload})
             pipe.pexpire(self._req(job.user_id, job.request_id), self._ms(RECORD_TTL_S))
+            # Due for a worker within a lease: if this node dies (or Redis goes away) before
+            # it takes the lease below, a reaper finds the entry expired and starts the queue.
+            # NX: a holder's own expiry is left as it is.
+            pipe.zadd(self._k("leases"), {name: self._expiry()}, nx=True)
             queued, running, *_ = await self._call(pipe.execute())
         await self._start_if_free(job.key)
         return int(queued) + int(running)
