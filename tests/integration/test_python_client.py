@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from typing import Any
 
 import pytest
@@ -9,6 +11,7 @@ import pytest
 from dari.client import ClientClosed, DariClient
 from dari.protocol.frames import ConversationKey
 from tests.conftest import ServerFactory
+from tests.support.client import WsClient
 from tests.support.proxy import ChaosProxy
 from tests.support.waiting import eventually
 
@@ -129,3 +132,38 @@ async def test_no_reconnect_after_4401(server_factory: ServerFactory) -> None:
     assert proxy.accepted == 1 and client.connects == 0 and client.state == "offline"
     await client.close()
     await proxy.stop()
+
+
+async def test_a_4409_soon_after_a_handshake_that_got_no_welcome_is_not_taken_as_final(
+    server_factory: ServerFactory,
+) -> None:
+    """A handshake the client gave up on can reach a server after its newer one (a slow
+    proxy) and replace it. That 4409 is no other tab: the client takes its place back."""
+    port = free_port()
+    client = _client_at(port, "late")
+    opening = asyncio.create_task(client.__aenter__())
+    await eventually(lambda: client.state == "reconnecting")  # refused: no welcome
+    await server_factory(port=port, **SLOW)
+    await opening
+    assert client.connects == 1
+    # The handshake that got no welcome lands now, later than the newer one.
+    late = await WsClient.open(f"ws://127.0.0.1:{port}/ws/chat/late")
+    assert (await late.recv())["type"] == "welcome"
+    assert await late.closed_with() == 4409  # replaced again by the client, which came back
+    await eventually(lambda: client.connects == 2 and client.state == "connected")
+    request_id = await client.chat("still here", agent_name="slow", project_id="p1")
+    assert (await client.answer(request_id, timeout=30)).text == "still here"
+    await client.close()
+
+
+def _client_at(port: int, client_id: str) -> DariClient:
+    return DariClient(
+        f"ws://127.0.0.1:{port}", client_id, backoff_initial=0.05, backoff_max=0.1, open_timeout=2
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port

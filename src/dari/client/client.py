@@ -24,7 +24,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from dari.client.answers import Answer, AnswerBook
 from dari.client.backoff import backoff
-from dari.protocol.errors import should_reconnect
+from dari.protocol.errors import CloseCode, should_reconnect
 from dari.protocol.sequence import SeqTracker, Verdict
 
 log = logging.getLogger("dari.client")
@@ -244,6 +244,10 @@ class DariClient:
 
     async def _run(self) -> None:
         delays = backoff(self.backoff_initial, maximum=self.backoff_max)
+        # Until when a handshake this client gave up on (no welcome) may still reach a server:
+        # through a slow proxy it can land after a newer one and replace it (4409), which is
+        # then no sign of another tab or process.
+        orphans_until = 0.0
         while self._closed is None:
             code: int | None = None
             reason = ""
@@ -278,10 +282,14 @@ class DariClient:
                 log.exception("unexpected client failure; reconnecting")
             finally:
                 self._socket = None
+                if not self._connected.is_set():
+                    orphans_until = time.monotonic() + 2 * self.open_timeout
                 self._connected.clear()
             if self._closed is not None:
                 break
-            if not should_reconnect(code):
+            if code == CloseCode.REPLACED and time.monotonic() < orphans_until:
+                log.info("replaced, maybe by a handshake of ours that came late; reconnecting")
+            elif not should_reconnect(code):
                 self._closed = ClientClosed(code, reason)
                 self._set_state("offline", code)
                 break
