@@ -154,8 +154,9 @@ class RedisBus(Bus):
             await pubsub.subscribe(channel)
             async with asyncio.timeout(self.connect_timeout_s):
                 await confirmed
-        except (RedisError, OSError, TimeoutError) as exc:
+        except (RedisError, OSError, TimeoutError, RuntimeError) as exc:
             # The reader notices the broken connection and subscribes again on reconnection.
+            # (RuntimeError: redis-py reconnecting the connection for two callers at once.)
             log.info("bus: subscribing to %s not confirmed yet (%s)", channel, exc)
         finally:
             self._confirmations.pop(channel, None)
@@ -168,8 +169,9 @@ class RedisBus(Bus):
         if pubsub is not None:
             try:
                 await pubsub.unsubscribe(channel)
-            except (RedisError, OSError) as exc:
+            except (RedisError, OSError, RuntimeError) as exc:
                 # The reader reconnects and subscribes only the channels still wanted.
+                # (RuntimeError: redis-py reconnecting the connection for two callers at once.)
                 log.info("bus: unsubscribing from %s failed (%s)", channel, exc)
 
     # --- the reader --------------------------------------------------------------------------

@@ -274,6 +274,7 @@ class RedisQueue(ConversationQueue):
         self._waiting: dict[str, asyncio.Future[Any]] = {}  # questions asked by answers here
         self._local_order = OrderingLocks()
         self.workers: dict[str, asyncio.Task[None]] = {}
+        self._leaving: set[asyncio.Task[Any]] = set()  # workers releasing their lease
         self.current: dict[str, Job] = {}  # conversation name -> the job running here
         self._runs: dict[str, str] = {}  # conversation name -> the run id of that job
         self._ended_elsewhere: set[str] = set()  # run ids a reaper ended: not ours to report
@@ -392,6 +393,12 @@ class RedisQueue(ConversationQueue):
 
     async def _start_if_free(self, key: ConversationKey) -> None:
         name = conversation_name(key)
+        worker = self.workers.get(name)
+        if worker is not None and not worker.done() and worker not in self._leaving:
+            # This node's worker pops it (taking the lease again if it expired meanwhile, as
+            # when Redis was away longer than a lease): a second one here would run the
+            # conversation's chats side by side.
+            return
         if self.runner.draining:
             await self._call(
                 self._offer(keys=[self._k("lease", name), self._k("leases")], args=[name])
@@ -414,6 +421,7 @@ class RedisQueue(ConversationQueue):
     async def _work(self, key: ConversationKey) -> None:
         name = conversation_name(key)
         me = asyncio.current_task()
+        assert me is not None
         lost = asyncio.Event()
         keeper = asyncio.create_task(self._keep(key, lost))
         try:
@@ -425,6 +433,8 @@ class RedisQueue(ConversationQueue):
                     )
                 )
                 if payload is None:
+                    # Leaving: a chat pushed meanwhile is started by whoever pushed it.
+                    self._leaving.add(me)
                     released = await self._call(
                         self._release_if_empty(
                             keys=[
@@ -437,6 +447,7 @@ class RedisQueue(ConversationQueue):
                     )
                     if released != 0:
                         return
+                    self._leaving.discard(me)
                     continue
                 job, run_id = _decode(payload)
                 await self._run(name, job, run_id)
@@ -452,6 +463,7 @@ class RedisQueue(ConversationQueue):
             log.exception("the queue of %s stopped on this node; its lease will expire", key)
         finally:
             keeper.cancel()
+            self._leaving.discard(me)
             if self.workers.get(name) is me:
                 del self.workers[name]
 
