@@ -26,6 +26,7 @@ import contextlib
 import os
 import platform
 import random
+import signal
 import sys
 import tempfile
 import time
@@ -228,6 +229,10 @@ async def _workload(
     if stuck:
         print(f"  first: {stuck[:3]}")
         await _explain(redis, database, stuck[:3])
+        for node in nodes:  # each live node logs what its tasks wait on (see dari/supervise)
+            if node.process.returncode is None:
+                node.process.send_signal(signal.SIGUSR1)
+        print(f"  the nodes' logs, with their tasks: {nodes[0].log.parent}")
     print(f"text differing from the database: {mismatches}")
     print(f"clients with a seq gap or duplicate: {bad_sequences}")
     print(f"conversations whose history order differs from run order: {order_mismatches}")

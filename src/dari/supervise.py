@@ -9,7 +9,9 @@ Cancellation is an orderly end, not a failure.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
+import signal
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -47,3 +49,23 @@ def supervise(
 
     task.add_done_callback(done)
     return task
+
+
+def dump_tasks_on_signal(signum: int = signal.SIGUSR1) -> bool:
+    """``kill -USR1 <pid>`` logs every task of the loop with its stack: what a stuck node is
+    waiting on. False where the loop cannot take signal handlers (not the main thread)."""
+    loop = asyncio.get_running_loop()
+
+    def dump() -> None:
+        tasks = asyncio.all_tasks(loop)
+        out = io.StringIO()
+        for task in sorted(tasks, key=lambda t: t.get_name()):
+            out.write(f"--- {task.get_name()}: {task.get_coro()!r}\n")
+            task.print_stack(limit=12, file=out)
+        log.warning("%d tasks:\n%s", len(tasks), out.getvalue())
+
+    try:
+        loop.add_signal_handler(signum, dump)
+    except (RuntimeError, NotImplementedError, ValueError):
+        return False
+    return True

@@ -20,7 +20,7 @@ from dari.runner.quota import UserQuotas
 from dari.runner.runner import Runner
 from dari.settings import Settings
 from dari.stores.base import Store, open_store
-from dari.supervise import supervise
+from dari.supervise import dump_tasks_on_signal, supervise
 
 __all__ = ["ConfigError", "Gateway"]
 
@@ -162,6 +162,7 @@ class Gateway:
         await self.conversations.start()
         self.bus.on_reconnect(self.hub.wake_all)  # wakes sent while cut off were lost
         self._janitor = supervise(self._sweep(), "forgetting idle clients")
+        dump_tasks_on_signal()  # kill -USR1: what every task waits on, in the log
 
     async def _sweep(self) -> None:
         # Often enough that a client that left is forgotten soon after its frames expire.

@@ -69,6 +69,7 @@ class AnswerRun:
         self.progress = Progress(job.request_id, job.key)
         self._row: asyncio.Future[int] | None = None
         self._deadline: asyncio.Timeout | None = None  # the answer's timeout, paused by questions
+        self._finishing = False  # the checkpoints stop (a cancel alone can be lost in a driver)
 
     async def emit_step(self, step: Step) -> None:
         wire = step.to_wire()
@@ -353,7 +354,7 @@ class AnswerRun:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(interval):
                 await progress.first_said.wait()
-        while True:
+        while not self._finishing:
             length = sum(len(piece) for piece in progress.pieces) + sum(
                 len(piece) for piece in progress.reasoning
             )
@@ -378,6 +379,7 @@ class AnswerRun:
         finish: FinishReason,
     ) -> None:
         runner, key, rid = self.runner, self.job.key, self.job.request_id
+        self._finishing = True
         if checkpoint is not None:
             checkpoint.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

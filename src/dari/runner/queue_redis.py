@@ -423,7 +423,8 @@ class RedisQueue(ConversationQueue):
         me = asyncio.current_task()
         assert me is not None
         lost = asyncio.Event()
-        keeper = asyncio.create_task(self._keep(key, lost))
+        stop = asyncio.Event()
+        keeper = asyncio.create_task(self._keep(key, lost, stop))
         try:
             while not lost.is_set() and not self.runner.closing and not self.runner.draining:
                 payload = await self._call(
@@ -462,6 +463,9 @@ class RedisQueue(ConversationQueue):
         except Exception:
             log.exception("the queue of %s stopped on this node; its lease will expire", key)
         finally:
+            # Both: a cancel can be lost inside redis-py (its wait_for on Python 3.11), and a
+            # keeper that outlived its worker would hold the conversation's lease for ever.
+            stop.set()
             keeper.cancel()
             self._leaving.discard(me)
             if self.workers.get(name) is me:
@@ -517,11 +521,14 @@ class RedisQueue(ConversationQueue):
         except Exception:
             log.exception("reporting task %s failed", job.request_id)
 
-    async def _keep(self, key: ConversationKey, lost: asyncio.Event) -> None:
-        """Renew the lease while answers run; on losing it, stop the answer running here."""
+    async def _keep(self, key: ConversationKey, lost: asyncio.Event, stop: asyncio.Event) -> None:
+        """Renew the lease while answers run (until ``stop``); on losing it, stop the answer
+        running here."""
         name = conversation_name(key)
-        while True:
+        while not stop.is_set():
             await asyncio.sleep(self.timing.renew_s)
+            if stop.is_set():
+                return
             running = self._runs.get(name, "")
             try:
                 held = await self._hold(
