@@ -113,6 +113,7 @@ async def _workload(
     done_clients = 0
     faults: list[str] = []
     stuck: list[tuple[str, str]] = []
+    refused: list[tuple[str, str, Any]] = []  # client, request, error code
     answer_timeout_s = 120.0
     total = clients * answers
 
@@ -148,6 +149,12 @@ async def _workload(
                     stuck.append((client_id, request_id))
                     results.append((client_id, request_id, "", None))
                     continue
+                if answer.finish_reason == "error" and not any(
+                    f.get("type") == "start" and f.get("request_id") == request_id for f in frames
+                ):
+                    # Refused before it started (shared state away): checked below that
+                    # nothing of it was stored.
+                    refused.append((client_id, request_id, (answer.error or {}).get("code")))
                 results.append((client_id, request_id, answer.text, answer.finish_reason))
             stop.set()
             await cutter
@@ -197,7 +204,14 @@ async def _workload(
     for r in rows:
         target = asked if r["role"] == "user" else ran
         target.setdefault(r["thread_id"], []).append(r["request_id"])
-    differing = [(c, rid, text, f) for c, rid, text, f in results if saved.get((c, rid)) != text]
+    stored = {(r["thread_id"], r["request_id"]) for r in rows}
+    # A chat refused while shared state was away is not stored at all: no answer to compare.
+    refused_clean = {(c, rid) for c, rid, _code in refused if (c, rid) not in stored}
+    differing = [
+        (c, rid, text, f)
+        for c, rid, text, f in results
+        if saved.get((c, rid)) != text and (c, rid) not in refused_clean
+    ]
     mismatches = len(differing)
     for c, rid, text, finish in differing[:4]:
         db = saved.get((c, rid)) or ""
@@ -225,6 +239,8 @@ async def _workload(
     print(f"connections through the balancer: {proxy.accepted}, cuts: {proxy.cuts}")
     print("faults: " + "; ".join(faults))
     print(f"finish reasons: {finishes}")
+    codes = sorted({str(code) for *_, code in refused})
+    print(f"chats refused before they started, nothing stored: {len(refused_clean)} {codes}")
     print(f"answers with no end at the client within {answer_timeout_s:.0f} s: {unfinished}")
     if stuck:
         print(f"  first: {stuck[:3]}")
@@ -245,6 +261,7 @@ async def _workload(
         "faults": faults,
         "finishes": finishes,
         "unfinished": unfinished,
+        "refused": len(refused_clean),
         "mismatches": mismatches,
         "bad_sequences": bad_sequences,
         "order_mismatches": order_mismatches,

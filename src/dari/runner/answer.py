@@ -119,10 +119,12 @@ class AnswerRun:
         finish: FinishReason = "stop"
         error: DariError | None = None
         try:
-            await hub.publish(key, frames.answer_frame("start", key, rid))
-            # The row's place in history is fixed now; the agent starts without waiting for
-            # the write (the first checkpoint and the final save wait for it).
+            # The row's place in history is fixed first (even if `start` cannot be logged, the
+            # answer is saved, failed, so a resent chat is known as answered and not run again);
+            # the agent starts without waiting for the write (the first checkpoint and the
+            # final save wait for it).
             row = self._row = store.begin_answer(key, rid, runner.node_id)
+            await hub.publish(key, frames.answer_frame("start", key, rid))
             # Another node's reaper must be able to fail this row if this node dies.
             await runner.queue.begun(job, await asyncio.shield(row))
             checkpoint = asyncio.create_task(self._checkpoint(row))
@@ -418,7 +420,7 @@ class AnswerRun:
                 # never gets there the error stops this node's queue and leaves the lease to
                 # expire, so another node's reaper ends the answer for its subscribers.
                 end = frames.end(key, rid, finish, wire_usage)
-                await _retrying(lambda: runner.queue.publish_end(self.job, dict(end)))
+                await retrying(lambda: runner.queue.publish_end(self.job, dict(end)))
             with contextlib.suppress(DariError):
                 await runner.hub.delivery.answer_ended(self.progress)
 
@@ -439,7 +441,7 @@ T = TypeVar("T")
 END_RETRY_S = 30.0  # how long an answer's end waits for shared state to come back
 
 
-async def _retrying(operation: Callable[[], Awaitable[T]]) -> T:
+async def retrying(operation: Callable[[], Awaitable[T]]) -> T:
     """``operation``, tried again while shared state is unreachable (a Redis restart), for at
     most ``END_RETRY_S``; then its error."""
     deadline = time.monotonic() + END_RETRY_S

@@ -61,7 +61,7 @@ from dari.hub.delivery_redis import EndClaim, RedisDelivery, conversation_name, 
 from dari.protocol import frames
 from dari.protocol.errors import ErrorCode, StoreUnavailable, Unavailable
 from dari.protocol.frames import ConversationKey, Frame
-from dari.runner.answer import AnswerRun
+from dari.runner.answer import AnswerRun, retrying
 from dari.runner.jobs import DelegatedTask, Job, Outcome
 from dari.runner.queue import AnswerResult, ClosedState, ConversationQueue, OrderingLocks
 from dari.supervise import supervise
@@ -623,6 +623,14 @@ class RedisQueue(ConversationQueue):
             if self.runner.draining:
                 return  # what it took up it could not run; other nodes reap
             try:
+                if cut_off:
+                    # Redis was away: every lease may have expired meanwhile, the live
+                    # holders' too. They take theirs again at their next renewal; only a
+                    # lease still expired one lease later is a dead node's.
+                    await self.redis.ping()
+                    cut_off = False
+                    await asyncio.sleep(self.timing.lease_s)
+                    continue
                 await self.reap()
             except (RedisError, OSError) as exc:
                 # Once per outage, not once per round: the bus already logs the lost link.
@@ -632,7 +640,6 @@ class RedisQueue(ConversationQueue):
                 continue
             except Exception:
                 log.exception("reaping expired leases failed")
-            cut_off = False
 
     async def reap(self) -> int:
         """End the answers of nodes that stopped renewing their leases; restart their queues."""
@@ -677,11 +684,11 @@ class RedisQueue(ConversationQueue):
             await store.save_answer(message_id, text, "failed", steps)
         hub = self.runner.hub
         message = f"the node answering this ({node}) stopped; the answer is incomplete"
-        await hub.publish(
-            key, {**frames.error(ErrorCode.AGENT_FAILED, message, request_id), **key.fields()}
-        )
+        error = {**frames.error(ErrorCode.AGENT_FAILED, message, request_id), **key.fields()}
+        # Ended here or nowhere (the claim is this node's now): through a Redis restart too.
+        await retrying(lambda: hub.publish(key, dict(error)))
         end = frames.answer_frame("end", key, request_id, finish_reason="error")
-        await self._publish_end(key, run_id, request_id, end)
+        await retrying(lambda: self._publish_end(key, run_id, request_id, dict(end)))
         await self.hub.drop_progress(key, request_id)
         if record.get("t"):
             # A delegated task: it failed with its node, and says so where it was asked for.
