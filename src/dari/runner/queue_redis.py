@@ -13,10 +13,14 @@ atomically: the claimer ends the answer that was running honestly (``agent_faile
 ``end`` with ``error``), saves the text its subscribers received as ``failed``
 (``progress:<request_id>``, see hub/delivery_redis.py), and starts the next chat of that
 conversation.
-The end of an answer is claimed once (``ended:<run>``, SET NX, holding the claimer's node id): a
-node that comes back after being reaped neither saves nor ends it a second time, and a node's
+The end of an answer is claimed once (``ended:<run>``, holding the claimer's node id) and its
+``end`` is logged only while that claim holds, in the step that marks it done (``<node>!``, see
+``publish_end``): a node that comes back after being reaped neither saves nor ends it a second
+time, a reaper takes over the claim of a node that died before logging its end, and a node's
 own claim is never taken for a lost lease by its renewals. The lease is released only after the
-answer's final save, so the next chat of the conversation never starts before it.
+answer's final save, so the next chat of the conversation never starts before it. A pushed chat
+is due for a worker within a lease (``leases``), so a node that dies between pushing it and
+taking the lease strands nothing.
 
 Accepting a chat and pushing it happen under ``order:<conversation>`` (a short lock, taken
 after a local one), so the order of user messages in history is the order of the queue. Each
