@@ -60,6 +60,18 @@ class Usage:
     total_tokens: int = 0
     reasoning_tokens: int | None = None  # part of completion_tokens, where the server says
 
+    @classmethod
+    def reported(cls, prompt: Any, completion: Any, total: Any, reasoning: Any) -> Usage:
+        """From a server's figures: the total defaults to prompt + completion, reasoning stays
+        unknown when not given. Raises TypeError or ValueError on figures that are not numbers."""
+        prompt_tokens, completion_tokens = int(prompt), int(completion)
+        return cls(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            total_tokens=int(total or prompt_tokens + completion_tokens),
+            reasoning_tokens=None if reasoning is None else int(reasoning),
+        )
+
     def __add__(self, other: Usage) -> Usage:
         reasoning = (
             None

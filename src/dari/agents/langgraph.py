@@ -374,14 +374,12 @@ def usage_of(metadata: object) -> Usage | None:
     if not isinstance(metadata, dict):
         return None
     try:
-        prompt, completion = int(metadata["input_tokens"]), int(metadata["output_tokens"])
         details = metadata.get("output_token_details") or {}
-        reasoning = details.get("reasoning") if isinstance(details, dict) else None
-        return Usage(
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            total_tokens=int(metadata.get("total_tokens") or prompt + completion),
-            reasoning_tokens=None if reasoning is None else int(reasoning),
+        return Usage.reported(
+            metadata["input_tokens"],
+            metadata["output_tokens"],
+            metadata.get("total_tokens"),
+            details.get("reasoning") if isinstance(details, dict) else None,
         )
     except (KeyError, TypeError, ValueError):
         return None  # odd usage must not fail an answer that streamed fine

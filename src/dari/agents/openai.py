@@ -367,16 +367,11 @@ def usage_of(usage: dict[str, Any] | None) -> Usage | None:
         return None
     try:
         details = usage.get("completion_tokens_details") or {}
-        reasoning = details.get("reasoning_tokens")
-        prompt, completion = (
-            int(usage.get("prompt_tokens") or 0),
-            int(usage.get("completion_tokens") or 0),
-        )
-        return Usage(
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            total_tokens=int(usage.get("total_tokens") or prompt + completion),
-            reasoning_tokens=None if reasoning is None else int(reasoning),
+        return Usage.reported(
+            usage.get("prompt_tokens") or 0,
+            usage.get("completion_tokens") or 0,
+            usage.get("total_tokens"),
+            details.get("reasoning_tokens"),
         )
     except (AttributeError, TypeError, ValueError):
         return None  # a server's odd usage must not fail an answer that streamed fine
