@@ -43,15 +43,23 @@ async def upstream() -> AsyncIterator[FakeOpenAI]:
         yield server
 
 
-@pytest.fixture
-async def make_backend(upstream: FakeOpenAI) -> AsyncIterator[Factory]:
-    """Start an ``openai`` agent named "assistant" in project p1, beside ``others``."""
+@pytest.fixture(params=["aiohttp", "httpx"])
+async def make_backend(
+    upstream: FakeOpenAI, request: pytest.FixtureRequest
+) -> AsyncIterator[Factory]:
+    """Start an ``openai`` agent named "assistant" in project p1, beside ``others``; every test
+    runs on both HTTP libraries the backend can read with (``http_client``)."""
     started: list[OpenAIBackend] = []
 
     async def factory(
         *, can_delegate: bool = False, others: tuple[AgentConfig, ...] = (), **options: Any
     ) -> OpenAIBackend:
-        options = {"base_url": upstream.base_url, "model": "fake-model", **options}
+        options = {
+            "base_url": upstream.base_url,
+            "model": "fake-model",
+            "http_client": request.param,
+            **options,
+        }
         config = AgentConfig(
             name="assistant", backend="openai", can_delegate=can_delegate, options=options
         )
@@ -706,3 +714,24 @@ async def test_agent_outside_the_settings_gets_a_generic_tool(upstream: FakeOpen
         "agent_name"
     ]
     assert agent_name == {"type": "string", "description": "The agent to hand it to."}
+
+
+async def test_auto_reads_with_aiohttp_when_it_is_installed(upstream: FakeOpenAI) -> None:
+    import aiohttp  # installed with the openai extra
+
+    config = AgentConfig(
+        name="assistant", backend="openai", options={"base_url": upstream.base_url, "model": "m"}
+    )
+    backend = OpenAIBackend(config, Settings(projects=[ProjectConfig(id="p1", agents=[config])]))
+    await backend.start()
+    try:
+        assert backend.options.http_client == "auto"
+        upstream.script(Reply(pieces=["Hello", " there"]))
+        seen = await collect(backend.stream(make_request(), RecordingContext()))
+        assert seen == ["Hello", " there"]
+        client = backend._client._client  # type: ignore[union-attr]
+        session = client._transport.client
+        assert isinstance(session, aiohttp.ClientSession)  # the request went through aiohttp
+    finally:
+        await backend.aclose()
+    assert session.closed

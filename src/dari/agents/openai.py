@@ -3,7 +3,7 @@
 Works with OpenAI, vLLM, Ollama, llama.cpp's server and LM Studio. Options (all but ``model``
 optional): ``base_url``, ``model``, ``api_key_env``, ``system_prompt``, ``temperature``,
 ``max_tokens``, ``timeout_s``, ``max_retries``, ``history_limit``, ``report_role``,
-``delegates``, ``include_usage``. See docs/backends.md.
+``delegates``, ``include_usage``, ``http_client``. See docs/backends.md.
 
 Besides the text, the backend yields the model's reasoning (``delta.reasoning_content`` or
 ``delta.reasoning``) as :class:`Reasoning`, each completion's usage (asked for with
@@ -88,6 +88,9 @@ class OpenAIOptions(BaseModel):
     delegates: list[str] | None = None  # agents the model may hand tasks to
     # Ask for the usage chunk (stream_options); off for servers that refuse the field.
     include_usage: bool = True
+    # The HTTP library under the official client. aiohttp reads a streamed body at about half
+    # the CPU of the client's default (httpx2) transport; "auto" takes it when installed.
+    http_client: Literal["auto", "aiohttp", "httpx"] = "auto"
 
 
 class OpenAIBackend(AgentBackend):
@@ -106,6 +109,7 @@ class OpenAIBackend(AgentBackend):
             base_url=self.options.base_url,
             timeout=openai.Timeout(self.options.timeout_s),
             max_retries=self.options.max_retries,
+            http_client=self._http_client(),
         )
         self._tools = self._delegate_tools()
 
@@ -195,6 +199,8 @@ class OpenAIBackend(AgentBackend):
                             for update in _written(turn):
                                 yield update
             except timeouts as exc:
+                if not timed_out(exc):
+                    raise AgentFailed("upstream connection broke off mid-answer") from exc
                 raise AgentFailed(
                     f"upstream timed out (no data for {self.options.timeout_s:g}s)"
                 ) from exc
@@ -226,7 +232,7 @@ class OpenAIBackend(AgentBackend):
     def _failure(self, exc: openai.APIError, *, streaming: bool) -> AgentFailed:
         if isinstance(exc, openai.APIStatusError):
             return AgentFailed(f"upstream returned {_status_text(exc)}")
-        if isinstance(exc, openai.APITimeoutError):
+        if isinstance(exc, openai.APITimeoutError) and timed_out(exc):
             return AgentFailed(f"upstream timed out (no data for {self.options.timeout_s:g}s)")
         if isinstance(exc, openai.APIConnectionError):
             if streaming:
@@ -250,6 +256,19 @@ class OpenAIBackend(AgentBackend):
             )
         return key
 
+    def _http_client(self) -> Any:
+        """The client's HTTP library as ``http_client`` says; None keeps the client's default."""
+        choice = self.options.http_client
+        if choice == "httpx":
+            return None
+        transport = aiohttp_client(self.options.timeout_s)
+        if transport is None and choice == "aiohttp":
+            raise ValueError(
+                f"agent {self.config.name!r}: options.http_client = 'aiohttp' needs aiohttp; "
+                "install it with: pip install 'openai[aiohttp]'"
+            )
+        return transport
+
     def _delegate_tools(self) -> list[ChatCompletionToolParam]:
         if not self.config.can_delegate:
             return []
@@ -270,6 +289,17 @@ class OpenAIBackend(AgentBackend):
                     for agent in project.agents
                     if agent is not self.config
                 }
+        return None
+
+
+def aiohttp_client(timeout_s: float) -> Any:
+    """The official client's aiohttp transport (``openai[aiohttp]``), or None if not installed."""
+    make = getattr(openai, "DefaultAioHttpClient", None)
+    if make is None:
+        return None
+    try:
+        return make(timeout=openai.Timeout(timeout_s))
+    except RuntimeError:  # the client is there, the aiohttp extra is not
         return None
 
 
@@ -423,6 +453,17 @@ def _transport_errors(body: Any) -> tuple[_ErrorTypes, _ErrorTypes]:
             (library.RequestError,),
         )
     return known
+
+
+def timed_out(exc: BaseException) -> bool:
+    """Whether an error raised as a timeout is one. The aiohttp transport raises every lost
+    connection (refused, reset, closed) as a connect timeout; the error it wraps tells."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if type(cause).__module__.partition(".")[0] == "aiohttp":
+            return isinstance(cause, TimeoutError)
+        cause = cause.__cause__
+    return True
 
 
 async def _drain(events: AsyncIterator[bytes], broken: _ErrorTypes) -> None:
