@@ -131,6 +131,10 @@ class ServerSettings(Section):
     # With a value, /metrics answers only `Authorization: Bearer <metrics_token>` (401 else);
     # without, it is open, as Prometheus endpoints usually are (bind or firewall it).
     metrics_token: SecretStr | None = None
+    # How long a thread (the SQLite store's) waits for the interpreter while the event loop
+    # is busy: Python's default, 5 ms per hand-over, makes every store write queue behind a
+    # saturated loop (new answers then start hundreds of milliseconds late).
+    switch_interval_ms: float = Field(default=0.2, gt=0, le=100)
 
     def is_loopback(self) -> bool:
         if self.host == "localhost":

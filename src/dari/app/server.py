@@ -14,6 +14,7 @@ import asyncio
 import logging
 import math
 import socket
+import sys
 from types import FrameType
 
 import uvicorn
@@ -104,4 +105,5 @@ class DrainingServer(uvicorn.Server):
 
 def serve(settings: Settings) -> None:
     app = create_app(settings)
+    sys.setswitchinterval(settings.server.switch_interval_ms / 1000)
     DrainingServer(uvicorn_config(settings, app), app.state.gateway).run()

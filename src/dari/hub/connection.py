@@ -159,7 +159,7 @@ class Connection:
             # before it runs merge into the unsent tail (fewer, fuller frames when busy).
             if self._started and not self._pump_scheduled and self._writer is None:
                 self._pump_scheduled = True
-                asyncio.get_running_loop().call_soon(self._pump_soon)
+                asyncio.get_running_loop().call_soon(self._pump)
             return
         waiter = self._wake_waiter
         if waiter is not None and not waiter.done():
@@ -201,11 +201,6 @@ class Connection:
         except RuntimeError:
             # The peer vanished during the handshake: the server never completed the accept.
             raise WebSocketDisconnect(1006) from None
-
-    def _pump_soon(self) -> None:
-        # One more turn of the loop: producers that were ready with this one add their pieces
-        # first (like a writer task that yields once before reading the log).
-        asyncio.get_running_loop().call_soon(self._pump)
 
     def _pump(self) -> None:
         """Direct writer: send everything ready now; hand over to a task while paused."""

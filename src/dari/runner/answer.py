@@ -125,8 +125,9 @@ class AnswerRun:
             # final save wait for it).
             row = self._row = store.begin_answer(key, rid, runner.node_id)
             await hub.publish(key, frames.answer_frame("start", key, rid))
-            # Another node's reaper must be able to fail this row if this node dies.
-            await runner.queue.begun(job, await asyncio.shield(row))
+            if runner.queue.begins_with_row:
+                # Another node's reaper must be able to fail this row if this node dies.
+                await runner.queue.begun(job, await asyncio.shield(row))
             checkpoint = asyncio.create_task(self._checkpoint(row))
             agent = runner.directory.get(key.project_id, key.agent_name)
             history_limit = agent.config.history_limit if agent.backend.uses_history else 0

@@ -35,6 +35,9 @@ class ConversationQueue(ABC):
     # Whether chats this node does not run are run by other nodes (a drain then keeps
     # accepting them) or by nobody (a drain refuses them).
     hands_over: bool = False
+    # Whether ``begun`` must have the answer's row before the agent starts (a reaper on
+    # another node saves a dead node's answer into it); on one node the agent starts at once.
+    begins_with_row: bool = False
 
     @abstractmethod
     async def start(self) -> None:

@@ -253,6 +253,7 @@ def _text(value: bytes | str | None) -> str:
 
 class RedisQueue(ConversationQueue):
     hands_over = True  # any node's worker runs a conversation's queue
+    begins_with_row = True
 
     def __init__(self, runner: Runner, delivery: RedisDelivery) -> None:
         self.runner = runner
