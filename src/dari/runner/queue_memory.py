@@ -112,34 +112,44 @@ class MemoryQueue(ConversationQueue):
         ahead = conversation.depth()
         conversation.waiting.append(job)
         if conversation.worker is None:
+            # The first answer's task is made now, not by the worker once it runs: it starts
+            # on the loop's next turn instead of the one after (a busy loop's turn is long).
+            first = self._start_next(conversation)
             conversation.worker = asyncio.create_task(
-                self._work(conversation), name=f"dari: queue {job.key}"
+                self._work(conversation, first), name=f"dari: queue {job.key}"
             )
         return ahead
 
-    async def _work(self, conversation: _Conversation) -> None:
+    def _start_next(self, conversation: _Conversation) -> Job:
+        job = conversation.waiting.popleft()
+        conversation.running = job
+        job.task = asyncio.create_task(AnswerRun(self.runner, job).run())
+        return job
+
+    async def _work(self, conversation: _Conversation, job: Job) -> None:
+        """Wait for ``job``'s answer (already started), then run the waiting ones in turn."""
         runner = self.runner
         try:
-            while conversation.waiting:
-                job = conversation.waiting.popleft()
-                conversation.running = job
-                job.task = asyncio.create_task(AnswerRun(runner, job).run())
+            while True:
+                assert job.task is not None
+                outcome: Outcome | None = None
                 try:
                     outcome = await job.task
                 except asyncio.CancelledError:
                     if runner.closing:
                         raise
-                    continue
                 except Exception:
                     log.exception("answer %s crashed", job.request_id)
-                    continue
                 finally:
                     conversation.running = None
-                if job.delegated is not None:
+                if outcome is not None and job.delegated is not None:
                     task = job.delegated
                     runner.spawn(
                         runner.report_task(job.request_id, task.agent_name, task.origin, outcome)
                     )
+                if not conversation.waiting:
+                    break
+                job = self._start_next(conversation)
         finally:
             conversation.worker = None
             if not conversation.waiting and conversation.running is None:
