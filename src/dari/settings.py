@@ -115,7 +115,8 @@ def default_projects() -> list[ProjectConfig]:
 class ServerSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
-    ws_backend: Literal["auto", "websockets-sansio", "websockets", "wsproto"] = "websockets-sansio"
+    # uvicorn's WebSocket implementation ("wsproto" is not offered: it is not installed).
+    ws_backend: Literal["auto", "websockets-sansio", "websockets"] = "websockets-sansio"
     per_message_deflate: bool = False
     handshake_timeout_s: float = Field(default=10.0, gt=0)
     # A connection whose request line and headers have not all arrived this long after it

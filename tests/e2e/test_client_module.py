@@ -157,6 +157,31 @@ async def test_close_codes_decide_whether_to_reconnect(page, code, state, retrie
     assert (result["sockets"] > 1) is retries
 
 
+async def test_a_4409_soon_after_an_abandoned_handshake_reconnects(page):
+    # The abandoned handshake may reach the server late (a slow proxy) and replace the newer
+    # socket: that 4409 is this client's own doing, not another tab's, so it reconnects.
+    result = await page.evaluate(
+        """async () => {
+          const { make, waitFor, welcome } = window.harness;
+          const { client, sockets } = make({ handshakeTimeoutMs: 50 });
+          client.connect();
+          sockets[0].open();  // no welcome: given up on after 50 ms
+          await waitFor(() => sockets.length === 2);
+          sockets[1].open();
+          sockets[1].recv(welcome(0));
+          sockets[1].drop(4409);
+          const stateAfterClose = client.state;
+          await waitFor(() => sockets.length === 3);
+          sockets[2].open();
+          sockets[2].recv(welcome(0));
+          return { stateAfterClose, abandoned: sockets[0].closedWith, state: client.state };
+        }"""
+    )
+    assert result["abandoned"] == 4000
+    assert result["stateAfterClose"] == "reconnecting"
+    assert result["state"] == "connected"
+
+
 async def test_a_missing_pong_is_a_dead_link_and_any_frame_counts_as_life(page):
     result = await page.evaluate(
         """async () => {

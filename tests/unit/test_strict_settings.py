@@ -191,3 +191,16 @@ def test_the_built_in_backends_take_their_documented_options() -> None:
         ("offline", {}),
     ]:
         build_backend(AgentConfig(name="a", backend=backend, options=options), settings)
+
+
+def test_a_websocket_implementation_that_is_not_installed_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError) as refused:
+        load(tmp_path, '[server]\nws_backend = "wsproto"\n')
+    assert "server.ws_backend" in str(refused.value).replace("\n", ".")
+    assert load(tmp_path, '[server]\nws_backend = "websockets"\n').server.ws_backend == "websockets"
+
+
+def test_the_switch_interval_is_bounded(tmp_path: Path) -> None:
+    assert Settings().server.switch_interval_ms == 0.2
+    with pytest.raises(ValidationError):
+        load(tmp_path, "[server]\nswitch_interval_ms = 0\n")

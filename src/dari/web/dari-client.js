@@ -30,7 +30,9 @@
  *     resent with the same id after a reconnect, so the server runs each exactly once;
  *   - JSON `ping` every few seconds; no frame within `pongTimeoutMs` means a dead link;
  *   - reconnects with exponential back-off and jitter, except after close codes 1000, 4401,
- *     4403 (final) and 4409 (another connection with this client id replaced this one).
+ *     4403 (final) and 4409 (another connection with this client id replaced this one). A 4409
+ *     within twice the handshake timeout of a handshake this client gave up on (no welcome) may
+ *     be that handshake arriving late through a slow proxy: then it reconnects.
  *
  * Options (all optional)
  *   url              base WebSocket URL without the client id (default: same origin + /ws/chat)
@@ -157,6 +159,8 @@ export class DariClient extends EventTarget {
 
     this._ws = null;
     this._ready = false; // welcome seen on the current socket
+    // Until when a handshake given up on may still reach a server and replace us (4409).
+    this._orphansUntil = 0;
     this._wanted = false; // the application wants a connection
     this._attempt = 0;
     this._pending = new Map(); // chat id -> { frame, sends }
@@ -344,9 +348,10 @@ export class DariClient extends EventTarget {
 
   _onClose(ws, event) {
     if (ws !== this._ws) return;
+    const lateOwnHandshake = event.code === 4409 && Date.now() < this._orphansUntil;
     this._detach();
     const code = event.code;
-    const final = FINAL_CLOSE[code];
+    const final = lateOwnHandshake ? null : FINAL_CLOSE[code];
     if (final) {
       this._wanted = false;
       this._setState(final, { code, reason: event.reason });
@@ -370,6 +375,7 @@ export class DariClient extends EventTarget {
 
   _detach() {
     const ws = this._ws;
+    if (ws && !this._ready) this._orphansUntil = Date.now() + 2 * this.handshakeTimeoutMs;
     if (ws) ws.onmessage = ws.onclose = ws.onerror = null;
     this._ws = null;
     this._ready = false;
