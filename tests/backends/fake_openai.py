@@ -80,6 +80,8 @@ class FakeOpenAI:
         self.default = default
         self.requests: list[Json] = []  # each request's JSON body, in arrival order
         self.headers: list[dict[str, str]] = []  # each request's headers (lower-case names)
+        # Each request's target as sent: a path, or a whole URL when it came as to a proxy.
+        self.targets: list[str] = []
         self.hangups = 0  # clients that closed the connection before their reply was over
         self.hung_up = asyncio.Event()
         self._replies: deque[Reply] = deque()
@@ -139,7 +141,8 @@ class FakeOpenAI:
             request = await _read_request(reader)
             if request is None:
                 return
-            headers, body = request
+            target, headers, body = request
+            self.targets.append(target)
             self.headers.append(headers)
             self.requests.append(body)
             reply = self._replies.popleft() if self._replies else self.default(body)
@@ -179,10 +182,12 @@ class FakeOpenAI:
             gone.cancel()
 
 
-async def _read_request(reader: asyncio.StreamReader) -> tuple[dict[str, str], Json] | None:
+async def _read_request(
+    reader: asyncio.StreamReader,
+) -> tuple[str, dict[str, str], Json] | None:
     try:
         head = await reader.readuntil(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")[1:]
+        request_line, *lines = head.decode("latin-1").split("\r\n")
         headers = {
             name.strip().lower(): value.strip()
             for name, sep, value in (line.partition(":") for line in lines)
@@ -192,7 +197,8 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[dict[str, str], J
     except (asyncio.IncompleteReadError, ConnectionError):
         return None
     body: Json = json.loads(raw) if raw else {}
-    return headers, body
+    target = request_line.split(" ")[1] if request_line.count(" ") >= 2 else ""
+    return target, headers, body
 
 
 async def _hangup(reader: asyncio.StreamReader) -> None:

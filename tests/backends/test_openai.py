@@ -387,6 +387,21 @@ async def test_unreachable_upstream(make_backend: Factory) -> None:
     assert seen == [] and failure.message == "could not connect to upstream"
 
 
+async def test_the_proxy_of_the_environment_is_used(
+    make_backend: Factory, upstream: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The fake server answers whatever URL it is asked for, so it stands in for the proxy too:
+    # a request that reaches it for a host that does not resolve went through the proxy.
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{upstream.port}")
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{upstream.port}")
+    backend = await make_backend(base_url="http://model.invalid/v1")
+    seen = await collect(backend.stream(make_request(message="via the proxy"), RecordingContext()))
+    assert "".join(str(piece) for piece in seen) == "via the proxy"
+    assert upstream.targets == ["http://model.invalid/v1/chat/completions"]
+
+
 async def test_error_event_inside_the_stream(make_backend: Factory, upstream: FakeOpenAI) -> None:
     upstream.script(Reply(pieces=["par", "tial"], error_event="model overloaded"))
     backend = await make_backend()
