@@ -10,6 +10,7 @@ conversation's answers must run one at a time, and its history must be in run or
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import asyncpg
@@ -191,3 +192,73 @@ async def test_a_node_killed_after_claiming_an_end_but_before_logging_it_is_ende
     assert tuple(answer) == (received, "failed")
     await watcher.close()
     await asker.close()
+
+
+async def test_a_reaper_killed_while_ending_a_dead_nodes_answer_is_replaced_by_another(
+    nodes: list[Node],
+) -> None:
+    """A reaper ends the answer of a node that died (b). Killed itself while it saves that
+    answer (the row is locked), the answer must still end, once: the conversation stays due
+    while a reaper works on it, so another node's reaper takes the claim over and ends it."""
+    a, b, c = nodes
+    thread, request_id = unique("t"), unique("r")
+    watchers = {node.name: await connect(node, unique("watcher")) for node in (a, c)}
+    for watcher in watchers.values():
+        await subscribe(watcher, thread)
+    asker = await connect(b, unique("asker"))
+    await asker.chat(words("w", 40), agent="slow", project="p1", thread_id=thread, id=request_id)
+    for watcher in watchers.values():
+        await watcher.until_type("response", TIMEOUT_S, request_id=request_id)
+
+    conn = await asyncpg.connect(pg_url(a.database, "postgresql"), timeout=5)
+    shared = redis.Redis.from_url(a.redis_url)
+    # A reaper's claim names its node ("<node>~r"); the answer's own node would be "node-b".
+    reaper_claims = {
+        claim.encode(): node for node in (a, c) for claim in (node.name, f"{node.name}~r")
+    }
+
+    async def claim() -> bytes | None:
+        values = [await shared.get(k) async for k in shared.scan_iter("dari:ended:*")]
+        return values[0] if len(values) == 1 else None
+
+    try:
+        async with conn.transaction():
+            await conn.fetch(
+                "SELECT id FROM messages WHERE request_id = $1 AND role = 'assistant' FOR UPDATE",
+                request_id,
+            )
+            await b.kill()
+
+            async def claimed_by_a_reaper() -> bool:
+                return await claim() in reaper_claims
+
+            await eventually(claimed_by_a_reaper, LEASE_S + 10 * REAP_S + 10)
+            first_claim = await claim()
+            assert first_claim is not None
+            first = reaper_claims[first_claim]
+            await first.kill()  # while its save waits for the row
+        survivor = c if first is a else a
+        watcher = watchers[survivor.name]
+        await watcher.until_type("end", 2 * LEASE_S + 10 * REAP_S + 10, request_id=request_id)
+        assert await claim() == f"{survivor.name}~r!".encode()  # ended by the survivor, logged
+    finally:
+        await conn.close()
+        await shared.aclose()
+    await fence(survivor, watcher)
+    ended = [
+        (f["type"], f.get("code") or f.get("finish_reason"))
+        for f in watcher.frames
+        if f["type"] in ("error", "end") and f.get("request_id") == request_id
+    ]
+    assert ended == [("error", "agent_failed"), ("end", "error")]
+    received = text_of(watcher, request_id)
+    assert received and words("w", 40).startswith(received)
+    (answer,) = await rows(
+        survivor,
+        "SELECT content, status FROM messages WHERE request_id = $1 AND role = 'assistant'",
+        request_id,
+    )
+    assert tuple(answer) == (received, "failed")
+    for client in (*watchers.values(), asker):
+        with contextlib.suppress(Exception):
+            await client.close()

@@ -17,7 +17,9 @@ The end of an answer is claimed once (``ended:<run>``, holding the claimer's nod
 ``end`` is logged only while that claim holds, in the step that marks it done (``<node>!``, see
 ``publish_end``): a node that comes back after being reaped neither saves nor ends it a second
 time, a reaper takes over the claim of a node that died before logging its end, and a node's
-own claim is never taken for a lost lease by its renewals. The lease is released only after the
+own claim is never taken for a lost lease by its renewals. While a reaper ends an answer, the
+conversation stays due and running (see ``_CLAIM_DEAD``), so a reaper that dies or gives up is
+followed by another. The lease is released only after the
 answer's final save, so the next chat of the conversation never starts before it. A pushed chat
 is due for a worker within a lease (``leases``), so a node that dies between pushing it and
 taking the lease strands nothing.
@@ -112,26 +114,35 @@ redis.call('ZREM', KEYS[3], ARGV[2])
 return 1
 """
 
-# KEYS: leases, lease, running. ARGV: conversation, now ms. "<run> <request>" running ('' if none)
-# when this node claimed the dead lease; nil when it is alive or another node claimed it.
+# KEYS: leases, lease, running. ARGV: conversation, now ms, expiry ms of the reaper's hold.
+# "<run> <request>" running ('' if none) when this node claimed the dead lease; nil when it is
+# alive or another node claimed it. An answer to end stays due (at the hold's expiry, which the
+# reaper renews) and running until its end is logged: if the reaper dies or loses Redis first,
+# another round, here or on another node, takes it up again.
 _CLAIM_DEAD = """
 local expiry = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not expiry or tonumber(expiry) > tonumber(ARGV[2]) then return false end
 if redis.call('EXISTS', KEYS[2]) == 1 then return false end
-redis.call('ZREM', KEYS[1], ARGV[1])
 local running = redis.call('GET', KEYS[3]) or ''
-redis.call('DEL', KEYS[3])
+if running == '' then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+else
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+end
 return running
 """
 
-# KEYS: ended:<run>, answer:<run>, req:<[user, request]>. ARGV: TTL ms, the claiming node, '1'
-# when a reaper ends the answer of a node that stopped renewing. The answer's record ({} if none)
-# when this caller ends it; nil when someone already did. A claim whose end was not logged yet
-# (no "!" mark, see publish_end) is taken over by a reaper: its node died in between. The
-# running mark and the record stay until the end is logged (hub/delivery_redis.py, op 'end').
+# KEYS: ended:<run>, answer:<run>, req:<[user, request]>. ARGV: TTL ms, the claimer ("<node>"
+# for the answer's own node, "<node>~r" for a reaper), '1' when a reaper ends the answer of a
+# node that stopped renewing, the caller's node. The answer's record ({} if none) when this
+# caller ends it; nil when someone already did. A claim whose end was not logged yet (no "!"
+# mark, see publish_end) is taken over by a reaper: its node died in between, or it was a
+# reaper that died or gave up (its own node's reaper may take it again). Only the claim of an
+# answer running on the caller's own node is not: that node is alive. The running mark and the
+# record stay until the end is logged (hub/delivery_redis.py, op 'end').
 _CLAIM_END = """
 local holder = redis.call('GET', KEYS[1])
-if holder and (ARGV[3] ~= '1' or holder == ARGV[2] or string.sub(holder, -1) == '!') then
+if holder and (ARGV[3] ~= '1' or holder == ARGV[4] or string.sub(holder, -1) == '!') then
   return false
 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[1])
@@ -284,6 +295,7 @@ class RedisQueue(ConversationQueue):
         self._runs: dict[str, str] = {}  # conversation name -> the run id of that job
         self._ended_elsewhere: set[str] = set()  # run ids a reaper ended: not ours to report
         self._reaper: asyncio.Task[None] | None = None
+        self._reaper_id = f"{self.node_id}~r"  # who holds an end this node's reaper claimed
 
     def _k(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -590,12 +602,17 @@ class RedisQueue(ConversationQueue):
             self._ended_elsewhere.add(run_id)  # a reaper took it for dead, ended and reported it
 
     async def _publish_end(
-        self, key: ConversationKey, run_id: str, request_id: str, frame: Frame
+        self,
+        key: ConversationKey,
+        run_id: str,
+        request_id: str,
+        frame: Frame,
+        claimer: str | None = None,
     ) -> bool:
         name = conversation_name(key)
         claim = EndClaim(
             ended_key=self._k("ended", run_id),
-            claimer=self.node_id,
+            claimer=claimer or self.node_id,
             running_key=self._k("running", name),
             run=f"{run_id} {request_id}",
             answer_key=self._k("answer", run_id),
@@ -612,7 +629,12 @@ class RedisQueue(ConversationQueue):
                 self._k("answer", run_id),
                 self._req(user_id, request_id),
             ],
-            args=[self._ms(RECORD_TTL_S), self.node_id, "1" if reaping else "0"],
+            args=[
+                self._ms(RECORD_TTL_S),
+                self._reaper_id if reaping else self.node_id,
+                "1" if reaping else "0",
+                self.node_id,
+            ],
         )
         if result is None:
             return None
@@ -655,7 +677,7 @@ class RedisQueue(ConversationQueue):
             name = _text(raw if isinstance(raw, bytes | str) else None)
             running = await self._claim_dead(
                 keys=[self._k("leases"), self._k("lease", name), self._k("running", name)],
-                args=[name, now],
+                args=[name, now, self._expiry()],
             )
             if running is None:
                 continue  # alive after all, or another node claimed it
@@ -669,6 +691,33 @@ class RedisQueue(ConversationQueue):
         return count
 
     async def _end_dead(self, key: ConversationKey, run_id: str, request_id: str) -> None:
+        """End the answer of a node that died, holding it due meanwhile (see _CLAIM_DEAD)."""
+        stop = asyncio.Event()
+        keeper = asyncio.create_task(self._keep_due(conversation_name(key), stop))
+        try:
+            await self._end_dead_answer(key, run_id, request_id)
+        finally:
+            stop.set()  # the keeper stops on the event (a cancel alone can be lost on 3.11)
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+
+    async def _keep_due(self, name: str, stop: asyncio.Event) -> None:
+        """Push the conversation's due time on while this reaper ends its answer: only a
+        reaper that stopped (died, or lost Redis for good) lets another one take it up."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.timing.renew_s):
+                    await stop.wait()
+            if stop.is_set():
+                return
+            try:
+                # XX: only while due (a worker that took the lease meanwhile owns the entry).
+                await self.redis.zadd(self._k("leases"), {name: self._expiry()}, xx=True, gt=True)
+            except (RedisError, OSError) as exc:
+                log.warning("holding %s while ending its answer failed: %s", name, exc)
+
+    async def _end_dead_answer(self, key: ConversationKey, run_id: str, request_id: str) -> None:
         user_id = _text(await self.redis.hget(self._k("answer", run_id), "u"))
         record = await self._end_record(run_id, request_id, user_id, reaping=True)
         if record is None:
@@ -693,7 +742,9 @@ class RedisQueue(ConversationQueue):
         # Ended here or nowhere (the claim is this node's now): through a Redis restart too.
         await retrying(lambda: hub.publish(key, dict(error)))
         end = frames.answer_frame("end", key, request_id, finish_reason="error")
-        await retrying(lambda: self._publish_end(key, run_id, request_id, dict(end)))
+        await retrying(
+            lambda: self._publish_end(key, run_id, request_id, dict(end), self._reaper_id)
+        )
         await self.hub.drop_progress(key, request_id)
         if record.get("t"):
             # A delegated task: it failed with its node, and says so where it was asked for.
