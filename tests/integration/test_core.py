@@ -8,6 +8,7 @@ import json
 import httpx
 import pytest
 
+from dari.protocol.errors import StoreUnavailable
 from dari.protocol.frames import ConversationKey
 from tests.conftest import ServerFactory
 from tests.support.client import WsClient, seqs
@@ -143,6 +144,45 @@ async def test_cancel_mid_answer_saves_partial_text(server_factory: ServerFactor
         10,
     )
     assert history[-1].status == "cancelled" and history[-1].content == text
+    await client.close()
+
+
+async def test_an_answer_whose_row_cannot_be_written_says_so_and_the_socket_goes_on(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On one node the agent starts before its row is written: if the write fails, the text
+    # has gone out but is not kept, and the client learns it before the end.
+    store = server.gateway.store
+    real_begin = store.begin_answer
+
+    def failing_begin(key: ConversationKey, request_id: str, node_id: str) -> asyncio.Future[int]:
+        failed: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        failed.set_exception(StoreUnavailable("the disk is full"))
+        return failed
+
+    monkeypatch.setattr(store, "begin_answer", failing_begin)
+    client = await WsClient.open(server.ws("/ws/chat/unsaved"))
+    await client.recv()
+    await client.chat("kept nowhere", id="lost", thread_id="unsaved")
+    text, end = await client.answer("lost")
+    errors = [f for f in client.frames if f["type"] == "error" and f.get("request_id") == "lost"]
+    told = [(e["code"], e["message"]) for e in errors]
+    if server.gateway.runner.queue.begins_with_row:
+        # Several nodes: the row comes first (a reaper saves into it), so nothing streamed.
+        assert text == "" and told == [("agent_failed", "the disk is full")]
+    else:
+        assert text == "kept nowhere"
+        assert told == [("internal", "the answer could not be saved: the disk is full")]
+    assert end["finish_reason"] == "error"
+    key = ConversationKey("project_001", "echo", "unsaved")
+    assert [(m.role, m.content) for m in await store.history(key, 10)] == [("user", "kept nowhere")]
+
+    monkeypatch.setattr(store, "begin_answer", real_begin)  # the store is back
+    await client.chat("kept now", id="kept", thread_id="unsaved")
+    text, end = await client.answer("kept")
+    assert text == "kept now" and end["finish_reason"] == "stop"
+    history = await store.history(key, 10)
+    assert [(m.role, m.content) for m in history][-1] == ("assistant", "kept now")
     await client.close()
 
 

@@ -70,6 +70,7 @@ class AnswerRun:
         self._row: asyncio.Future[int] | None = None
         self._deadline: asyncio.Timeout | None = None  # the answer's timeout, paused by questions
         self._finishing = False  # the checkpoints stop (a cancel alone can be lost in a driver)
+        self._failure_told = False  # an `error` frame for this answer went out
 
     async def emit_step(self, step: Step) -> None:
         wire = step.to_wire()
@@ -159,6 +160,7 @@ class AnswerRun:
             code = error.code if error.code != ErrorCode.INTERNAL else ErrorCode.AGENT_FAILED
             try:
                 await hub.publish(key, {**frames.error(code, error.message, rid), **key.fields()})
+                self._failure_told = True
             except DariError as exc:
                 # The shared log is unreachable (Redis away): still save what was said.
                 log.warning("cannot tell %s's subscribers it failed: %s", rid, exc.message)
@@ -401,8 +403,16 @@ class AnswerRun:
             if row is not None and owned:
                 try:
                     message_id = await asyncio.shield(row)
-                except Exception:
+                except Exception as exc:
+                    # On one node the agent started before its row was written (see _answer):
+                    # the text went out but cannot be kept, and the client is told so.
                     log.exception("the row of answer %s could not be written", rid)
+                    finish = "error"
+                    message = f"the answer could not be saved: {_reason(exc)}"
+                    if not self._failure_told:
+                        error = frames.error(ErrorCode.INTERNAL, message, rid)
+                        with contextlib.suppress(DariError):
+                            await runner.hub.publish(key, {**error, **key.fields()})
                 else:
                     await runner.store.save_answer(
                         message_id,
@@ -424,6 +434,10 @@ class AnswerRun:
                 await retrying(lambda: runner.queue.publish_end(self.job, dict(end)))
             with contextlib.suppress(DariError):
                 await runner.hub.delivery.answer_ended(self.progress)
+
+
+def _reason(exc: Exception) -> str:
+    return exc.message if isinstance(exc, DariError) else type(exc).__name__
 
 
 def _check_question(payload: object) -> None:
