@@ -68,6 +68,27 @@ async def _every_end(client: WsClient, request_ids: set[str]) -> None:
             ) from None
 
 
+async def _failed_once(node: Node, watcher: WsClient, request_id: str) -> str:
+    """A reaper ended the answer: the watcher saw one ``agent_failed`` error, then ``end``
+    ``error``, and the answer is saved ``failed`` with exactly the text the watcher received,
+    which is returned."""
+    await fence(node, watcher)
+    ended = [
+        (f["type"], f.get("code") or f.get("finish_reason"))
+        for f in watcher.frames
+        if f["type"] in ("error", "end") and f.get("request_id") == request_id
+    ]
+    assert ended == [("error", "agent_failed"), ("end", "error")]
+    received = text_of(watcher, request_id)
+    (answer,) = await rows(
+        node,
+        "SELECT content, status FROM messages WHERE request_id = $1 AND role = 'assistant'",
+        request_id,
+    )
+    assert tuple(answer) == (received, "failed")
+    return received
+
+
 async def test_every_end_arrives_and_history_is_run_order_through_a_stalled_database(
     nodes: list[Node],
 ) -> None:
@@ -175,21 +196,8 @@ async def test_a_node_killed_after_claiming_an_end_but_before_logging_it_is_ende
     finally:
         await conn.close()
         await shared.aclose()
-    await fence(a, watcher)
-    ended = [
-        (f["type"], f.get("code") or f.get("finish_reason"))
-        for f in watcher.frames
-        if f["type"] in ("error", "end") and f.get("request_id") == request_id
-    ]
-    assert ended == [("error", "agent_failed"), ("end", "error")]
-    received = text_of(watcher, request_id)
+    received = await _failed_once(a, watcher, request_id)
     assert received == words("w", 30)  # every piece was out before the end was claimed
-    (answer,) = await rows(
-        a,
-        "SELECT content, status FROM messages WHERE request_id = $1 AND role = 'assistant'",
-        request_id,
-    )
-    assert tuple(answer) == (received, "failed")
     await watcher.close()
     await asker.close()
 
@@ -244,21 +252,8 @@ async def test_a_reaper_killed_while_ending_a_dead_nodes_answer_is_replaced_by_a
     finally:
         await conn.close()
         await shared.aclose()
-    await fence(survivor, watcher)
-    ended = [
-        (f["type"], f.get("code") or f.get("finish_reason"))
-        for f in watcher.frames
-        if f["type"] in ("error", "end") and f.get("request_id") == request_id
-    ]
-    assert ended == [("error", "agent_failed"), ("end", "error")]
-    received = text_of(watcher, request_id)
+    received = await _failed_once(survivor, watcher, request_id)
     assert received and words("w", 40).startswith(received)
-    (answer,) = await rows(
-        survivor,
-        "SELECT content, status FROM messages WHERE request_id = $1 AND role = 'assistant'",
-        request_id,
-    )
-    assert tuple(answer) == (received, "failed")
     for client in (*watchers.values(), asker):
         with contextlib.suppress(Exception):
             await client.close()

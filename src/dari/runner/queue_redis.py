@@ -258,6 +258,15 @@ def _decode(payload: bytes) -> tuple[Job, str]:
     return job, data["x"]
 
 
+async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
+    """Wait ``seconds`` or until ``stop`` is set; whether it is. The keepers' tick: they stop on
+    the event as well as by cancel (redis-py's ``wait_for`` can swallow a cancel on 3.11)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await stop.wait()
+    return stop.is_set()
+
+
 def _text(value: bytes | str | None) -> str:
     return value.decode() if isinstance(value, bytes) else (value or "")
 
@@ -542,10 +551,7 @@ class RedisQueue(ConversationQueue):
         """Renew the lease while answers run (until ``stop``); on losing it, stop the answer
         running here."""
         name = conversation_name(key)
-        while not stop.is_set():
-            await asyncio.sleep(self.timing.renew_s)
-            if stop.is_set():
-                return
+        while not await _stopped_within(stop, self.timing.renew_s):
             running = self._runs.get(name, "")
             try:
                 held = await self._hold(
@@ -705,12 +711,7 @@ class RedisQueue(ConversationQueue):
     async def _keep_due(self, name: str, stop: asyncio.Event) -> None:
         """Push the conversation's due time on while this reaper ends its answer: only a
         reaper that stopped (died, or lost Redis for good) lets another one take it up."""
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.timing.renew_s):
-                    await stop.wait()
-            if stop.is_set():
-                return
+        while not await _stopped_within(stop, self.timing.renew_s):
             try:
                 # XX: only while due (a worker that took the lease meanwhile owns the entry).
                 await self.redis.zadd(self._k("leases"), {name: self._expiry()}, xx=True, gt=True)
