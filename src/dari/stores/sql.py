@@ -3,7 +3,8 @@
 Each operation is one synchronous function over a ``Connection``, run by a worker
 (``dari.stores.workers``): on SQLite a thread of its own with group commit, on PostgreSQL the
 async engine. Statements are built once and executed with parameters, so the per-call cost is
-binding values, not building and compiling SQL.
+binding values, not building and compiling SQL; the writes every chat makes go through
+``dari.stores.sql_writes``, which on SQLite binds them on the driver directly.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Integer, Row, bindparam, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
 from dari.protocol.frames import ConversationKey
@@ -31,8 +31,9 @@ from dari.stores.base import (
 )
 from dari.stores.cache import BoundedCache
 from dari.stores.migrations import upgrade
-from dari.stores.schema import chat_requests, clients, conversations, messages, tasks
+from dari.stores.schema import chat_requests, conversations, messages, tasks
 from dari.stores.sql_threads import SqlThreads, key_params
+from dari.stores.sql_writes import writes_for
 from dari.stores.workers import Worker, make_worker
 
 _REMEMBERED_REQUESTS = 50_000
@@ -81,21 +82,12 @@ def _order(key: ConversationKey) -> str:
 
 
 class _Statements:
-    """Every statement the store runs, built once for its dialect."""
+    """The statements the store runs besides every chat's writes (``sql_writes``), built once."""
 
-    def __init__(self, dialect: str) -> None:
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        # ON CONFLICT DO NOTHING: a row another node (or a resend) inserted first is not an
-        # error, and needs no savepoint; rowcount says whether this call inserted it.
-        self.insert_request = insert(chat_requests).on_conflict_do_nothing()
-        self.insert_client = insert(clients).on_conflict_do_nothing()
-        self.insert_conversation = insert(conversations).on_conflict_do_nothing()
+    def __init__(self) -> None:
         self.request_of = select(chat_requests.c.request_id).where(
             (chat_requests.c.user_id == bindparam("user_id"))
             & (chat_requests.c.client_message_id == bindparam("client_message_id"))
-        )
-        self.owner_of = select(clients.c.user_id).where(
-            clients.c.client_id == bindparam("client_id")
         )
         self.conversation_of = select(conversations.c.id).where(
             (conversations.c.project_id == bindparam("project_id"))
@@ -103,7 +95,6 @@ class _Statements:
             & (conversations.c.thread_id == bindparam("thread_id"))
             & (conversations.c.scope == bindparam("scope"))
         )
-        self.insert_message = messages.insert()
         self.answered = (
             select(messages.c.id)
             .where(
@@ -113,7 +104,6 @@ class _Statements:
             )
             .limit(1)
         )
-        self.update_message = update(messages).where(messages.c.id == bindparam("message_id"))
         newest_first = messages.c.id.desc()
         limit = bindparam("limit", type_=Integer)
         self.history = (
@@ -191,7 +181,8 @@ class SqlStore(Store):
     def __init__(self, url: str) -> None:
         self.url = url
         parsed = make_url(url)
-        self._sql = _Statements(parsed.get_backend_name())
+        self._sql = _Statements()
+        self._writes = writes_for(parsed.get_backend_name())  # what every chat writes
         self._worker: Worker = make_worker(parsed)
         self._started = False
         # Caches of facts that never change once committed, so repeats cost no query.
@@ -233,12 +224,14 @@ class SqlStore(Store):
         if cached is not None:
             return cached
         fields = key_params(key)
-        found = conn.execute(self._sql.conversation_of, fields).scalar()
+        writes = self._writes
+        found = writes.conversation_of(conn, fields)
         if found is None:
             values = {**fields, "owner": owner or key.scope or None, "created_at": _now()}
-            conn.execute(self._sql.insert_conversation, values)
-            found = conn.execute(self._sql.conversation_of, fields).scalar_one()
-        return int(found)
+            writes.insert_conversation(conn, values)
+            found = writes.conversation_of(conn, fields)
+            assert found is not None, "inserted, or inserted by another writer"
+        return found
 
     def _insert_message(
         self,
@@ -259,8 +252,8 @@ class SqlStore(Store):
         id and creation time."""
         conversation_id = self._conversation_id(conn, key, user_id)
         now = _now()
-        result = conn.execute(
-            self._sql.insert_message,
+        message_id = self._writes.insert_message(
+            conn,
             {
                 "conversation_id": conversation_id,
                 "role": role,
@@ -276,7 +269,7 @@ class SqlStore(Store):
                 "updated_at": now,
             },
         )
-        return conversation_id, int(result.inserted_primary_key[0]), now  # type: ignore[index]
+        return conversation_id, message_id, now
 
     def _add_message(
         self, key: ConversationKey, role: Role, content: str, **fields: Any
@@ -302,16 +295,17 @@ class SqlStore(Store):
         if owner is not None:
             return owner
 
+        writes = self._writes
+
         def claim(conn: Connection) -> str:
-            found = conn.execute(self._sql.owner_of, {"client_id": client_id}).scalar()
+            found = writes.owner_of(conn, client_id)
             if found is None:
-                conn.execute(
-                    self._sql.insert_client,
-                    {"client_id": client_id, "user_id": user_id, "created_at": _now()},
-                )
+                values = {"client_id": client_id, "user_id": user_id, "created_at": _now()}
+                writes.insert_client(conn, values)
                 # Whoever inserted first (this call, or another node meanwhile) owns it.
-                found = conn.execute(self._sql.owner_of, {"client_id": client_id}).scalar_one()
-            return str(found)
+                found = writes.owner_of(conn, client_id)
+                assert found is not None, "inserted, or inserted by another writer"
+            return found
 
         owner = await self._worker.run(claim)
         self._owners[str(client_id)] = owner
@@ -368,9 +362,9 @@ class SqlStore(Store):
         def accept(conn: Connection) -> tuple[AcceptedChat, int | None]:
             if client_message_id is not None:
                 ids = {"user_id": user_id, "client_message_id": client_message_id}
-                inserted = conn.execute(
-                    sql.insert_request, {**ids, "request_id": request_id, "created_at": _now()}
-                ).rowcount
+                inserted = self._writes.insert_request(
+                    conn, {**ids, "request_id": request_id, "created_at": _now()}
+                )
                 if not inserted:  # accepted before: by an earlier connection, or another node
                     winner = conn.execute(sql.request_of, ids).scalar_one()
                     return AcceptedChat(str(winner), duplicate=True, message_id=None), None
@@ -440,7 +434,6 @@ class SqlStore(Store):
         interrupts: list[dict[str, Any]] | None = None,
     ) -> None:
         values = {
-            "message_id": message_id,
             "content": content,
             "status": status,
             "steps": steps,
@@ -454,7 +447,8 @@ class SqlStore(Store):
         # Ordered per message: a checkpoint still queued when the answer ends must not be
         # committed after (and over) the final save.
         await self._worker.run(
-            lambda conn: conn.execute(self._sql.update_message, values), f"message:{message_id}"
+            lambda conn: self._writes.update_answer(conn, message_id, values),
+            f"message:{message_id}",
         )
 
     async def add_report(
