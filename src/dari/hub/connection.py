@@ -12,8 +12,9 @@ Two writers, one behaviour:
   next turn of the event loop, which frames everything ready and writes it in one system call
   (``dari.transport.DirectSocket``). No task exists while the socket is idle; one waits only
   while the transport is paused (its buffer full).
-- task: a writer task per socket that awaits the log and the ASGI ``send`` (a replay log in
-  Redis, or another ASGI server).
+- task: a writer task per socket that awaits the log (a replay log in Redis, or another ASGI
+  server); on uvicorn it frames each batch it read and writes it in one system call too, on
+  another server it awaits the ASGI ``send`` per frame.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class Connection:
         "_pump_scheduled",
         "_sending_since",
         "_server_send",
+        "_socket",
         "_stall_timer",
         "_stalled",
         "_started",
@@ -101,8 +103,8 @@ class Connection:
         self._server_send = websocket.scope.get(SERVER_SEND)
         # The direct writer reads the log without awaiting: only the in-memory log allows it.
         self._memory = replay.immediate()
-        direct = DirectSocket.for_send(self._server_send) if self._memory else None
-        self._direct = direct
+        self._socket = DirectSocket.for_send(self._server_send)
+        self._direct = self._socket if self._memory else None
         self._started = False
         self._pump_scheduled = False
         # The log's head when writing began: a resuming client's backlog up to there is not
@@ -355,18 +357,11 @@ class Connection:
                 return True
             count = size = 0
             self._watch_send()
-            server_send = self._server_send
             try:
-                for frame in frames:
-                    text = self.render(frame)
-                    if text is not None:
-                        if server_send is not None:
-                            await server_send({"type": "websocket.send", "text": text})
-                        else:
-                            await self.websocket.send_text(text)
-                        count += 1
-                        size += len(text.encode())
-                    self.sent = frame["seq"]
+                if self._socket is not None:
+                    count, size = await self._write_batch(self._socket, frames)
+                else:
+                    count, size = await self._send_each(frames)
             except asyncio.CancelledError:
                 if not self._stall_ended(asyncio.current_task()):
                     raise
@@ -386,6 +381,41 @@ class Connection:
             if position.head <= self.sent:
                 return True  # all sent: no second read to find that out
         return False
+
+    async def _write_batch(self, socket: DirectSocket, frames: list[Frame]) -> tuple[int, int]:
+        """Frame the batch and write it in one system call, once the transport takes data."""
+        texts: list[bytes] = []
+        size = 0
+        for frame in frames:
+            text = self.render(frame)
+            if text is not None:
+                data = text.encode()
+                texts.append(data)
+                size += len(data)
+        if not socket.writable:
+            await socket.wait_writable()
+        if socket.gone:
+            raise ConnectionError("the socket is gone")  # the reader ends it
+        if texts:
+            socket.write_texts(texts)
+        self.sent = frames[-1]["seq"]
+        return len(texts), size
+
+    async def _send_each(self, frames: list[Frame]) -> tuple[int, int]:
+        """Another ASGI server: its ``send`` per frame."""
+        count = size = 0
+        server_send = self._server_send
+        for frame in frames:
+            text = self.render(frame)
+            if text is not None:
+                if server_send is not None:
+                    await server_send({"type": "websocket.send", "text": text})
+                else:
+                    await self.websocket.send_text(text)
+                count += 1
+                size += len(text.encode())
+            self.sent = frame["seq"]
+        return count, size
 
     async def flush(self, seq: int, timeout: float) -> None:
         """Wait (at most ``timeout``) until the writer has sent the frame numbered ``seq``."""
