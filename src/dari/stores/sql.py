@@ -3,20 +3,21 @@
 Each operation is one synchronous function over a ``Connection``, run by a worker
 (``dari.stores.workers``): on SQLite a thread of its own with group commit, on PostgreSQL the
 async engine. Statements are built once and executed with parameters, so the per-call cost is
-binding values, not building and compiling SQL; the writes every chat makes go through
-``dari.stores.sql_writes``, which on SQLite binds them on the driver directly.
+binding values, not building and compiling SQL; the statements every chat runs (its writes and
+its history) go through ``dari.stores.sql_chat``, which on SQLite runs them on the driver
+directly.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Integer, Row, bindparam, select, text, update
+from sqlalchemy import Connection, Row, bindparam, select, text, update
 from sqlalchemy.engine import make_url
 
 from dari.protocol.frames import ConversationKey
@@ -32,8 +33,8 @@ from dari.stores.base import (
 from dari.stores.cache import BoundedCache
 from dari.stores.migrations import upgrade
 from dari.stores.schema import chat_requests, conversations, messages, tasks
+from dari.stores.sql_chat import chat_sql_for
 from dari.stores.sql_threads import SqlThreads, key_params
-from dari.stores.sql_writes import writes_for
 from dari.stores.workers import Worker, make_worker
 
 _REMEMBERED_REQUESTS = 50_000
@@ -82,7 +83,7 @@ def _order(key: ConversationKey) -> str:
 
 
 class _Statements:
-    """The statements the store runs besides every chat's writes (``sql_writes``), built once."""
+    """The statements the store runs besides those of every chat (``sql_chat``), built once."""
 
     def __init__(self) -> None:
         self.request_of = select(chat_requests.c.request_id).where(
@@ -104,23 +105,6 @@ class _Statements:
             )
             .limit(1)
         )
-        newest_first = messages.c.id.desc()
-        limit = bindparam("limit", type_=Integer)
-        self.history = (
-            select(messages)
-            .where(messages.c.conversation_id == bindparam("conversation_id"))
-            .order_by(newest_first)
-            .limit(limit)
-        )
-        self.history_before = (
-            select(messages)
-            .where(
-                (messages.c.conversation_id == bindparam("conversation_id"))
-                & (messages.c.id < bindparam("before"))
-            )
-            .order_by(newest_first)
-            .limit(limit)
-        )
         # A paused answer (``interrupted``) is as unfinished as a streaming one.
         unfinished = messages.c.status.in_(("streaming", "interrupted"))
         self.fail_streaming = (
@@ -139,22 +123,22 @@ class _Statements:
         )
 
 
-def _message_record(row: Row[Any]) -> MessageRecord:
+def _message_record(row: Mapping[str, Any]) -> MessageRecord:
     return MessageRecord(
-        id=int(row.id),
-        role=row.role,
-        content=row.content,
-        images=list(row.images or []),
-        status=row.status,
-        request_id=row.request_id,
-        created_at=_aware(row.created_at),
-        steps=list(row.steps or []),
-        author=row.author,
-        reasoning=row.reasoning or "",
-        usage=row.usage,
-        finish_reason=row.finish_reason,
-        tools=list(row.tools or []),
-        interrupts=list(row.interrupts or []),
+        id=int(row["id"]),
+        role=row["role"],
+        content=row["content"],
+        images=list(row["images"] or []),
+        status=row["status"],
+        request_id=row["request_id"],
+        created_at=_aware(row["created_at"]),
+        steps=list(row["steps"] or []),
+        author=row["author"],
+        reasoning=row["reasoning"] or "",
+        usage=row["usage"],
+        finish_reason=row["finish_reason"],
+        tools=list(row["tools"] or []),
+        interrupts=list(row["interrupts"] or []),
     )
 
 
@@ -182,7 +166,7 @@ class SqlStore(Store):
         self.url = url
         parsed = make_url(url)
         self._sql = _Statements()
-        self._writes = writes_for(parsed.get_backend_name())  # what every chat writes
+        self._chat = chat_sql_for(parsed.get_backend_name())  # what every chat runs
         self._worker: Worker = make_worker(parsed)
         self._started = False
         # Caches of facts that never change once committed, so repeats cost no query.
@@ -224,12 +208,12 @@ class SqlStore(Store):
         if cached is not None:
             return cached
         fields = key_params(key)
-        writes = self._writes
-        found = writes.conversation_of(conn, fields)
+        chat = self._chat
+        found = chat.conversation_of(conn, fields)
         if found is None:
             values = {**fields, "owner": owner or key.scope or None, "created_at": _now()}
-            writes.insert_conversation(conn, values)
-            found = writes.conversation_of(conn, fields)
+            chat.insert_conversation(conn, values)
+            found = chat.conversation_of(conn, fields)
             assert found is not None, "inserted, or inserted by another writer"
         return found
 
@@ -252,7 +236,7 @@ class SqlStore(Store):
         id and creation time."""
         conversation_id = self._conversation_id(conn, key, user_id)
         now = _now()
-        message_id = self._writes.insert_message(
+        message_id = self._chat.insert_message(
             conn,
             {
                 "conversation_id": conversation_id,
@@ -295,15 +279,15 @@ class SqlStore(Store):
         if owner is not None:
             return owner
 
-        writes = self._writes
+        chat = self._chat
 
         def claim(conn: Connection) -> str:
-            found = writes.owner_of(conn, client_id)
+            found = chat.owner_of(conn, client_id)
             if found is None:
                 values = {"client_id": client_id, "user_id": user_id, "created_at": _now()}
-                writes.insert_client(conn, values)
+                chat.insert_client(conn, values)
                 # Whoever inserted first (this call, or another node meanwhile) owns it.
-                found = writes.owner_of(conn, client_id)
+                found = chat.owner_of(conn, client_id)
                 assert found is not None, "inserted, or inserted by another writer"
             return found
 
@@ -362,7 +346,7 @@ class SqlStore(Store):
         def accept(conn: Connection) -> tuple[AcceptedChat, int | None]:
             if client_message_id is not None:
                 ids = {"user_id": user_id, "client_message_id": client_message_id}
-                inserted = self._writes.insert_request(
+                inserted = self._chat.insert_request(
                     conn, {**ids, "request_id": request_id, "created_at": _now()}
                 )
                 if not inserted:  # accepted before: by an earlier connection, or another node
@@ -447,7 +431,7 @@ class SqlStore(Store):
         # Ordered per message: a checkpoint still queued when the answer ends must not be
         # committed after (and over) the final save.
         await self._worker.run(
-            lambda conn: self._writes.update_answer(conn, message_id, values),
+            lambda conn: self._chat.update_answer(conn, message_id, values),
             f"message:{message_id}",
         )
 
@@ -473,18 +457,15 @@ class SqlStore(Store):
     ) -> list[MessageRecord]:
         if limit <= 0:
             return []
-        sql = self._sql
+        chat = self._chat
 
-        def read(conn: Connection) -> list[Row[Any]]:
+        def read(conn: Connection) -> list[Mapping[str, Any]]:
             conversation_id = self._conversation_ids.get(key)
             if conversation_id is None:
-                conversation_id = conn.execute(sql.conversation_of, key_params(key)).scalar()
+                conversation_id = chat.conversation_of(conn, key_params(key))
                 if conversation_id is None:
                     return []
-            params = {"conversation_id": conversation_id, "limit": limit}
-            if before is None:
-                return list(conn.execute(sql.history, params).all())
-            return list(conn.execute(sql.history_before, {**params, "before": before}).all())
+            return chat.history(conn, conversation_id, limit, before)
 
         rows = await self._worker.run(read, _order(key))
         return [_message_record(row) for row in reversed(rows)]

@@ -1,23 +1,40 @@
-"""The writes every chat makes: its request and message, its conversation the first time, the
-answer's row, the checkpoints and the final save; and a client's owner, once per client.
+"""The statements every chat runs: its request and message, its conversation the first time,
+its history, the answer's row, the checkpoints and the final save; and a client's owner, once
+per client.
 
-On PostgreSQL they run through SQLAlchemy Core like every other statement (:class:`CoreWrites`).
-On SQLite they run on the stdlib driver directly (:class:`SqliteWrites`): such a statement
-costs about 20 µs of CPU there and SQLAlchemy's execution around it about 100 µs more, on the
-one thread every chat's writes share, four to six times per chat. The SQL text is compiled once
-from the same tables and every value goes through its column type's own bind processor, so
-the rows are the ones SQLAlchemy would write (a test compares them) and every read sees no
-difference.
+On PostgreSQL they run through SQLAlchemy Core like every other statement (:class:`CoreChatSql`).
+On SQLite they run on the stdlib driver directly (:class:`SqliteChatSql`): a write costs about
+20 µs of CPU there and SQLAlchemy's execution around it about 100 µs more, on the one thread
+every chat's statements share, four to six times per chat; a history of twenty messages costs
+about a millisecond through SQLAlchemy's rows. The SQL text is compiled once from the same
+tables and every value goes through its column type's own bind (and result) processor, so the
+rows are the ones SQLAlchemy would write and read (a test compares them).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, Connection, Insert, Update, bindparam, select, update
+import orjson
+from sqlalchemy import (
+    JSON,
+    Column,
+    Connection,
+    DateTime,
+    Insert,
+    Integer,
+    Select,
+    Update,
+    bindparam,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeEngine
 
 from dari.stores.schema import chat_requests, clients, conversations, messages
 
@@ -55,7 +72,7 @@ ANSWER_FIELDS = (
 Values = Mapping[str, Any]
 
 
-class CoreWrites:
+class CoreChatSql:
     """The writes on SQLAlchemy Core, for any dialect."""
 
     def __init__(self, dialect: str) -> None:
@@ -73,6 +90,16 @@ class CoreWrites:
         )
         self._insert_message = messages.insert()
         self._update_message = update(messages).where(messages.c.id == bindparam("message_id"))
+        newest_first = messages.c.id.desc()
+        limit = bindparam("limit", type_=Integer)
+        in_conversation = messages.c.conversation_id == bindparam("conversation_id")
+        self._history = select(messages).where(in_conversation).order_by(newest_first).limit(limit)
+        self._history_before = (
+            select(messages)
+            .where(in_conversation & (messages.c.id < bindparam("before")))
+            .order_by(newest_first)
+            .limit(limit)
+        )
 
     def insert_request(self, conn: Connection, values: Values) -> bool:
         """Record a client's chat id; False if it was recorded before."""
@@ -103,8 +130,19 @@ class CoreWrites:
         """Checkpoint or finally save an answer's row."""
         conn.execute(self._update_message, {**values, "message_id": message_id})
 
+    def history(
+        self, conn: Connection, conversation_id: int, limit: int, before: int | None
+    ) -> list[Mapping[str, Any]]:
+        """Up to ``limit`` messages of the conversation, newest first; with ``before``, only
+        those older than that message."""
+        params: dict[str, Any] = {"conversation_id": conversation_id, "limit": limit}
+        if before is None:
+            return [dict(row._mapping) for row in conn.execute(self._history, params)]
+        params["before"] = before
+        return [dict(row._mapping) for row in conn.execute(self._history_before, params)]
 
-class SqliteWrites(CoreWrites):
+
+class SqliteChatSql(CoreChatSql):
     """The same writes on the stdlib ``sqlite3`` connection under the SQLAlchemy one, inside
     the transaction the store's worker opened."""
 
@@ -140,6 +178,8 @@ class SqliteWrites(CoreWrites):
             messages.c,
             dialect,
         )
+        self._recent = _Compiled(self._history, messages.c, dialect)
+        self._older = _Compiled(self._history_before, messages.c, dialect)
 
     def insert_request(self, conn: Connection, values: Values) -> bool:
         return bool(self._request.run(conn, values).rowcount)
@@ -164,9 +204,18 @@ class SqliteWrites(CoreWrites):
     def update_answer(self, conn: Connection, message_id: int, values: Values) -> None:
         self._answer.run(conn, {**values, "message_id": message_id})
 
+    def history(
+        self, conn: Connection, conversation_id: int, limit: int, before: int | None
+    ) -> list[Mapping[str, Any]]:
+        params: dict[str, Any] = {"conversation_id": conversation_id, "limit": limit}
+        if before is None:
+            return self._recent.rows(conn, params)
+        params["before"] = before
+        return self._older.rows(conn, params)
 
-def writes_for(dialect: str) -> CoreWrites:
-    return SqliteWrites() if dialect == "sqlite" else CoreWrites(dialect)
+
+def chat_sql_for(dialect: str) -> CoreChatSql:
+    return SqliteChatSql() if dialect == "sqlite" else CoreChatSql(dialect)
 
 
 # --- compiling once ------------------------------------------------------------------------
@@ -182,12 +231,16 @@ class _Compiled:
     """A statement's SQLite text and, per positional parameter, the value's name and its
     column type's bind processor."""
 
-    __slots__ = ("_params", "sql")
+    __slots__ = ("_fixed", "_params", "_results", "sql")
 
     def __init__(self, statement: Insert | Update | Any, columns: Any, dialect: Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
         self.sql = compiled.string
         params: list[tuple[str, Callable[[Any], Any] | None]] = []
+        # Values the statement fixes itself (SQLite's OFFSET 0 after a LIMIT).
+        self._fixed = {
+            name: value for name, value in compiled.params.items() if value is not None
+        }
         for bind in compiled.positiontup or ():
             name = bind.removeprefix(_BIND_PREFIX)
             column: Column[Any] | None = columns.get(name)
@@ -199,9 +252,17 @@ class _Compiled:
             )
             params.append((name, process))
         self._params = tuple(params)
+        # A select's columns, in order, with their type's result processor.
+        results: list[tuple[str, Callable[[Any], Any] | None]] = []
+        if isinstance(statement, Select):
+            for selected in statement.selected_columns:
+                results.append((selected.name, _reader(selected.type, dialect)))
+        self._results = tuple(results)
 
     def run(self, conn: Connection, values: Values) -> Any:
         """Execute on the driver's connection; returns the driver's cursor."""
+        if self._fixed:
+            values = {**self._fixed, **values}
         bound = [
             values[name] if process is None else process(values[name])
             for name, process in self._params
@@ -209,3 +270,45 @@ class _Compiled:
         driver = conn.connection.driver_connection
         assert driver is not None, "a live connection"
         return driver.execute(self.sql, bound)
+
+    def rows(self, conn: Connection, values: Values) -> list[Mapping[str, Any]]:
+        """A select's rows, each value as its column's type reads it."""
+        columns = self._results
+        return [
+            {
+                name: value if process is None or value is None else process(value)
+                for (name, process), value in zip(columns, row, strict=True)
+            }
+            for row in self.run(conn, values).fetchall()
+        ]
+
+
+def _reader(kind: TypeEngine[Any], dialect: Dialect) -> Callable[[Any], Any] | None:
+    """How a stored value of this type is read: as SQLAlchemy reads it, faster for the two
+    types a history is mostly made of (the test compares both reads)."""
+    process = kind.dialect_impl(dialect).result_processor(dialect, None)
+    if isinstance(kind, JSON):
+        return _json_reader(process)
+    if isinstance(kind, DateTime) and process is not None:
+        return _datetime_reader(process)
+    return process
+
+
+def _json_reader(slow: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
+    def read(value: Any) -> Any:
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:  # e.g. NaN, which json.dumps writes and orjson refuses
+            return json.loads(value) if slow is None else slow(value)
+
+    return read
+
+
+def _datetime_reader(slow: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def read(value: Any) -> Any:
+        try:
+            return datetime.fromisoformat(value)  # SQLite's "YYYY-MM-DD HH:MM:SS.ffffff"
+        except (TypeError, ValueError):
+            return slow(value)
+
+    return read

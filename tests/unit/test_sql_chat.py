@@ -1,4 +1,5 @@
-"""SQLite's chat writes skip SQLAlchemy's execution: they must store exactly its rows."""
+"""SQLite's chat statements skip SQLAlchemy's execution: they must write and read exactly its
+rows."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from sqlalchemy import Connection, create_engine
 
 from dari.stores.schema import metadata
-from dari.stores.sql_writes import CoreWrites, SqliteWrites
+from dari.stores.sql_chat import CoreChatSql, SqliteChatSql
 
 WHEN = datetime(2026, 12, 1, 10, 30, 5, 123456, tzinfo=UTC)
 KEY = {"project_id": "p", "agent_name": "a", "thread_id": "스레드 1", "scope": ""}
@@ -50,7 +51,7 @@ def _answer(**changes: Any) -> dict[str, Any]:
     return {**values, **changes}
 
 
-def _write_everything(conn: Connection, writes: CoreWrites) -> list[bool]:
+def _write_everything(conn: Connection, writes: CoreChatSql) -> list[bool]:
     """The writes of two chats and their answers; returns what insert_request said."""
     said = []
     with conn.begin():
@@ -120,7 +121,7 @@ def _rows(path: Path) -> dict[str, list[tuple[Any, ...]]]:
 
 
 def _database(
-    path: Path, writes: CoreWrites
+    path: Path, writes: CoreChatSql
 ) -> tuple[dict[str, list[tuple[Any, ...]]], list[bool]]:
     engine = create_engine(f"sqlite:///{path}")
     metadata.create_all(engine)
@@ -133,16 +134,16 @@ def _database(
 
 
 def test_the_driver_writes_store_the_same_rows_as_sqlalchemy(tmp_path: Path) -> None:
-    core_rows, core_said = _database(tmp_path / "core.db", CoreWrites("sqlite"))
-    fast_rows, fast_said = _database(tmp_path / "fast.db", SqliteWrites())
+    core_rows, core_said = _database(tmp_path / "core.db", CoreChatSql("sqlite"))
+    fast_rows, fast_said = _database(tmp_path / "fast.db", SqliteChatSql())
     assert core_said == fast_said == [True, False]
     assert len(core_rows["messages"]) == 3
     assert fast_rows == core_rows
 
 
-@pytest.mark.parametrize("writes", [CoreWrites("sqlite"), SqliteWrites()], ids=["core", "driver"])
+@pytest.mark.parametrize("writes", [CoreChatSql("sqlite"), SqliteChatSql()], ids=["core", "driver"])
 def test_rows_written_by_either_read_back_through_sqlalchemy(
-    tmp_path: Path, writes: CoreWrites
+    tmp_path: Path, writes: CoreChatSql
 ) -> None:
     from sqlalchemy import select
 
@@ -162,3 +163,31 @@ def test_rows_written_by_either_read_back_through_sqlalchemy(
     assert row.tools is None
     assert row.updated_at == (WHEN + timedelta(seconds=1)).replace(tzinfo=None)
     assert row.finish_reason == "length"
+
+
+def test_the_driver_reads_history_as_sqlalchemy_does(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    metadata.create_all(engine)
+    core, fast = CoreChatSql("sqlite"), SqliteChatSql()
+    try:
+        with engine.connect() as conn:
+            _write_everything(conn, core)
+            with conn.begin():
+                # Infinity: json.dumps writes it, orjson refuses it; the reader falls back.
+                core.update_answer(conn, 1, _answer(steps=[{"score": float("inf")}], usage=None))
+            with conn.begin():
+                by_core = core.history(conn, 1, 10, None)
+                by_driver = fast.history(conn, 1, 10, None)
+                older_core = core.history(conn, 1, 10, 3)
+                older_driver = fast.history(conn, 1, 10, 3)
+                assert fast.history(conn, 1, 1, None) == core.history(conn, 1, 1, None)
+                assert fast.history(conn, 2, 10, None) == []
+    finally:
+        engine.dispose()
+    assert [row["id"] for row in by_core] == [3, 2, 1]  # newest first
+    assert [row["id"] for row in older_core] == [2, 1]
+    assert by_driver == by_core
+    assert older_driver == older_core
+    assert by_driver[2]["steps"] == [{"score": float("inf")}]
+    assert by_driver[1]["created_at"] == WHEN.replace(tzinfo=None)
+    assert by_driver[1]["usage"] == _answer()["usage"]
