@@ -233,6 +233,10 @@ class LimitsSettings(Section):
     # Yield to other answers after this many pieces in a row (0: never). A backend that never
     # awaits (a cache, a fake) would otherwise starve every other client while it streams.
     yield_every_pieces: int = Field(default=8, ge=0)
+    # While a new chat is taken in, an answer that streams without pausing waits at its yield
+    # point for up to this long, so the new chat's first frame is not behind every such answer
+    # several times over (runner/intake.py). 0: no priority.
+    intake_priority_ms: float = Field(default=50.0, ge=0, le=1000)
 
 
 class ClusterSettings(Section):

@@ -36,6 +36,7 @@ from dari.protocol.frames import (
     ThreadIn,
     ThreadsIn,
 )
+from dari.runner.intake import Intake
 from dari.runner.jobs import Job
 
 log = logging.getLogger("dari.session")
@@ -127,6 +128,17 @@ class ChatSession:
             await self.reply(frames.error(ErrorCode.INTERNAL, "internal error; nothing was lost"))
 
     async def chat(self, frame: ChatIn) -> None:
+        # New chats go ahead of answers that keep the loop busy until their answer starts.
+        intake = self.gateway.runner.intake.begin()
+        started = False
+        try:
+            started = await self._chat(frame, intake)
+        finally:
+            if not started:  # an answer started here says when it is taken in
+                intake.done()
+
+    async def _chat(self, frame: ChatIn, intake: Intake) -> bool:
+        """Take in a chat; True if its answer started on this node now."""
         gateway, runner = self.gateway, self.gateway.runner
         # The conversation these names mean for this user (a thread nobody has used becomes
         # theirs); another user's thread is refused here, before anything is stored.
@@ -149,7 +161,7 @@ class ChatSession:
                     raise
                 await gateway.hub.join(self.client_id, key)
                 await self._ack(frame, key, known, queued=0, duplicate=True)
-                return
+                return False
             try:
                 accepted = await gateway.store.accept_chat(
                     user_id=user_id,
@@ -167,14 +179,20 @@ class ChatSession:
             if accepted.duplicate and not await self._never_queued(key, accepted.request_id):
                 await runner.release(user_id, ticket)
                 await self._ack(frame, key, accepted.request_id, queued=0, duplicate=True)
-                return
+                return False
             # New, or saved before but never queued (shared state failed in between, and the
             # client resent it): queued now, in this conversation's order.
             job = Job(accepted.request_id, key, frame.message, frame.images, user_id)
             job.principal = self.principal  # its delegations are checked against the user
             job.ticket = ticket  # given back when the chat ends
+            job.intake = intake
             queued = await runner.enqueue(job)
             await self._ack(frame, key, accepted.request_id, queued=queued, duplicate=False)
+            if queued or job.task is None:
+                return False
+            # However the answer ends (even cancelled before it ran), the chat is in.
+            job.task.add_done_callback(lambda _: intake.done())
+            return True
 
     async def _never_queued(self, key: ConversationKey, request_id: str) -> bool:
         """A chat saved earlier that is neither waiting, running nor answered."""

@@ -42,6 +42,7 @@ from dari.metrics import ANSWER_DURATION, FIRST_TOKEN, MODEL_TOKENS, TOKENS
 from dari.protocol import frames
 from dari.protocol.errors import DariError, ErrorCode, QuestionExpired, StoreUnavailable
 from dari.runner.context import RunContext
+from dari.runner.intake import BUSY_SLICE_S
 from dari.runner.jobs import FinishReason, Job, Outcome, Progress
 
 if TYPE_CHECKING:
@@ -87,7 +88,13 @@ class AnswerRun:
                 return Outcome("cancelled", "")
             return await self._answer()
         finally:
+            self._taken_in()
             await self.runner.release(self.job.user_id, self.job.ticket)
+
+    def _taken_in(self) -> None:
+        if self.job.intake is not None:
+            self.job.intake.done()
+            self.job.intake = None
 
     async def _turn(self) -> bool:
         """Wait until the user has a running place free; False when the chat was cancelled
@@ -133,6 +140,7 @@ class AnswerRun:
             agent = runner.directory.get(key.project_id, key.agent_name)
             history_limit = agent.config.history_limit if agent.backend.uses_history else 0
             request = await self._request(history_limit)
+            self._taken_in()  # the gateway's part of starting is done; the agent's begins
             await self._stream(agent.backend.stream(request, RunContext(self)))
             finish = self.progress.finish
         except asyncio.CancelledError:
@@ -205,6 +213,9 @@ class AnswerRun:
         tokens = TOKENS.labels(key.agent_name)
         started = time.monotonic()
         yield_every = self.runner.settings.limits.yield_every_pieces
+        intake = self.runner.intake
+        loop = asyncio.get_running_loop()
+        resumed = loop.time()
         try:
             async with asyncio.timeout(self.runner.settings.limits.answer_timeout_s) as deadline:
                 self._deadline = deadline
@@ -231,8 +242,10 @@ class AnswerRun:
                             raise
                         tokens.inc()
                         if yield_every and len(pieces) % yield_every == 0:
-                            # A backend that never really awaits would otherwise hog the loop.
-                            await asyncio.sleep(0)
+                            # A backend that never really awaits would otherwise hog the loop;
+                            # while new chats are taken in, such an answer waits for them.
+                            await intake.pause(loop.time() - resumed < BUSY_SLICE_S)
+                            resumed = loop.time()
                     elif isinstance(event, Step):
                         await self.emit_step(event)
                     else:

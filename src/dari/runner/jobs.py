@@ -9,6 +9,7 @@ from typing import Any, Literal
 from dari.agents.base import Usage
 from dari.auth.base import Principal
 from dari.protocol.frames import ConversationKey
+from dari.runner.intake import Intake
 
 # stop, length and content_filter come from the model (length: it hit its token limit;
 # content_filter: the provider withheld the rest); cancelled and error from the gateway.
@@ -55,6 +56,8 @@ class Job:
     # The user's fair-use ticket (runner/quota.py), given back when the chat ends; None: the
     # chat is not counted (auth.mode = "none").
     ticket: str | None = None
+    # The chat is still being taken in (runner/intake.py) until its answer reaches the agent.
+    intake: Intake | None = None
 
 
 @dataclass(eq=False, slots=True)

@@ -32,6 +32,7 @@ from dari.protocol.errors import (
     Unavailable,
 )
 from dari.protocol.frames import ConversationKey
+from dari.runner.intake import IntakePriority
 from dari.runner.jobs import DRAIN_REFUSED, DRAIN_UNANSWERED, DelegatedTask, Job, Outcome
 from dari.runner.queue import ConversationQueue
 from dari.runner.quota import UserQuotas
@@ -64,6 +65,8 @@ class Runner:
         # auth.mode = "none" everyone is one local user, so they do not apply.
         self.quotas = quotas
         self.fair_use = settings.auth.mode != "none"
+        # New chats ahead of answers that keep the loop busy (runner/intake.py).
+        self.intake = IntakePriority(settings.limits.intake_priority_ms)
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
         self._draining = False
