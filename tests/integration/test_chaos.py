@@ -31,21 +31,42 @@ ANSWERS_PER_CLIENT = 10
 MIN_CUTS_PER_ANSWER = 3
 
 
-async def _consume(client: DariClient, seen: list[dict[str, Any]]) -> None:
+async def _consume(
+    client: DariClient, seen: list[dict[str, Any]], welcomed: asyncio.Event
+) -> None:
     async for frame in client.frames():
         seen.append(frame)
+        if frame["type"] == "welcome":
+            welcomed.set()
 
 
 async def _cut_until(
-    proxy: ChaosProxy, client_id: str, done: asyncio.Event, rng: random.Random
+    proxy: ChaosProxy,
+    client_id: str,
+    done: asyncio.Event,
+    welcomed: asyncio.Event,
+    rng: random.Random,
 ) -> int:
-    """Cut the client's connections at random moments until ``done``; returns the cut count."""
+    """Cut the client's connections at random moments until ``done``; returns the cut count.
+    After a cut, the next one waits until the client is back (its ``welcome``): cutting
+    reconnects that have not finished only piles up handshakes on a busy machine, which then
+    makes every answer, and so the run, longer."""
     cuts = 0
     while not done.is_set():
+        waiting = asyncio.ensure_future(welcomed.wait())
+        ending = asyncio.ensure_future(done.wait())
+        await asyncio.wait({waiting, ending}, return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
+        ending.cancel()
+        if done.is_set():
+            break
         # chaos timing, not synchronisation: when to cut is the random input
         await asyncio.sleep(rng.uniform(0.03, 0.12))
+        welcomed.clear()
         if proxy.cut(client_id, rng.choice(CUT_KINDS)):
             cuts += 1
+        else:
+            welcomed.set()  # nothing was cut (between connections): no welcome to wait for
     return cuts
 
 
@@ -91,14 +112,15 @@ async def test_random_cuts_lose_and_double_nothing(server_factory: ServerFactory
         )
         frames: list[dict[str, Any]] = []
         async with client:
-            consumer = asyncio.create_task(_consume(client, frames))
+            welcomed = asyncio.Event()
+            consumer = asyncio.create_task(_consume(client, frames, welcomed))
             for n in range(ANSWERS_PER_CLIENT):
                 words = " ".join(f"c{index}a{n}w{i}" for i in range(rng.randint(120, 160)))
                 request_id = await client.chat(
                     words, agent_name="slow", project_id="chaos", thread_id=client_id
                 )
                 done = asyncio.Event()
-                cutting = asyncio.create_task(_cut_until(proxy, client_id, done, rng))
+                cutting = asyncio.create_task(_cut_until(proxy, client_id, done, welcomed, rng))
                 answer = await client.answer(request_id, timeout=120)
                 done.set()
                 cuts = await cutting
