@@ -79,3 +79,10 @@ async def test_done_counts_once_and_a_cancelled_waiter_leaves_the_others_waiting
     assert priority.pending == 0
     await asyncio.wait_for(second, TIMEOUT)
     assert first.cancelled()
+
+
+async def test_a_chat_that_takes_long_to_be_taken_in_stops_counting() -> None:
+    priority = IntakePriority(hold_ms=60_000, longest_s=0.05)
+    priority.begin()  # e.g. waiting for its user's running place
+    await asyncio.wait_for(priority.pause(busy=True), TIMEOUT)
+    assert priority.pending == 0

@@ -11,6 +11,8 @@ an answer that streamed its last ``limits.yield_every_pieces`` pieces without th
 waits at its yield point instead of taking another slice; it goes on as soon as no chat is
 being taken in, or after ``limits.intake_priority_ms`` at most, so it is slowed, never stopped.
 Answers that pause by themselves (a model over the network, a paced agent) never wait here.
+A chat that takes longer than :data:`LONGEST_INTAKE_S` to be taken in (it waits for its user's
+running place, or for a slow store) stops counting then, so it cannot slow the others for long.
 """
 
 from __future__ import annotations
@@ -20,33 +22,37 @@ import asyncio
 # An answer counts as keeping the loop busy when its last slice of pieces came within this
 # long of its previous turn: it never waited for anything in between.
 BUSY_SLICE_S = 0.001
+LONGEST_INTAKE_S = 1.0
 
 
 class Intake:
     """A chat being taken in; :meth:`done` once its answer hands over to the agent, or when it
     will not start now (refused, a duplicate, queued behind another answer). Idempotent."""
 
-    __slots__ = ("_priority",)
+    __slots__ = ("_expiry", "_priority")
 
-    def __init__(self, priority: IntakePriority) -> None:
+    def __init__(self, priority: IntakePriority, longest_s: float) -> None:
         self._priority: IntakePriority | None = priority
+        self._expiry = asyncio.get_running_loop().call_later(longest_s, self.done)
 
     def done(self) -> None:
         priority, self._priority = self._priority, None
         if priority is not None:
+            self._expiry.cancel()
             priority.finished()
 
 
 class IntakePriority:
-    def __init__(self, hold_ms: float) -> None:
+    def __init__(self, hold_ms: float, longest_s: float = LONGEST_INTAKE_S) -> None:
         self.hold_s = hold_ms / 1000
+        self.longest_s = longest_s
         self.pending = 0  # chats being taken in
         self._open: asyncio.Event | None = None  # cleared while busy answers are held
         self._reopen: asyncio.TimerHandle | None = None
 
     def begin(self) -> Intake:
         self.pending += 1
-        return Intake(self)
+        return Intake(self, self.longest_s)
 
     def finished(self) -> None:
         self.pending -= 1
