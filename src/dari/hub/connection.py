@@ -210,7 +210,7 @@ class Connection:
         self._woken = False
         direct, memory = self._direct, self._memory
         assert direct is not None and memory is not None
-        render, client_id = self.render, self.client_id
+        client_id = self.client_id
         while not self.closed.is_set() and self._writer is None:
             if direct.gone:
                 return  # the reader sees the disconnect and ends the socket
@@ -223,14 +223,7 @@ class Connection:
                 return
             if not frames:
                 return
-            texts: list[bytes] = []
-            size = 0
-            for frame in frames:
-                text = render(frame)
-                if text is not None:
-                    data = text.encode()
-                    texts.append(data)
-                    size += len(data)
+            texts, size = self._encoded(frames)
             try:
                 if texts:
                     direct.write_texts(texts)
@@ -382,16 +375,22 @@ class Connection:
                 return True  # all sent: no second read to find that out
         return False
 
-    async def _write_batch(self, socket: DirectSocket, frames: list[Frame]) -> tuple[int, int]:
-        """Frame the batch and write it in one system call, once the transport takes data."""
+    def _encoded(self, frames: list[Frame]) -> tuple[list[bytes], int]:
+        """The frames this socket shows, as UTF-8 texts, and their size in bytes."""
         texts: list[bytes] = []
         size = 0
+        render = self.render
         for frame in frames:
-            text = self.render(frame)
+            text = render(frame)
             if text is not None:
                 data = text.encode()
                 texts.append(data)
                 size += len(data)
+        return texts, size
+
+    async def _write_batch(self, socket: DirectSocket, frames: list[Frame]) -> tuple[int, int]:
+        """Frame the batch and write it in one system call, once the transport takes data."""
+        texts, size = self._encoded(frames)
         if not socket.writable:
             await socket.wait_writable()
         if socket.gone:

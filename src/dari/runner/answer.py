@@ -88,7 +88,6 @@ class AnswerRun:
                 return Outcome("cancelled", "")
             return await self._answer()
         finally:
-            self._taken_in()
             await self.runner.release(self.job.user_id, self.job.ticket)
 
     def _taken_in(self) -> None:

@@ -32,8 +32,8 @@ from dari.stores.base import (
 )
 from dari.stores.cache import BoundedCache
 from dari.stores.migrations import upgrade
-from dari.stores.schema import chat_requests, conversations, messages, tasks
-from dari.stores.sql_chat import chat_sql_for
+from dari.stores.schema import chat_requests, messages, tasks
+from dari.stores.sql_chat import CONVERSATION_OF, chat_sql_for
 from dari.stores.sql_threads import SqlThreads, key_params
 from dari.stores.workers import Worker, make_worker
 
@@ -90,16 +90,10 @@ class _Statements:
             (chat_requests.c.user_id == bindparam("user_id"))
             & (chat_requests.c.client_message_id == bindparam("client_message_id"))
         )
-        self.conversation_of = select(conversations.c.id).where(
-            (conversations.c.project_id == bindparam("project_id"))
-            & (conversations.c.agent_name == bindparam("agent_name"))
-            & (conversations.c.thread_id == bindparam("thread_id"))
-            & (conversations.c.scope == bindparam("scope"))
-        )
         self.answered = (
             select(messages.c.id)
             .where(
-                (messages.c.conversation_id == self.conversation_of.scalar_subquery())
+                (messages.c.conversation_id == CONVERSATION_OF.scalar_subquery())
                 & (messages.c.request_id == bindparam("request_id"))
                 & (messages.c.role == "assistant")
             )

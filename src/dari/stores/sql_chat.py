@@ -71,6 +71,11 @@ ANSWER_FIELDS = (
 
 Values = Mapping[str, Any]
 
+# A conversation's id by its key (also the subquery of the store's "answered" check).
+CONVERSATION_OF = select(conversations.c.id).where(
+    *(conversations.c[name] == bindparam(name) for name in CONVERSATION_KEY)
+)
+
 
 class CoreChatSql:
     """The writes on SQLAlchemy Core, for any dialect."""
@@ -85,9 +90,7 @@ class CoreChatSql:
             clients.c.client_id == bindparam("client_id")
         )
         self._insert_conversation = insert(conversations).on_conflict_do_nothing()
-        self._conversation_of = select(conversations.c.id).where(
-            *(conversations.c[name] == bindparam(name) for name in CONVERSATION_KEY)
-        )
+        self._conversation_of = CONVERSATION_OF
         self._insert_message = messages.insert()
         self._update_message = update(messages).where(messages.c.id == bindparam("message_id"))
         newest_first = messages.c.id.desc()
