@@ -98,7 +98,7 @@ def config_text(
             "[[projects.agents]]",
             'name = "asker"',
             'backend = "python"',
-            f"options = {_toml({'entrypoint': 'tests.integration.test_interrupts:asking'})}",
+            f"options = {_toml({'entrypoint': 'tests.support.agents:asking'})}",
             "",
         ]
     )

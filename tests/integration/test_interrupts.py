@@ -6,13 +6,11 @@ cancel ends it, and so does the agent's ``interrupt_timeout_s``."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from dari.agents.base import AgentContext, AgentRequest
 from dari.client import DariClient
 from tests.backends.graphs import APPROVAL_DRAFT, APPROVAL_QUESTION
 from tests.conftest import ServerFactory
@@ -26,20 +24,13 @@ def engine(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-async def asking(request: AgentRequest, ctx: AgentContext) -> AsyncIterator[str]:
-    """A Python agent that asks before it answers."""
-    yield "Let me check. "
-    value = await ctx.interrupt({"question": "Which colour?", "schema": {"type": "string"}})
-    yield f"You picked {value}."
-
-
 AGENTS: list[dict[str, Any]] = [
     {"name": "approver", "backend": "langgraph",
      "options": {"entrypoint": "tests.backends.graphs:approval"}},
     {"name": "asker", "backend": "python",
-     "options": {"entrypoint": "tests.integration.test_interrupts:asking"}},
+     "options": {"entrypoint": "tests.support.agents:asking"}},
     {"name": "hasty", "backend": "python", "interrupt_timeout_s": 0.3,
-     "options": {"entrypoint": "tests.integration.test_interrupts:asking"}},
+     "options": {"entrypoint": "tests.support.agents:asking"}},
     {"name": "echo", "backend": "echo"},
 ]  # fmt: skip
 

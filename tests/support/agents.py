@@ -71,3 +71,10 @@ async def gated(request: AgentRequest, ctx: AgentContext) -> AsyncIterator[str]:
     finally:
         _GATES.pop(request.message, None)
     yield "done"
+
+
+async def asking(request: AgentRequest, ctx: AgentContext) -> AsyncIterator[str]:
+    """A Python agent that asks before it answers."""
+    yield "Let me check. "
+    value = await ctx.interrupt({"question": "Which colour?", "schema": {"type": "string"}})
+    yield f"You picked {value}."

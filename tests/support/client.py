@@ -21,6 +21,10 @@ class WsClient:
     @classmethod
     async def open(cls, url: str, **kwargs: Any) -> WsClient:
         kwargs.setdefault("compression", None)
+        # Frames are read off the socket as they come even while the test looks elsewhere:
+        # with the library's bounded queue a client that stopped reading could not close
+        # until the server's close timeout (10 s). Tests of slow readers pause a proxy instead.
+        kwargs.setdefault("max_queue", None)
         kwargs.setdefault("max_size", 16 * 1024 * 1024)
         return cls(await connect(url, **kwargs))
 
