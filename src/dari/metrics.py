@@ -89,6 +89,11 @@ ANSWER_DURATION = Histogram(
     ["agent", "finish_reason"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
 )
+FULL_COLLECTION_PAUSE = Histogram(
+    "dari_gc_full_collection_seconds",
+    "Pauses of the full garbage collections dari scheduled (docs/DESIGN.md, collector)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
 REPLAY = Counter("dari_resume_total", "Reconnections that asked to resume", ["result"])
 REPLAYED_FRAMES = Counter("dari_replayed_frames_total", "Frames sent again on resume")
 ERRORS = Counter("dari_errors_total", "Error frames sent", ["code"])

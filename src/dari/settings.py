@@ -136,6 +136,10 @@ class ServerSettings(Section):
     # is busy: Python's default, 5 ms per hand-over, makes every store write queue behind a
     # saturated loop (new answers then start hundreds of milliseconds late).
     switch_interval_ms: float = Field(default=0.2, gt=0, le=100)
+    # A full garbage collection runs once the old generation has doubled since the last one
+    # and grown by at least this many objects (src/dari/collector.py); 0: CPython's schedule,
+    # a full collection whenever it grew by a quarter (pauses that grow with the heap).
+    gc_full_growth: int = Field(default=250_000, ge=0)
 
     def is_loopback(self) -> bool:
         if self.host == "localhost":

@@ -8,6 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import ServerFactory
 from tests.support.client import WsClient
 from tests.support.server import RunningServer
+from tests.support.waiting import eventually
 
 
 async def _scrape(server: RunningServer) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -68,3 +69,27 @@ async def test_metrics_can_require_a_bearer_token(server_factory: ServerFactory)
             assert "dari_" not in refused.text
         allowed = await http.get("/metrics", headers={"Authorization": "Bearer s3cret-scrape"})
         assert allowed.status_code == 200 and "dari_frames_out_total" in allowed.text
+
+
+async def test_a_serving_node_runs_full_collections_by_growth(server_factory: ServerFactory) -> None:
+    """With a small ``gc_full_growth`` the schedule's full collection shows in /metrics once
+    connections and answers have filled the old generation; answers stay exact."""
+    server = await server_factory(
+        server={"gc_full_growth": 5_000},
+        projects=[{"id": "pg", "agents": [{"name": "echo", "backend": "echo"}]}],
+    )
+    before = _value(await _scrape(server), "dari_gc_full_collection_seconds_count")
+    clients = [await WsClient.open(server.ws(f"/ws/chat/gc-{n}")) for n in range(40)]
+    for n, client in enumerate(clients):  # one at a time: all are one user without auth
+        await client.recv()
+        await client.chat(f"answer {n} " * 20, agent="echo", project="pg", id=f"g{n}")
+        text, end = await client.answer(f"g{n}")
+        assert (text, end["finish_reason"]) == (f"answer {n} " * 20, "stop")
+
+    async def collected() -> bool:
+        samples = await _scrape(server)
+        return _value(samples, "dari_gc_full_collection_seconds_count") > before
+
+    await eventually(collected, timeout=15)
+    for client in clients:
+        await client.close()

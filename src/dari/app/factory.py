@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,6 +16,7 @@ from dari.app import ag_ui, ai_sdk, rest, session_cookie, threads, ws
 from dari.app.gateway import Gateway
 from dari.app.logs import install_log_filters
 from dari.app.web_headers import WithHeaders, ui_headers
+from dari.collector import Collector
 from dari.protocol.errors import DariError, ErrorCode
 from dari.settings import Settings
 from dari.transport import ExposeServerSend
@@ -50,18 +50,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await gateway.start()
         # Everything made so far (modules, classes, the app: ~150,000 objects) lives as long
-        # as the process. Left to the cyclic collector, each full collection walks all of it:
-        # 30-60 ms pauses that showed up as token latency p99. Frozen, it walks only what
-        # serving creates.
-        gc.collect()
-        gc.freeze()
+        # as the process: frozen, never walked again. Full collections then run by the
+        # heap's growth, not during every burst of new connections (dari.collector).
+        collector = Collector(settings.server.gc_full_growth)
+        collector.start()
         try:
             yield
         finally:
+            await collector.stop()
             await gateway.stop()
-            # An app embedded in a longer-lived process (tests, a host application) hands
-            # the frozen objects back, so garbage among them can be collected again.
-            gc.unfreeze()
 
     app = FastAPI(title="dari", version=__version__, lifespan=lifespan)
     app.state.gateway = gateway
