@@ -139,7 +139,7 @@ class ServerSettings(Section):
     # A full garbage collection runs once the old generation has doubled since the last one
     # and grown by at least this many objects (src/dari/collector.py); 0: CPython's schedule,
     # a full collection whenever it grew by a quarter (pauses that grow with the heap).
-    gc_full_growth: int = Field(default=250_000, ge=0)
+    gc_full_growth: int = Field(default=500_000, ge=0)
 
     def is_loopback(self) -> bool:
         if self.host == "localhost":

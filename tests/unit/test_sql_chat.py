@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, create_engine
+from sqlalchemy import Connection, create_engine, update
 
-from dari.stores.schema import metadata
-from dari.stores.sql_chat import CoreChatSql, SqliteChatSql
+from dari.stores.schema import conversations, metadata
+from dari.stores.sql_chat import CoreChatSql, OwnerRow, SqliteChatSql
 
 WHEN = datetime(2026, 12, 1, 10, 30, 5, 123456, tzinfo=UTC)
 KEY = {"project_id": "p", "agent_name": "a", "thread_id": "스레드 1", "scope": ""}
@@ -82,10 +82,15 @@ def _write_everything(conn: Connection, writes: CoreChatSql) -> list[bool]:
         writes.insert_client(conn, {"client_id": "client-1", "user_id": "u2", "created_at": WHEN})
         assert writes.owner_of(conn, "client-1") == "u1"
         assert writes.conversation_of(conn, KEY) is None
+        assert writes.ownership_of(conn, KEY) is None
         writes.insert_conversation(conn, {**KEY, "owner": "u1", "created_at": WHEN})
         writes.insert_conversation(conn, {**KEY, "owner": "u2", "created_at": WHEN})  # no-op
         conversation_id = writes.conversation_of(conn, KEY)
         assert conversation_id == 1
+        assert writes.ownership_of(conn, KEY) == OwnerRow(1, "u1", False)
+        conn.execute(update(conversations).values(shared=True))
+        assert writes.ownership_of(conn, KEY) == OwnerRow(1, "u1", True)
+        assert writes.ownership_of(conn, {**KEY, "scope": "someone"}) is None
         first = writes.insert_message(conn, _message(conversation_id))
         answer = writes.insert_message(
             conn,

@@ -166,7 +166,9 @@ class SqlStore(Store):
         # Caches of facts that never change once committed, so repeats cost no query.
         self._conversation_ids: BoundedCache[ConversationKey, int] = BoundedCache(_CACHED)
         self._owners: BoundedCache[str, str] = BoundedCache(_CACHED)  # client_id -> user_id
-        self.threads = SqlThreads(self._worker, parsed.get_backend_name(), self._owners)
+        self.threads = SqlThreads(
+            self._worker, parsed.get_backend_name(), self._owners, self._chat
+        )
         # (user_id, client message id) -> the write saving that chat right now
         self._saving: dict[tuple[str, str], asyncio.Future[AcceptedChat]] = {}
         # (user_id, client message id) -> request_id of committed chats, newest last

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from sqlalchemy import (
@@ -76,6 +76,18 @@ CONVERSATION_OF = select(conversations.c.id).where(
     *(conversations.c[name] == bindparam(name) for name in CONVERSATION_KEY)
 )
 
+OWNERSHIP_OF = select(
+    conversations.c.id, conversations.c.owner, conversations.c.shared
+).where(*(conversations.c[name] == bindparam(name) for name in CONVERSATION_KEY))
+
+
+class OwnerRow(NamedTuple):
+    """A conversation's row id, owner and shared flag."""
+
+    id: int
+    owner: str
+    shared: bool
+
 
 class CoreChatSql:
     """The writes on SQLAlchemy Core, for any dialect."""
@@ -91,6 +103,7 @@ class CoreChatSql:
         )
         self._insert_conversation = insert(conversations).on_conflict_do_nothing()
         self._conversation_of = CONVERSATION_OF
+        self._ownership_of = OWNERSHIP_OF
         self._insert_message = messages.insert()
         self._update_message = update(messages).where(messages.c.id == bindparam("message_id"))
         newest_first = messages.c.id.desc()
@@ -123,6 +136,11 @@ class CoreChatSql:
     def insert_conversation(self, conn: Connection, values: Values) -> None:
         """Create a conversation unless another writer just did."""
         conn.execute(self._insert_conversation, dict(values))
+
+    def ownership_of(self, conn: Connection, key: Values) -> OwnerRow | None:
+        """The conversation's id, owner and shared flag, by its key's columns."""
+        row = conn.execute(self._ownership_of, dict(key)).first()
+        return None if row is None else OwnerRow(int(row.id), str(row.owner), bool(row.shared))
 
     def insert_message(self, conn: Connection, values: Values) -> int:
         """Add a message; returns its id."""
@@ -171,6 +189,7 @@ class SqliteChatSql(CoreChatSql):
             dialect,
         )
         self._lookup = _Compiled(self._conversation_of, conversations.c, dialect)
+        self._ownership = _Compiled(self._ownership_of, conversations.c, dialect)
         self._message = _Compiled(
             messages.insert().values(_binds(MESSAGE_FIELDS)), messages.c, dialect
         )
@@ -200,6 +219,10 @@ class SqliteChatSql(CoreChatSql):
 
     def insert_conversation(self, conn: Connection, values: Values) -> None:
         self._conversation.run(conn, values)
+
+    def ownership_of(self, conn: Connection, key: Values) -> OwnerRow | None:
+        row = self._ownership.run(conn, key).fetchone()
+        return None if row is None else OwnerRow(int(row[0]), str(row[1]), bool(row[2]))
 
     def insert_message(self, conn: Connection, values: Values) -> int:
         return int(self._message.run(conn, values).lastrowid)

@@ -28,6 +28,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from dari.protocol.frames import DEFAULT_THREAD, ConversationKey
 from dari.stores.cache import BoundedCache
 from dari.stores.schema import clients, conversation_reads, conversations, messages
+from dari.stores.sql_chat import CoreChatSql, OwnerRow
 from dari.stores.threads import (
     ConversationRecord,
     ConversationView,
@@ -56,19 +57,14 @@ def key_params(key: ConversationKey) -> dict[str, str]:
     return {**key.fields(), "scope": key.scope}
 
 
-_BY_KEY = and_(
-    c.project_id == bindparam("project_id"),
-    c.agent_name == bindparam("agent_name"),
-    c.thread_id == bindparam("thread_id"),
-    c.scope == bindparam("scope"),
-)
-
-
 class SqlThreads(ThreadStore):
-    def __init__(self, worker: Worker, dialect: str, client_owners: dict[str, str]) -> None:
+    def __init__(
+        self, worker: Worker, dialect: str, client_owners: dict[str, str], chat: CoreChatSql
+    ) -> None:
         self._worker = worker
+        # A chat's first use of a thread claims it: on the statements every chat runs.
+        self._chat = chat
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        self._insert_conversation = insert(conversations).on_conflict_do_nothing()
         upsert = insert(conversation_reads)
         # A marker only moves forward: an older read never hides newer messages again.
         self._upsert_read = upsert.on_conflict_do_update(
@@ -80,7 +76,6 @@ class SqlThreads(ThreadStore):
                 )
             },
         )
-        self._ownership: Any = select(c.id, c.owner, c.shared).where(_BY_KEY)
         self._newest = select(func.max(m.id)).where(m.conversation_id == bindparam("cid"))
         # Owners never change once recorded: cached by key (the shared flag is not).
         self._owners: BoundedCache[ConversationKey, str | None] = BoundedCache(_CACHED_OWNERS)
@@ -91,10 +86,10 @@ class SqlThreads(ThreadStore):
     def cached_owner(self, key: ConversationKey) -> str | None:
         return self._owners.get(key)
 
-    def _read(self, conn: Connection, key: ConversationKey) -> Row[Any] | None:
-        return conn.execute(self._ownership, key_params(key)).first()
+    def _read(self, conn: Connection, key: ConversationKey) -> OwnerRow | None:
+        return self._chat.ownership_of(conn, key_params(key))
 
-    def _remember(self, key: ConversationKey, row: Row[Any] | None) -> Ownership | None:
+    def _remember(self, key: ConversationKey, row: OwnerRow | None) -> Ownership | None:
         if row is None:
             return None
         self._owners[key] = row.owner
@@ -108,11 +103,11 @@ class SqlThreads(ThreadStore):
         if self._owners.get(key) == user_id:
             return Ownership(user_id, False)  # the owner may use it whatever the flag says
 
-        def claim(conn: Connection) -> Row[Any] | None:
+        def claim(conn: Connection) -> OwnerRow | None:
             row = self._read(conn, key)
             if row is None:
                 values = {**key_params(key), "owner": user_id, "created_at": _now()}
-                conn.execute(self._insert_conversation, values)
+                self._chat.insert_conversation(conn, values)
                 # Whoever inserted first (this call, another node, a chat) owns it.
                 row = self._read(conn, key)
             return row
