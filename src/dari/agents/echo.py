@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from pydantic import BaseModel, ConfigDict, Field
 
 from dari.agents.base import AgentBackend, AgentContext, AgentEvent, AgentRequest
-from dari.agents.text import split_words
+from dari.agents.text import iter_words
 from dari.settings import AgentConfig, Settings
 
 
@@ -35,7 +35,7 @@ class EchoBackend(AgentBackend):
         delay = self.options.delay_ms / 1000
         loop = asyncio.get_running_loop()
         start = loop.time()
-        for index, piece in enumerate(split_words(request.message)):
+        for index, piece in enumerate(iter_words(request.message)):
             if delay:
                 await asyncio.sleep(max(0.0, start + (index + 1) * delay - loop.time()))
             yield piece

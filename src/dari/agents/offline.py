@@ -20,7 +20,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from dari.agents.base import AgentBackend, AgentContext, AgentEvent, AgentRequest, Step
-from dari.agents.text import split_words
+from dari.agents.text import iter_words
 from dari.protocol.errors import DariError
 from dari.settings import AgentConfig, Settings
 
@@ -64,7 +64,7 @@ class OfflineBackend(AgentBackend):
             await asyncio.sleep(delay * 4)
             yield Step("think", "정리 완료" if ko else "Ready", "finished")
             answer = self._chat(request, ko)
-        for piece in split_words(answer):
+        for piece in iter_words(answer):
             if delay:
                 await asyncio.sleep(delay)
             yield piece
