@@ -43,11 +43,17 @@ class Collector:
     """Freezes what startup made and schedules full collections by growth (see the module).
     ``growth=0`` keeps CPython's own schedule (the freeze still applies)."""
 
-    def __init__(self, growth: int, check_s: float = 1.0) -> None:
+    def __init__(self, growth: int, check_s: float = 1.0, count_s: float = 30.0) -> None:
         self.growth = growth
         self.check_s = check_s
+        self.count_s = count_s
         self.after_last = 0  # objects the last full collection left in the old generation
-        self._promotions = 0  # gc.get_count()[2] at the last look
+        # The old generation's size when it was last counted, the middle collections done by
+        # then (gc.get_count()[2]) and when: counting walks it (about 10 ms at 250,000
+        # objects of a busy node), so it is counted only when it may have grown enough.
+        self._counted = 0
+        self._counted_at = 0
+        self._counted_when = 0.0
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -60,7 +66,8 @@ class Collector:
             young, middle, _old = gc.get_threshold()
             gc.set_threshold(young, middle, _NEVER)
         _scheduling.add(self)
-        self.after_last = len(gc.get_objects(generation=2))
+        self._count(promotions=0)
+        self.after_last = self._counted
         self._task = supervise(self._watch(), "garbage collection schedule")
 
     async def stop(self) -> None:
@@ -77,25 +84,37 @@ class Collector:
 
     def check(self) -> bool:
         """Run a full collection if one is due; True if it ran."""
-        promotions = gc.get_count()[2]  # middle-generation collections since the last full one
-        if promotions == self._promotions:
-            return False  # nothing reached the old generation since the last look
-        self._promotions = promotions
-        # Counting costs about 3.5 ms per 250,000 objects, once a second at most.
-        old = len(gc.get_objects(generation=2))
-        if not full_collection_due(old, self.after_last, self.growth):
+        promotions = gc.get_count()[2]  # middle collections since the last full one
+        if promotions == self._counted_at:
+            return False  # nothing reached the old generation since it was counted
+        # A middle collection moves at most about what the young generations hold into the
+        # old one; while that bound stays short of the line, counting can wait (at most
+        # count_s: objects freed from older generations let the young ones hold more).
+        young, middle, _old = gc.get_threshold()
+        bound = self._counted + (promotions - self._counted_at) * young * (middle + 1)
+        due = full_collection_due(bound, self.after_last, self.growth)
+        if not due and time.monotonic() - self._counted_when < self.count_s:
             return False
+        self._count(promotions)
+        if not full_collection_due(self._counted, self.after_last, self.growth):
+            return False
+        old = self._counted
         began = time.perf_counter()
         collected = gc.collect()
         pause = time.perf_counter() - began
-        self.after_last = len(gc.get_objects(generation=2))
-        self._promotions = 0
+        self._count(promotions=0)
+        self.after_last = self._counted
         metrics.FULL_COLLECTION_PAUSE.observe(pause)
         log.debug(
             "full collection: %d objects in the old generation, %d freed, %d kept, %.1f ms",
             old, collected, self.after_last, pause * 1000,
         )  # fmt: skip
         return True
+
+    def _count(self, promotions: int) -> None:
+        self._counted = len(gc.get_objects(generation=2))
+        self._counted_at = promotions
+        self._counted_when = time.monotonic()
 
     async def _watch(self) -> None:
         while True:

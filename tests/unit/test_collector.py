@@ -96,3 +96,37 @@ async def test_several_servers_in_one_process_hand_cpythons_schedule_back_once_a
     assert gc.get_threshold()[2] == 2**31 - 1  # the second still schedules
     await second.stop()
     assert gc.get_threshold() == before
+
+
+async def test_the_old_generation_is_counted_only_when_it_may_have_grown_enough(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    counts = 0
+    walk = gc.get_objects
+
+    def counting(generation: int | None = None) -> list[object]:
+        nonlocal counts
+        counts += 1
+        return walk(generation)
+
+    monkeypatch.setattr(gc, "get_objects", counting)
+    patient = Collector(growth=10**9, check_s=3600, count_s=3600)
+    patient.start()
+    try:
+        started = counts
+        for _ in range(5):
+            _promote()
+            assert patient.check() is False
+        assert counts == started  # five middle collections cannot add 10**9 objects
+    finally:
+        await patient.stop()
+    eager = Collector(growth=10**9, check_s=3600, count_s=0)
+    eager.start()
+    try:
+        started = counts
+        assert eager.check() is False  # nothing promoted since it started: nothing to count
+        _promote()
+        assert eager.check() is False
+        assert counts == started + 1  # counted anyway once count_s has passed
+    finally:
+        await eager.stop()
