@@ -8,6 +8,7 @@ redis-server. On Redis, "several nodes" are two gateways on the same Redis and t
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
@@ -243,3 +244,38 @@ async def test_a_chat_queued_by_a_node_that_dies_before_taking_the_lease_is_run_
         ]
     finally:
         await b.stop()
+
+
+@pytest.mark.parametrize("engine", ["redis"])
+async def test_a_socket_leaving_keeps_the_client_and_drops_only_its_own_attachment(
+    nodes: list[Gateway],
+) -> None:
+    """On Redis: when a socket leaves, the client's record lives on for its TTL (a reconnect
+    finds its log and subscriptions), and ``attached:<id>`` goes only if this node holds it."""
+    first, second = (node.hub.delivery for node in nodes)
+    assert isinstance(first, RedisDelivery) and isinstance(second, RedisDelivery)
+    redis = first.redis
+
+    async def record(client_id: str) -> tuple[bytes | None, float | None]:
+        return (
+            await redis.get(f"{first.prefix}attached:{client_id}"),
+            await redis.zscore(f"{first.prefix}clients", client_id),
+        )
+
+    await first.attached("left")
+    holder, _ = await record("left")
+    assert holder == first.bus.node_id.encode()
+    await redis.zadd(f"{first.prefix}clients", {"left": 0, "moved": 0})  # long expired
+    before = time.time() * 1000
+    await first.detached("left")
+    holder, expiry = await record("left")
+    assert holder is None
+    assert expiry is not None and expiry >= before + first.ttl_s * 1000 - 1
+
+    await first.attached("moved")
+    await second.attached("moved")  # the client's newer socket is on the other node now
+    await redis.zadd(f"{first.prefix}clients", {"moved": 0})
+    await first.detached("moved")
+    holder, expiry = await record("moved")
+    assert holder == second.bus.node_id.encode()
+    assert expiry is not None and expiry >= before + first.ttl_s * 1000 - 1

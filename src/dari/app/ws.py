@@ -203,6 +203,7 @@ async def chat_socket(websocket: WebSocket, client_id: str) -> None:
         max_lag_frames=settings.limits.max_lag_frames,
         render=_visible_render(state.principal, gateway.conversations.redactions),
         generation=generation,
+        log_head=position.head,
     )
     try:
         previous = hub.attach(connection)

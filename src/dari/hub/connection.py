@@ -49,6 +49,7 @@ class Connection:
         "_backlog_end",
         "_closing",
         "_direct",
+        "_log_head",
         "_memory",
         "_offered",
         "_progress_waiter",
@@ -88,6 +89,7 @@ class Connection:
         max_lag_frames: int,
         render: Renderer = encode,
         generation: int = 0,
+        log_head: int | None = None,
     ) -> None:
         self.websocket = websocket
         self.client_id = client_id
@@ -110,6 +112,9 @@ class Connection:
         # The log's head when writing began: a resuming client's backlog up to there is not
         # lag (max_lag_frames is about falling behind new traffic, not about catching up).
         self._backlog_end = 0
+        # The head as the handshake read it, if it did: the writer then need not ask the
+        # shared log again (a round trip per connection on several nodes).
+        self._log_head = log_head
         # Several nodes: frames this node logged for the client, by seq, handed over as they
         # were logged so the writer need not read them back from Redis.
         self._offered: dict[int, Frame] = {}
@@ -296,7 +301,10 @@ class Connection:
         self._writer = asyncio.current_task()
         try:
             if self._memory is None:
-                self._backlog_end = (await self.replay.position(self.client_id)).head
+                head = self._log_head
+                if head is None:
+                    head = (await self.replay.position(self.client_id)).head
+                self._backlog_end = head
             while not self.closed.is_set():
                 await self._woken_up()
                 # Let producers that are ready run first: pieces they add now merge into the

@@ -114,8 +114,11 @@ redis.call('ZREM', KEYS[1], ARGV[1])
 return 1
 """
 
-# Delete attached:<id> only if this node still holds it. KEYS: attached:<id>. ARGV: node id.
+# A socket left: the client's expiry moves on (its log and subscriptions are kept that long),
+# and attached:<id> goes only if this node still holds it. KEYS: attached:<id>, clients.
+# ARGV: node id, client id, expiry (ms).
 _DETACH = """
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
@@ -829,8 +832,10 @@ class RedisDelivery(Delivery):
         if handler is not None:
             await self.bus.unsubscribe(self._k("wake", client_id), handler)
         try:
-            await self._detach(keys=[self._k("attached", client_id)], args=[self.bus.node_id])
-            await self.redis.zadd(self._k("clients"), {client_id: self._expiry()})
+            await self._detach(
+                keys=[self._k("attached", client_id), self._k("clients")],
+                args=[self.bus.node_id, client_id, self._expiry()],
+            )
         except (RedisError, OSError) as exc:
             log.warning("recording that %s left failed: %s", client_id, exc)
         # Frames may have been routed here for a newer socket of the client on another node
