@@ -71,14 +71,12 @@ ANSWER_FIELDS = (
 
 Values = Mapping[str, Any]
 
+_BY_KEY = [conversations.c[name] == bindparam(name) for name in CONVERSATION_KEY]
 # A conversation's id by its key (also the subquery of the store's "answered" check).
-CONVERSATION_OF = select(conversations.c.id).where(
-    *(conversations.c[name] == bindparam(name) for name in CONVERSATION_KEY)
+CONVERSATION_OF = select(conversations.c.id).where(*_BY_KEY)
+OWNERSHIP_OF = select(conversations.c.id, conversations.c.owner, conversations.c.shared).where(
+    *_BY_KEY
 )
-
-OWNERSHIP_OF = select(
-    conversations.c.id, conversations.c.owner, conversations.c.shared
-).where(*(conversations.c[name] == bindparam(name) for name in CONVERSATION_KEY))
 
 
 class OwnerRow(NamedTuple):
