@@ -11,6 +11,9 @@ class Metric:
     label: str
     better: str = ""  # "higher", "lower" or "" (no direction, e.g. a count)
     digits: int = 0
+    # dari's ratios compare this row with the baselines' row of this key (a dari-only variant
+    # of a measured figure, e.g. capacity with stream_gather_ms); None: the same row.
+    versus: str | None = None
 
 
 @dataclass
@@ -81,7 +84,9 @@ def render(table: Table, targets: list[str]) -> str:
                     row.append("")
                     continue
                 mark = "*" if table.is_noisy("dari", m.key) or table.is_noisy(b, m.key) else ""
-                row.append(_ratio(dari, table.value(b, m.key)) + mark)
+                base_key = m.versus or m.key
+                mark = mark or ("*" if table.is_noisy(b, base_key) else "")
+                row.append(_ratio(dari, table.value(b, base_key)) + mark)
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
 

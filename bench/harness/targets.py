@@ -38,6 +38,7 @@ name = "Benchmark"
 [[projects.agents]]
 name = "{agent}"
 backend = "echo"
+stream_gather_ms = {gather_ms}
 options = {{ delay_ms = {delay_ms} }}
 """
 )
@@ -94,7 +95,10 @@ def _baseline(script: str) -> Callable[[int, float, Path], list[str]]:
     return argv
 
 
-def dari_argv(port: int, delay_ms: float, workdir: Path) -> list[str]:
+def dari_argv(
+    port: int, delay_ms: float, workdir: Path, gather_ms: float = 0.0
+) -> list[str]:
+    """dari with the bench config; ``gather_ms``: the echo agent's ``stream_gather_ms``."""
     config = workdir / "dari-bench.toml"
     config.write_text(
         DARI_CONFIG.format(
@@ -103,6 +107,7 @@ def dari_argv(port: int, delay_ms: float, workdir: Path) -> list[str]:
             steps=STEPS_AGENT,
             workdir=workdir,
             delay_ms=delay_ms,
+            gather_ms=gather_ms,
         )
     )
     return [

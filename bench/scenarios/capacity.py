@@ -12,9 +12,12 @@ from harness import stats
 from harness.config import BenchConfig
 from harness.report import Measured, Metric, Table
 from harness.session import Session, session
-from harness.targets import TARGETS
+from harness.targets import TARGETS, Target, dari_argv
 
 NAME = "capacity"
+# dari again with its agent's stream_gather_ms: each socket holds an answer's pieces this long
+# so that those arriving meanwhile go out as one frame (2 tokens a frame at 50 tokens/s).
+GATHER_MS = 40.0
 
 
 def table(cfg: BenchConfig) -> Table:
@@ -41,6 +44,15 @@ def table(cfg: BenchConfig) -> Table:
             Metric("failed", "first step that failed", ""),
             Metric("failed.p99", "at that step: token latency p99 ms", "", 1),
             Metric("failed.kept", "at that step: % of offered tokens", "", 1),
+            Metric(
+                "g.held",
+                f"dari, stream_gather_ms = {GATHER_MS:g}: answers held",
+                "higher",
+                versus="held",
+            ),
+            Metric("g.held.p99", "at that step: token latency p99 ms", "", 1),
+            Metric("g.held.cpu", "at that step: server CPU %", "", 0),
+            Metric("g.failed", "first step that failed", ""),
         ],
     )
 
@@ -50,6 +62,15 @@ def measure(target_name: str, cfg: BenchConfig) -> Measured:
     out = Measured()
     with session(target, cfg, delay_ms=cfg.interval * 1000, run_id="c") as sess:
         ramp(sess, cfg, out, cfg.capacity_levels, cfg.capacity_tokens)
+    if target_name == "dari":
+        gathering = Target(
+            "dari-gather",
+            lambda port, delay_ms, workdir: dari_argv(port, delay_ms, workdir, GATHER_MS),
+            dialect="dari",
+            env=target.env,
+        )
+        with session(gathering, cfg, delay_ms=cfg.interval * 1000, run_id="g") as sess:
+            ramp(sess, cfg, out, cfg.capacity_levels, cfg.capacity_tokens, prefix="g.")
     return out
 
 

@@ -240,6 +240,7 @@ def _size(k: int, cfg: BenchConfig, out: Measured, *, remote: bool = False) -> N
                         store=store,
                         redis=redis_url,
                         delay_ms=0,
+                        gather_ms=0,
                     )
                 )
                 argv = [*TARGETS["dari"].argv(port, 0, workdir)[:-1], str(config)]

@@ -35,7 +35,9 @@ from harness.targets import BASELINES, BENCH_PROJECT, DARI_LIMITS, TARGETS, Targ
 from scenarios import capacity
 
 NAME = "relay"
-ONLY = ("dari", "fastapi")  # fastapi: the hand-rolled FastAPI + openai relay in this scenario
+# fastapi: the hand-rolled FastAPI + openai relay in this scenario; picows: the bare relay
+# (picows + aiohttp, no application), the floor under any relay on this stack.
+ONLY = ("dari", "fastapi", "picows")
 RELAY_AGENT = "relay"
 
 # dari's defaults, with the abuse limits raised as in the other scenarios; history off, because
@@ -79,14 +81,18 @@ def table(cfg: BenchConfig) -> Table:
     return Table(
         title=(
             f"R. Relaying an OpenAI-compatible model at {cfg.rate:g} chunks/s, "
-            f"{cfg.relay_tokens}-word answers (fastapi: FastAPI + the official openai client)"
+            f"{cfg.relay_tokens}-word answers (fastapi: FastAPI + the official openai client; "
+            "picows: a bare relay, the floor)"
         ),
         method=(
             "The upstream runs in its own process on the load core and streams one "
             "`chat.completion.chunk` per word, paced on an absolute schedule; dari relays it with "
             "its `openai` backend, the baseline is a FastAPI endpoint that iterates the official "
-            "client's stream and sends one frame per chunk. Both ask for usage, send only the new "
-            f"message (dari's history is off for this agent) and are checked word for word. At {n} "
+            "client's stream and sends one frame per chunk. The floor (`baselines/relay_bare.py`) "
+            "is a bare picows server that reads the upstream with aiohttp, parses each `data:` "
+            "line with orjson and sends one frame per chunk, with nothing else (measured at the "
+            "fixed level only). All ask for usage, send only the new message (dari's history is "
+            f"off for this agent) and are checked word for word. At {n} "
             f"clients: measured over {cfg.measure_s:g} s after warm-up; CPU per token = server "
             "CPU time ÷ tokens relayed in the window. Capacity: the ramp of C over "
             f"{steps} clients with these answers (p99 ≤ {cfg.capacity_p99_ms:g} ms, ≥ "
@@ -125,7 +131,8 @@ def measure(target_name: str, cfg: BenchConfig) -> Measured:
         delay_ms = cfg.interval * 1000
         with session(target, cfg, delay_ms=delay_ms, run_id="r") as sess:
             _fixed(sess, cfg, out, model_server)
-            capacity.ramp(sess, cfg, out, cfg.relay_levels, cfg.relay_tokens, prefix="cap.")
+            if target_name != "picows":  # the floor: its CPU per token is what it is for
+                capacity.ramp(sess, cfg, out, cfg.relay_levels, cfg.relay_tokens, prefix="cap.")
         if target_name == "dari":
             graph = _graph_target(base_url)
             with session(graph, cfg, delay_ms=delay_ms, run_id="g") as sess:
@@ -187,14 +194,16 @@ def _target(name: str, base_url: str) -> Target:
         env = {**TARGETS["dari"].env, "BENCH_UPSTREAM_URL": base_url}
         return Target("dari", dari_argv, dialect="dari", agent_name=RELAY_AGENT, env=env)
 
+    script = "relay_bare.py" if name == "picows" else "relay_fastapi.py"
+
     def relay_argv(port: int, delay_ms: float, workdir: Path) -> list[str]:
         return [
             sys.executable,
-            str(BASELINES / "relay_fastapi.py"),
+            str(BASELINES / script),
             *("--host", "127.0.0.1", "--port", str(port), "--upstream", base_url),
         ]
 
-    return Target("fastapi", relay_argv)
+    return Target(name, relay_argv)
 
 
 def _graph_target(base_url: str) -> Target:

@@ -61,6 +61,10 @@ class AgentConfig(Section):
     # How long a question the agent asks (an interrupt) waits for its answer; then the answer
     # ends with interrupt_expired. The paused answer holds its conversation meanwhile.
     interrupt_timeout_s: float = Field(default=3600.0, gt=0, le=7 * 24 * 3600)
+    # How long a socket may hold this agent's answer pieces so that pieces arriving meanwhile
+    # go out merged in one frame (fewer frames and system calls per token; each piece waits at
+    # most this long). 0: each piece goes at the writer's next turn.
+    stream_gather_ms: float = Field(default=0.0, ge=0, le=250)
     options: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -204,3 +204,10 @@ def test_the_switch_interval_is_bounded(tmp_path: Path) -> None:
     assert Settings().server.switch_interval_ms == 0.2
     with pytest.raises(ValidationError):
         load(tmp_path, "[server]\nswitch_interval_ms = 0\n")
+
+
+@pytest.mark.parametrize("value", [-1, 251])
+def test_a_gather_wait_outside_0_to_250_ms_is_refused(value: int) -> None:
+    with pytest.raises(ValidationError, match="stream_gather_ms"):
+        AgentConfig(name="a", backend="echo", stream_gather_ms=value)
+    assert AgentConfig(name="a", backend="echo", stream_gather_ms=250).stream_gather_ms == 250

@@ -68,7 +68,8 @@ class StreamSink(Connection):
         self._wake = asyncio.Event()
         self._pending: list[Frame] = []  # read already, to be handed out by frames() first
 
-    def notify(self) -> None:
+    def notify(self, gather_s: float = 0.0) -> None:
+        # HTTP streams send each piece as it comes (no gathering: see Connection.notify).
         self._wake.set()
 
     def offer(self, epoch: str, seq: int, frame: Frame) -> None:

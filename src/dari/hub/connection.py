@@ -49,11 +49,13 @@ class Connection:
         "_backlog_end",
         "_closing",
         "_direct",
+        "_gather_due",
         "_log_head",
         "_memory",
         "_offered",
         "_progress_waiter",
         "_pump_scheduled",
+        "_pump_timer",
         "_sending_since",
         "_server_send",
         "_socket",
@@ -109,6 +111,10 @@ class Connection:
         self._direct = self._socket if self._memory else None
         self._started = False
         self._pump_scheduled = False
+        # A pump held back to gather an answer's pieces (its agent's stream_gather_ms).
+        self._pump_timer: asyncio.TimerHandle | None = None
+        # The task writer's counterpart: when it may send what woke it, None for at once.
+        self._gather_due: float | None = None
         # The log's head when writing began: a resuming client's backlog up to there is not
         # lag (max_lag_frames is about falling behind new traffic, not about catching up).
         self._backlog_end = 0
@@ -159,26 +165,69 @@ class Connection:
             self._stall_timer.cancel()
             self._stall_timer = None
 
-    def notify(self) -> None:
-        self._woken = True
+    def notify(self, gather_s: float = 0.0) -> None:
+        """Something was logged for this client. ``gather_s`` > 0: it is an answer's piece
+        that may wait that long for more pieces to merge with it in the unsent tail (the
+        agent's ``stream_gather_ms``); anything else, and a wait already running out, goes at
+        the writer's next turn."""
         if self._direct is not None:
             # One callback per turn of the loop however many pieces arrive: pieces added
             # before it runs merge into the unsent tail (fewer, fuller frames when busy).
-            if self._started and not self._pump_scheduled and self._writer is None:
+            if not self._started or self._writer is not None:
+                self._woken = True
+                return
+            loop = asyncio.get_running_loop()
+            if self._pump_scheduled:
+                timer = self._pump_timer
+                if timer is not None and not gather_s:  # this one may not wait: go now
+                    timer.cancel()
+                    self._pump_timer = None
+                    loop.call_soon(self._pump)
+            elif gather_s:
                 self._pump_scheduled = True
-                asyncio.get_running_loop().call_soon(self._pump)
+                self._pump_timer = loop.call_later(gather_s, self._pump)
+            else:
+                self._pump_scheduled = True
+                loop.call_soon(self._pump)
+            self._woken = True
             return
+        if gather_s:
+            if self._woken:
+                return  # the writer already has something to send: its due time stands
+            self._gather_due = asyncio.get_running_loop().time() + gather_s
+        else:
+            self._gather_due = None
+        self._woken = True
         waiter = self._wake_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
     async def _woken_up(self) -> None:
-        if not self._woken:
-            self._wake_waiter = asyncio.get_running_loop().create_future()
+        """Until something was logged and, for gathered pieces, their wait ran out."""
+        loop = asyncio.get_running_loop()
+        while True:
+            timer: asyncio.TimerHandle | None = None
+            if self._woken:
+                due = self._gather_due
+                if due is None:
+                    return
+                if due <= loop.time():
+                    self._gather_due = None
+                    return
+                timer = loop.call_later(due - loop.time(), self._gathered)
+            self._wake_waiter = loop.create_future()
             try:
                 await self._wake_waiter
             finally:
                 self._wake_waiter = None
+                if timer is not None:
+                    timer.cancel()
+
+    def _gathered(self) -> None:
+        self._gather_due = None
+        waiter = self._wake_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _batch_sent(self, count: int, size: int) -> None:
         """Counted per batch, not per frame (the hot path); wakes ``flush``. ``size`` is in
@@ -212,6 +261,7 @@ class Connection:
     def _pump(self) -> None:
         """Direct writer: send everything ready now; hand over to a task while paused."""
         self._pump_scheduled = False
+        self._pump_timer = None
         self._woken = False
         direct, memory = self._direct, self._memory
         assert direct is not None and memory is not None

@@ -109,8 +109,10 @@ class Delivery(ABC):
         local: Collection[str],
         frame: Frame,
         merge_key: str | None = None,
+        gather_s: float = 0.0,
     ) -> int:
-        """Log a conversation's ``frame`` for its subscribers (``local``: those known here)."""
+        """Log a conversation's ``frame`` for its subscribers (``local``: those known here);
+        ``gather_s`` is passed to the writers this node wakes (Connection.notify)."""
 
     # --- answers in progress -----------------------------------------------------------------
 

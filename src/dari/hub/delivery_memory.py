@@ -81,7 +81,13 @@ class MemoryDelivery(Delivery):
             state.connection.notify()
         return seq
 
-    def _deliver_now(self, client_ids: Collection[str], frame: Frame, merge_key: str | None) -> int:
+    def _deliver_now(
+        self,
+        client_ids: Collection[str],
+        frame: Frame,
+        merge_key: str | None,
+        gather_s: float = 0.0,
+    ) -> int:
         """Log for each client and notify its socket, without awaiting (the per-piece path:
         no coroutine per subscriber)."""
         append_now = self._append_now
@@ -91,7 +97,7 @@ class MemoryDelivery(Delivery):
             append_now(client_id, dict(frame) if copy else frame, merge_key)
             state = clients.get(client_id)
             if state is not None and state.connection is not None:
-                state.connection.notify()
+                state.connection.notify(gather_s)
         return len(client_ids)
 
     async def send_many(
@@ -105,8 +111,9 @@ class MemoryDelivery(Delivery):
         local: Collection[str],
         frame: Frame,
         merge_key: str | None = None,
+        gather_s: float = 0.0,
     ) -> int:
-        return self._deliver_now(local, frame, merge_key)
+        return self._deliver_now(local, frame, merge_key, gather_s)
 
     async def answer_began(self, progress: Progress) -> None:
         self._running[progress.key] = progress

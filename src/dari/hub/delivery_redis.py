@@ -275,6 +275,9 @@ _FAN_OUT_BATCH = 128  # frames per script call at most
 # Fan-outs waiting for the call in flight; past this a producer gets ReplayUnavailable rather
 # than the node's memory growing while Redis is slow.
 MAX_QUEUED_FAN_OUTS = 20_000
+# A fan-out waiting for the sender: its script arguments, the frame, who waits for its seqs,
+# and how long this node's writers may gather it (Connection.notify).
+_Queued = tuple[list[Any], Frame, asyncio.Future[list[tuple[str, int]]], float]
 
 
 def _decode(values: Iterable[bytes | str]) -> set[str]:
@@ -299,7 +302,7 @@ class RedisDelivery(Delivery):
         self._detach = self.redis.register_script(_DETACH)
         self._fan_out_many = self.redis.register_script(_FAN_OUT_MANY)
         # Fan-outs wait here while one call is in flight, then go together in the next.
-        self._queued: list[tuple[list[Any], Frame, asyncio.Future[list[tuple[str, int]]]]] = []
+        self._queued: list[_Queued] = []
         self._sender: asyncio.Task[None] | None = None
         self._snapshot = self.redis.register_script(_SNAPSHOT)
         self._watchers: dict[str, Callable[[BusMessage], Awaitable[None]]] = {}
@@ -491,10 +494,11 @@ class RedisDelivery(Delivery):
         local: Collection[str],
         frame: Frame,
         merge_key: str | None = None,
+        gather_s: float = 0.0,
     ) -> int:
         # Even with nobody subscribed: an answer's pieces also record its progress.
         # Subscribers are read in the same step as the logs grow: see snapshots().
-        return await self._deliver(local, frame, key)
+        return await self._deliver(local, frame, key, gather_s)
 
     async def publish_end(
         self, key: ConversationKey, local: Collection[str], frame: Frame, claim: EndClaim
@@ -508,18 +512,28 @@ class RedisDelivery(Delivery):
         return True
 
     async def _deliver(
-        self, client_ids: Iterable[str], frame: Frame, conversation: ConversationKey | None = None
+        self,
+        client_ids: Iterable[str],
+        frame: Frame,
+        conversation: ConversationKey | None = None,
+        gather_s: float = 0.0,
     ) -> int:
         # Shielded: once the frame is logged its readers must be woken, even if the producer
         # is cancelled meanwhile (an ``end`` left in a log with no wake is never sent).
-        return await asyncio.shield(self._log_and_wake(list(client_ids), frame, conversation))
+        return await asyncio.shield(
+            self._log_and_wake(list(client_ids), frame, conversation, gather_s)
+        )
 
     async def _log_and_wake(
-        self, client_ids: list[str], frame: Frame, conversation: ConversationKey | None
+        self,
+        client_ids: list[str],
+        frame: Frame,
+        conversation: ConversationKey | None,
+        gather_s: float = 0.0,
     ) -> int:
         """Log for every client (and the conversation's subscribers) in one step; the sender
         then wakes each reader (see _send_queued)."""
-        return len(await self.fan_out(frame, client_ids, conversation))
+        return len(await self.fan_out(frame, client_ids, conversation, gather_s=gather_s))
 
     async def fan_out(
         self,
@@ -527,6 +541,7 @@ class RedisDelivery(Delivery):
         client_ids: Iterable[str] = (),
         conversation: ConversationKey | None = None,
         claim: EndClaim | None = None,
+        gather_s: float = 0.0,
     ) -> list[tuple[str, int]]:
         """Log ``frame`` for ``client_ids`` and, with ``conversation``, for its subscribers as
         Redis has them at that very moment, and wake their readers; returns, for each client
@@ -573,7 +588,7 @@ class RedisDelivery(Delivery):
         if len(self._queued) >= MAX_QUEUED_FAN_OUTS:
             raise ReplayUnavailable("shared state too slow: too many frames waiting for Redis")
         future: asyncio.Future[list[tuple[str, int]]] = asyncio.get_running_loop().create_future()
-        self._queued.append((group, frame, future))
+        self._queued.append((group, frame, future, gather_s))
         if self._sender is None or self._sender.done():
             self._sender = supervise(
                 self._send_queued(), "fan-out to Redis", on_failure=self._fail_queued
@@ -583,7 +598,7 @@ class RedisDelivery(Delivery):
     def _fail_queued(self, exc: BaseException) -> None:
         """The sender stopped unexpectedly: its waiters fail instead of hanging."""
         queued, self._queued = self._queued, []
-        for _group, _frame, future in queued:
+        for _group, _frame, future, _gather in queued:
             if not future.done():
                 future.set_exception(ReplayUnavailable(f"fan-out stopped: {exc!r}"))
 
@@ -602,12 +617,12 @@ class RedisDelivery(Delivery):
                 self._k("attached", ""),
                 self.bus.node_id,
             ]
-            for group, _frame, _future in batch:
+            for group, _frame, _future, _gather in batch:
                 args.extend(group)
             try:
                 result = await self._call(self._fan_out_many(keys=[log.epoch_key], args=args))
             except BaseException as exc:
-                for _group, _frame, future in batch:
+                for _group, _frame, future, _gather in batch:
                     if not future.done():
                         future.set_exception(exc)
                 if isinstance(exc, asyncio.CancelledError):
@@ -619,7 +634,7 @@ class RedisDelivery(Delivery):
 
     async def _wake_readers(
         self,
-        batch: list[tuple[list[Any], Frame, asyncio.Future[list[tuple[str, int]]]]],
+        batch: list[_Queued],
         result: list[Any],
     ) -> None:
         """Hand each logged frame to this node's sockets, then send each other node that holds
@@ -629,7 +644,7 @@ class RedisDelivery(Delivery):
         position = 1
         by_node: dict[str, list[bytes]] = {}
         unknown: dict[str, None] = {}  # ordered, each once
-        for group, frame, future in batch:
+        for group, frame, future, gather_s in batch:
             count = int(result[position])
             if count < 0:  # an end whose claim another node took over: not logged
                 position += 1
@@ -649,7 +664,7 @@ class RedisDelivery(Delivery):
                 if state is not None and state.connection is not None:
                     # Handed over as logged, so this node's writer need not read it back.
                     state.connection.offer(epoch, seq, frame)
-                    state.connection.notify()
+                    state.connection.notify(gather_s)
                 elif not node:
                     unknown[client] = None
                 if node:  # held on another node (also when a socket here is being replaced)

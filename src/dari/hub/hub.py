@@ -238,10 +238,17 @@ class Hub:
         return await self.delivery.send_many(tuple(client_ids), frame, merge_key)
 
     async def publish(
-        self, key: ConversationKey, frame: Frame, merge_key: str | None = None
+        self,
+        key: ConversationKey,
+        frame: Frame,
+        merge_key: str | None = None,
+        gather_s: float = 0.0,
     ) -> int:
+        """Log a conversation's ``frame`` for its subscribers and wake their writers;
+        ``gather_s``: an answer's piece whose sending may wait that long for more pieces
+        (see Connection.notify)."""
         local = self._conversation_subs.get(key, ())
-        return await self.delivery.publish(key, local, frame, merge_key)
+        return await self.delivery.publish(key, local, frame, merge_key, gather_s)
 
     async def snapshots(self, client_id: str, keys: Iterable[ConversationKey]) -> int | None:
         """Log for the client a snapshot of each answer running in ``keys``, wherever it

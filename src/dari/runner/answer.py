@@ -72,6 +72,9 @@ class AnswerRun:
         self._deadline: asyncio.Timeout | None = None  # the answer's timeout, paused by questions
         self._finishing = False  # the checkpoints stop (a cancel alone can be lost in a driver)
         self._failure_told = False  # an `error` frame for this answer went out
+        # How long the answer's pieces may wait for more before sockets send them (merged
+        # in the unsent tail): the agent's stream_gather_ms.
+        self._gather_s = 0.0
 
     async def emit_step(self, step: Step) -> None:
         wire = step.to_wire()
@@ -138,6 +141,7 @@ class AnswerRun:
             checkpoint = asyncio.create_task(self._checkpoint(row))
             agent = runner.directory.get(key.project_id, key.agent_name)
             history_limit = agent.config.history_limit if agent.backend.uses_history else 0
+            self._gather_s = agent.config.stream_gather_ms / 1000
             request = await self._request(history_limit)
             self._taken_in()  # the gateway's part of starting is done; the agent's begins
             await self._stream(agent.backend.stream(request, RunContext(self)))
@@ -213,6 +217,7 @@ class AnswerRun:
         started = time.monotonic()
         yield_every = self.runner.settings.limits.yield_every_pieces
         intake = self.runner.intake
+        gather_s = self._gather_s
         loop = asyncio.get_running_loop()
         resumed = loop.time()
         try:
@@ -234,7 +239,10 @@ class AnswerRun:
                         pieces.append(event)
                         try:
                             await hub.publish(
-                                key, frames.answer_frame("response", key, rid, content=event), rid
+                                key,
+                                frames.answer_frame("response", key, rid, content=event),
+                                rid,
+                                gather_s,
                             )
                         except DariError:
                             pieces.pop()
@@ -354,6 +362,7 @@ class AnswerRun:
                     key,
                     frames.answer_frame("reasoning", key, rid, content=text),
                     rid + "\x00reasoning",
+                    self._gather_s,
                 )
         elif isinstance(event, Usage):
             progress.usage = event if progress.usage is None else progress.usage + event
