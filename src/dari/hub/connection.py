@@ -176,20 +176,19 @@ class Connection:
             if not self._started or self._writer is not None:
                 self._woken = True
                 return
-            loop = asyncio.get_running_loop()
+            self._woken = True
             if self._pump_scheduled:
                 timer = self._pump_timer
                 if timer is not None and not gather_s:  # this one may not wait: go now
                     timer.cancel()
                     self._pump_timer = None
-                    loop.call_soon(self._pump)
+                    asyncio.get_running_loop().call_soon(self._pump)
             elif gather_s:
                 self._pump_scheduled = True
-                self._pump_timer = loop.call_later(gather_s, self._pump)
+                self._pump_timer = asyncio.get_running_loop().call_later(gather_s, self._pump)
             else:
                 self._pump_scheduled = True
-                loop.call_soon(self._pump)
-            self._woken = True
+                asyncio.get_running_loop().call_soon(self._pump)
             return
         if gather_s:
             if self._woken:

@@ -47,7 +47,12 @@ def _value_bytes(value: Any) -> int:
     if isinstance(value, str):
         return len(value)
     if isinstance(value, dict):
-        return _ITEM_OVERHEAD + sum(_value_bytes(item) for item in value.values())
+        # A loop, not sum() over a generator: most frames (ack, start, end) are flat dicts of
+        # strings, counted here without a call per value.
+        total = _ITEM_OVERHEAD
+        for item in value.values():
+            total += len(item) if item.__class__ is str else _value_bytes(item)
+        return total
     if isinstance(value, list | tuple):
         return sum(_value_bytes(item) + 8 for item in value)
     return 8

@@ -270,7 +270,8 @@ class SqliteWorker(Worker):
         def _begin(conn: Any) -> None:
             # Take the write lock up front: a deferred transaction that reads, then writes,
             # can hit SQLite's lock-upgrade deadlock when another process shares the file.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # On the driver itself: SQLAlchemy's statement machinery has nothing to add to it.
+            conn.connection.driver_connection.execute("BEGIN IMMEDIATE")
 
         return engine.connect()
 
