@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import httpx
 import pytest
 
 from dari.protocol.frames import ConversationKey
@@ -97,3 +99,29 @@ async def test_a_held_piece_goes_out_when_its_wait_runs_out(server_factory: Serv
     text, end = await client.answer("h1", timeout=10)
     assert text == "hello done" and end["finish_reason"] == "stop"
     assert _pieces(client, "h1") == ["hello ", "done"]
+
+
+async def test_an_http_stream_gets_the_pieces_merged_too(
+    server_factory: ServerFactory, engine: str
+) -> None:
+    """The AI SDK's SSE stream reads the same log: with the setting it gets fewer deltas."""
+    server = await server_factory(**AGENTS)
+    deltas: dict[str, list[str]] = {}
+    async with httpx.AsyncClient(base_url=server.http, timeout=30) as http:
+        for agent in ("gathered", "plain"):
+            body = {
+                "id": f"c-{agent}",
+                "messages": [{"id": "m1", "role": "user", "parts": [{"type": "text", "text": WORDS}]}],
+                "trigger": "submit-message",
+            }
+            async with http.stream("POST", f"/api/ai-sdk/p1/{agent}/chat", json=body) as reply:
+                assert reply.status_code == 200
+                deltas[agent] = [
+                    chunk["delta"]
+                    async for line in reply.aiter_lines()
+                    if line.startswith("data: {")
+                    and (chunk := json.loads(line[6:]))["type"] == "text-delta"
+                ]
+    assert "".join(deltas["gathered"]) == WORDS and "".join(deltas["plain"]) == WORDS
+    if engine == "memory":
+        assert len(deltas["gathered"]) <= 15 < len(deltas["plain"]), deltas

@@ -54,7 +54,7 @@ class StreamSink(Connection):
     read yet are merged by the log, so a slow HTTP reader gets fewer, larger pieces.
     """
 
-    __slots__ = ("_pending", "_wake")
+    __slots__ = ("_gather_timer", "_pending", "_wake")
 
     def __init__(self, client_id: str, user_id: str, replay: ReplayLog, generation: int) -> None:
         # Deliberately not Connection.__init__: it prepares a socket writer this sink lacks.
@@ -67,9 +67,25 @@ class StreamSink(Connection):
         self.close_code: int | None = None
         self._wake = asyncio.Event()
         self._pending: list[Frame] = []  # read already, to be handed out by frames() first
+        self._gather_timer: asyncio.TimerHandle | None = None
 
     def notify(self, gather_s: float = 0.0) -> None:
-        # HTTP streams send each piece as it comes (no gathering: see Connection.notify).
+        # As a socket's writer (Connection.notify): an agent's pieces may wait up to
+        # ``gather_s`` for more to merge in the log; anything else wakes the reader at once.
+        if self._wake.is_set():
+            return
+        if gather_s:
+            if self._gather_timer is None:
+                self._gather_timer = asyncio.get_running_loop().call_later(
+                    gather_s, self._gathered
+                )
+            return
+        self._gathered()
+
+    def _gathered(self) -> None:
+        if self._gather_timer is not None:
+            self._gather_timer.cancel()
+            self._gather_timer = None
         self._wake.set()
 
     def offer(self, epoch: str, seq: int, frame: Frame) -> None:
@@ -78,7 +94,7 @@ class StreamSink(Connection):
     async def close(self, code: int, reason: str = "") -> None:
         self.close_code = code
         self.closed.set()
-        self._wake.set()
+        self._gathered()
 
     async def stop(self) -> None:
         await self.close(1000)
