@@ -381,11 +381,9 @@ class AnswerRun:
             async with asyncio.timeout(interval):
                 await progress.first_said.wait()
         while not self._finishing:
-            length = sum(len(piece) for piece in progress.pieces) + sum(
-                len(piece) for piece in progress.reasoning
-            )
-            if length != progress.saved_length or progress.revision != progress.saved_revision:
-                progress.saved_length = length
+            said = len(progress.pieces) + len(progress.reasoning)
+            if said != progress.saved_pieces or progress.revision != progress.saved_revision:
+                progress.saved_pieces = said
                 progress.saved_revision = progress.revision
                 await self.runner.store.save_answer(
                     message_id,

@@ -69,7 +69,10 @@ class Progress:
     key: ConversationKey
     pieces: list[str] = field(default_factory=list)
     steps: list[dict[str, Any]] = field(default_factory=list)
-    saved_length: int = 0  # characters (text and reasoning) already checkpointed to the store
+    # Pieces (text and reasoning) already checkpointed to the store: a count, not characters,
+    # so that a checkpoint of a long answer does not walk its pieces to see if it changed
+    # (pieces are never empty and only added; one taken back ends the answer).
+    saved_pieces: int = 0
     reasoning: list[str] = field(default_factory=list)
     usage: Usage | None = None  # summed over the model calls of the answer
     finish: FinishReason = "stop"  # as the model said; the gateway's own reasons override it
