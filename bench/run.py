@@ -79,6 +79,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--idle", type=_ints, help="idle socket counts, e.g. 1000,10000")
     p.add_argument("--load-procs", type=int, help="load worker processes per run (default 1)")
     p.add_argument("--capacity-levels", type=_ints, help="capacity ramp steps (client counts)")
+    p.add_argument(
+        "--capacity-tokens", type=int, help="words per answer in the capacity ramp (default 50)"
+    )
     p.add_argument("--relay-levels", type=_ints, help="relay scenario's capacity ramp steps")
     p.add_argument("--fanout-clients", type=int, help="fan-out subscribers (default 1000)")
     p.add_argument("--replay-frames", type=int, help="frames missed, then replayed (10000)")
@@ -136,6 +139,7 @@ def build_config(args: argparse.Namespace) -> BenchConfig:
         ("idle_counts", args.idle),
         ("load_procs", args.load_procs),
         ("capacity_levels", args.capacity_levels),
+        ("capacity_tokens", args.capacity_tokens),
         ("relay_levels", args.relay_levels),
         ("fanout_clients", args.fanout_clients),
         ("replay_frames", args.replay_frames),
