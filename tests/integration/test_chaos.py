@@ -86,14 +86,20 @@ def _check_sequence(frames: list[dict[str, Any]]) -> None:
         position = frame["seq"]
 
 
-async def test_random_cuts_lose_and_double_nothing(server_factory: ServerFactory) -> None:
+@pytest.mark.parametrize("gather_ms", [0, 30], ids=["each-piece", "gathered"])
+async def test_random_cuts_lose_and_double_nothing(
+    server_factory: ServerFactory, gather_ms: int
+) -> None:
+    """Also with pieces held back (the agent's stream_gather_ms): a cut while pieces wait
+    loses none of them and sends none twice."""
+    agent = {
+        "name": "slow",
+        "backend": "echo",
+        "stream_gather_ms": gather_ms,
+        "options": {"delay_ms": 6},
+    }
     server = await server_factory(
-        projects=[
-            {
-                "id": "chaos",
-                "agents": [{"name": "slow", "backend": "echo", "options": {"delay_ms": 6}}],
-            }
-        ],
+        projects=[{"id": "chaos", "agents": [agent]}],
         limits={"rate_per_s": 1000, "rate_burst": 1000},
     )
     proxy = ChaosProxy(server.port)
