@@ -83,10 +83,9 @@ def render(table: Table, targets: list[str]) -> str:
                 if not m.better:
                     row.append("")
                     continue
-                mark = "*" if table.is_noisy("dari", m.key) or table.is_noisy(b, m.key) else ""
                 base_key = m.versus or m.key
-                mark = mark or ("*" if table.is_noisy(b, base_key) else "")
-                row.append(_ratio(dari, table.value(b, base_key)) + mark)
+                noisy = table.is_noisy("dari", m.key) or table.is_noisy(b, base_key)
+                row.append(_ratio(dari, table.value(b, base_key)) + ("*" if noisy else ""))
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
 
